@@ -1,0 +1,61 @@
+"""The protocol-free request and response objects that cross the DataPlane seam.
+
+Front ends decode HTTP/gRPC into these; the scheduler batches them; the worker channel writes
+their bytes into shared memory. Tensor data stays raw bytes (little-endian, BYTES in Triton's
+length-prefixed format) from the socket to the worker: no decode to numpy in the main process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Tensor:
+    """One named tensor: Triton wire dtype (`FP32`, `BYTES`, ...), shape and raw bytes."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: bytes | bytearray | memoryview
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    """An output the client asked for; protocol options (binary_data, classification) in parameters."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """A decoded inference request. `version` "" means: let the version policy (or weights) choose."""
+
+    model: str
+    version: str
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] = field(default_factory=list)
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    arrival_ns: int = field(default_factory=time.monotonic_ns)
+
+    def batch_rows(self, max_batch_size: int) -> int:
+        """Rows this request contributes to a batch (1 for models without batching)."""
+        if max_batch_size <= 0 or not self.inputs or not self.inputs[0].shape:
+            return 1
+        return self.inputs[0].shape[0]
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    """The answer to one request: the outputs it asked for (all when it named none)."""
+
+    model: str
+    version: str
+    outputs: list[Tensor]
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,50 @@
+"""The one seam between the main process and an instance's worker process.
+
+`submit(requests)` hands a batch to one model instance and returns one outcome per request.
+Production uses `ShmWorkerChannel` (server/workers/shm_channel.py): tensor bytes written once into
+the worker's shared-memory arena, a small control record over a socket; tests of pure scheduling
+logic may use an in-process channel. Nothing here pickles arrays or request objects.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from server.core.types import InferenceRequest, InferenceResult
+from server.errors import ServerError
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """One result or error per submitted request (same order), plus the batch's timings in ns."""
+
+    results: list[InferenceResult | ServerError]
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class WorkerChannel(abc.ABC):
+    """A live model instance that executes one batch at a time."""
+
+    #: e.g. "resnet_0_cpu" / "resnet_1_gpu0": shown in logs, the index and metrics.
+    instance_name: str
+
+    @abc.abstractmethod
+    async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
+        """Execute `requests` as one batch (their rows concatenated for batching backends).
+
+        Raises WorkerCrashed if the process dies meanwhile; per-request model errors come back
+        inside BatchOutcome.results.
+        """
+
+    @property
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """False once the worker process is gone (crashed or closed)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop the worker (finalize the model), release shared memory. Idempotent."""
