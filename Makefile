@@ -1,0 +1,44 @@
+# The two commands of the README are `make serve` and `make test`; everything else supports them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PA_VENV := .tools/pa
+EXAMPLES := examples/repository
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test setup perf-analyzer examples lint typecheck unit integration bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[onnx,torch,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# perf_analyzer 2.51 lives in its own venv (its pins clash with ours); see shared PEERS.md.
+perf-analyzer:
+	@$(PYTHON) tests/tools/install_perf_analyzer.py $(PA_VENV)
+
+examples: $(STAMP)
+	$(PY) -m tritonctl.examples $(EXAMPLES)
+
+serve: examples
+	$(VENV)/bin/tritonctl serve --model-repository $(EXAMPLES)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tritonctl server tests benchmarks
+	$(VENV)/bin/ruff format --check tritonctl server tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) perf-analyzer lint typecheck
+	$(PY) -m pytest -q
+
+bench: $(STAMP) perf-analyzer
+	$(PY) -m benchmarks.peers
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

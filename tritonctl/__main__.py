@@ -1,0 +1,3 @@
+from tritonctl.cli.main import main
+
+main()
