@@ -22,9 +22,12 @@ with `from_wire`, so an unpicklable exception can never break the server.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import grpc
+
+if TYPE_CHECKING:
+    from server.repository.diagnostics import Diagnostic
 
 
 class ServerError(Exception):
@@ -50,6 +53,11 @@ class ConfigError(ServerError):
 
     http_status = 400
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
+        super().__init__(message)
+        # Structured findings (file, line, code, fix) behind the message, for `tritonctl validate`.
+        self.diagnostics: list[Diagnostic] = list(diagnostics or [])
 
 
 class InvalidInput(ServerError):
