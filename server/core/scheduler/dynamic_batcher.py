@@ -1,0 +1,269 @@
+"""DynamicBatcher: one model version's queue, batched by rows onto whichever instance is free.
+
+The rules of batch forming live in batching.py (pure, unit-tested); this module runs them on the
+event loop. It never sleeps on a batching delay: a "pump" runs once per loop tick after requests
+arrive (so requests arriving together are batched together), whenever an instance frees up, and
+from a single timer armed for the earliest of (batching delay runs out, a queue timeout expires).
+Everything happens on the one asyncio thread, so no locks; statistics are plain int updates.
+
+Each request awaits its own future. A request whose awaiting task is cancelled (client went away,
+gRPC deadline) leaves the queue at once; if its batch is already running, its answer is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from server.core.scheduler.base import Scheduler
+from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, QueuedRequest, RequestQueue
+from server.core.stats import ModelStats
+from server.core.types import InferenceRequest, InferenceResult
+from server.errors import BackendError, ModelNotReady, QueueFull, RequestTimeout, ServerError, WorkerCrashed
+from server.workers.channel import BatchOutcome, WorkerChannel
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
+
+
+@dataclass(eq=False, slots=True)
+class _Execution:
+    """A dispatched batch; with preserve_ordering its answers wait for earlier batches."""
+
+    batch: list[QueuedRequest]
+    dispatch_ns: int
+    outcome: BatchOutcome | None = None
+
+
+class DynamicBatcher(Scheduler):
+    def __init__(
+        self,
+        config: model_config_pb2.ModelConfig,
+        version: int | str,
+        channels: list[WorkerChannel],
+        stats: ModelStats,
+    ) -> None:
+        self.model_name = config.name
+        self.version = str(version)
+        self.stats = stats
+        self.policy = BatchingPolicy.from_config(config)
+        self._queue = RequestQueue(self.policy)
+        self._channels = list(channels)
+        self._idle: collections.deque[WorkerChannel] = collections.deque(channels)
+        self._executing = 0  # requests in dispatched batches
+        self._in_order: collections.deque[_Execution] = collections.deque()  # preserve_ordering only
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = False
+        self._pump_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at_ns = 0
+        self._drained: asyncio.Event | None = None
+
+    # -- Scheduler ------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + self._executing
+
+    @property
+    def channels(self) -> list[WorkerChannel]:
+        return list(self._channels)
+
+    async def start(self) -> None:
+        self._accepting = True
+
+    async def stop(self, drain: bool = True) -> None:
+        self._accepting = False
+        if not drain:
+            error = ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
+            now = time.monotonic_ns()
+            for item in self._queue.drain():
+                self._fail(item, error, now, "OTHER")
+        if self.pending:
+            self._drained = asyncio.Event()
+            self._schedule_pump()
+            await self._drained.wait()
+        self._cancel_timer()
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+            self._pump_handle = None
+
+    async def infer(self, request: InferenceRequest) -> InferenceResult:
+        if not self._accepting:
+            raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
+        future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        now = time.monotonic_ns()
+        try:
+            item = self._queue.enqueue(request, now, future)
+        except QueueFull:
+            self.stats.record_failure(request_ns=now - request.arrival_ns, reason="REJECTED")
+            raise
+        self._schedule_pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._queue.remove(item):
+                self.stats.record_failure(
+                    request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED"
+                )
+                self._check_drained()
+            raise
+
+    # -- instances (the supervisor adds restarted ones) -----------------------------------------
+
+    def add_channel(self, channel: WorkerChannel) -> None:
+        """A new (or restarted) instance joins the rotation."""
+        self._channels.append(channel)
+        self._release(channel)
+
+    def remove_channel(self, channel: WorkerChannel) -> None:
+        """An instance leaves the rotation (a batch it is executing still finishes)."""
+        if channel in self._channels:
+            self._channels.remove(channel)
+        if channel in self._idle:
+            self._idle.remove(channel)
+
+    # -- the pump -------------------------------------------------------------------------------
+
+    def _schedule_pump(self) -> None:
+        if self._pump_handle is None:
+            self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_handle = None
+        now = time.monotonic_ns()
+        for item in self._queue.expire(now):
+            self._fail(item, RequestTimeout(TIMEOUT_MESSAGE), now, "REJECTED")
+        wait_ns: int | None = None
+        while len(self._queue):
+            channel = self._next_idle()
+            if channel is None:
+                break
+            decision = self._queue.form_batch(now)
+            if not decision.batch:
+                self._idle.appendleft(channel)
+                wait_ns = decision.wait_ns
+                break
+            self._dispatch(channel, decision.batch, now)
+        if not self._channels and len(self._queue):
+            crashed = WorkerCrashed(f"no live instance of '{self.model_name}' version {self.version}")
+            for item in self._queue.drain():
+                self._fail(item, crashed, now, "OTHER")
+        wake_ns = now + wait_ns if wait_ns is not None else 0
+        deadline_ns = self._queue.next_deadline_ns()
+        if deadline_ns and (not wake_ns or deadline_ns < wake_ns):
+            wake_ns = deadline_ns + 1000  # expire() rejects strictly after the deadline
+        self._arm_timer(wake_ns, now)
+        self._check_drained()
+
+    def _arm_timer(self, wake_ns: int, now: int) -> None:
+        if not wake_ns:
+            return
+        if self._timer is not None:
+            if self._timer_at_ns <= wake_ns:
+                return
+            self._timer.cancel()
+        self._timer_at_ns = wake_ns
+        self._timer = asyncio.get_running_loop().call_later(max(0, wake_ns - now) / 1e9, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _next_idle(self) -> WorkerChannel | None:
+        while self._idle:
+            channel = self._idle.popleft()
+            if channel.alive:
+                return channel
+            # A dead instance leaves the rotation; the supervisor brings a new one via add_channel.
+            if channel in self._channels:
+                self._channels.remove(channel)
+        return None
+
+    def _release(self, channel: WorkerChannel) -> None:
+        if channel in self._channels and channel not in self._idle:
+            if channel.alive:
+                self._idle.append(channel)
+            else:
+                self._channels.remove(channel)
+        self._schedule_pump()
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def _dispatch(self, channel: WorkerChannel, batch: list[QueuedRequest], now: int) -> None:
+        execution = _Execution(batch, now)
+        self._executing += len(batch)
+        if self.policy.preserve_ordering:
+            self._in_order.append(execution)
+        task = asyncio.get_running_loop().create_task(self._execute(channel, execution))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, channel: WorkerChannel, execution: _Execution) -> None:
+        batch = execution.batch
+        try:
+            outcome = await channel.submit([item.request for item in batch])
+        except ServerError as error:
+            outcome = BatchOutcome(results=[error] * len(batch))
+        except Exception as error:  # a bug below the seam must not strand the waiting clients
+            outcome = BatchOutcome(results=[BackendError(f"instance failed: {error}")] * len(batch))
+        else:
+            self.stats.record_execution(
+                batch_size=sum(item.rows for item in batch),
+                compute_input_ns=outcome.compute_input_ns,
+                compute_infer_ns=outcome.compute_infer_ns,
+                compute_output_ns=outcome.compute_output_ns,
+            )
+        finally:
+            self._release(channel)
+        execution.outcome = outcome
+        if not self.policy.preserve_ordering:
+            self._deliver(execution)
+            return
+        while self._in_order and self._in_order[0].outcome is not None:
+            self._deliver(self._in_order.popleft())
+
+    def _deliver(self, execution: _Execution) -> None:
+        outcome = execution.outcome
+        assert outcome is not None
+        now = time.monotonic_ns()
+        results = outcome.results
+        for index, item in enumerate(execution.batch):
+            result = results[index] if index < len(results) else BackendError("the instance gave no answer")
+            future: asyncio.Future[InferenceResult] = item.waiter
+            request_ns = now - item.request.arrival_ns
+            if isinstance(result, ServerError):
+                self.stats.record_failure(request_ns=request_ns, reason="BACKEND")
+                if not future.done():
+                    future.set_exception(result)
+            elif future.done():  # cancelled while its batch ran: the answer has nobody to go to
+                self.stats.record_failure(request_ns=request_ns, reason="CANCELED")
+            else:
+                self.stats.record_success(
+                    request_ns=request_ns,
+                    queue_ns=execution.dispatch_ns - item.enqueue_ns,
+                    compute_input_ns=outcome.compute_input_ns,
+                    compute_infer_ns=outcome.compute_infer_ns,
+                    compute_output_ns=outcome.compute_output_ns,
+                )
+                future.set_result(result)
+        self._executing -= len(execution.batch)
+        self._check_drained()
+
+    def _fail(self, item: QueuedRequest, error: ServerError, now: int, reason: str) -> None:
+        self.stats.record_failure(request_ns=now - item.request.arrival_ns, reason=reason)
+        future: asyncio.Future[InferenceResult] = item.waiter
+        if not future.done():
+            future.set_exception(error)
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self.pending:
+            self._drained.set()
