@@ -7,7 +7,7 @@
     ├── ModelNotReady        503 UNAVAILABLE       known, but not loaded / loading / failed
     ├── QueueFull            503 UNAVAILABLE       "Exceeds maximum queue size"
     ├── ServerOverloaded     503 UNAVAILABLE       server-wide pending cap reached
-    ├── RequestTimeout       504 DEADLINE_EXCEEDED queued too long (timeout_action REJECT)
+    ├── RequestTimeout       503 UNAVAILABLE       queued too long (timeout_action REJECT), as Triton
     ├── RequestCancelled     499 CANCELLED         the client went away
     ├── Forbidden            403 PERMISSION_DENIED restricted API without its key
     ├── Unsupported          501 UNIMPLEMENTED     an endpoint or feature we do not offer
@@ -96,10 +96,11 @@ class ServerOverloaded(ServerError):
 
 
 class RequestTimeout(ServerError):
-    """The request waited in the queue longer than its timeout."""
+    """The request waited in the queue longer than its timeout ("Request timeout expired")."""
 
-    http_status = 504
-    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    # Triton answers a queue timeout with UNAVAILABLE (HTTP 503), not DEADLINE_EXCEEDED.
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
 class RequestCancelled(ServerError):
