@@ -70,6 +70,7 @@ class Locations:
     """Field path -> position of that occurrence in one text-format document."""
 
     positions: dict[str, Position] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)  # scalar occurrences: text, quotes removed
 
     def find(self, path: str) -> Position | None:
         """Position of `path`, else of its nearest recorded ancestor, else None."""
@@ -94,8 +95,19 @@ class Locations:
         """The locations under `prefix` (e.g. one model inside the server config), re-rooted."""
         root = normalize_path(prefix) + "."
         return Locations(
-            {key[len(root) :]: pos for key, pos in self.positions.items() if key.startswith(root)}
+            {key[len(root) :]: pos for key, pos in self.positions.items() if key.startswith(root)},
+            {key[len(root) :]: text for key, text in self.values.items() if key.startswith(root)},
         )
+
+    def map_entry(self, path: str, key: str) -> str:
+        """The path of the entry of map field `path` whose key is `key` (or `path` if not found)."""
+        parent, _, name = path.rpartition(".")
+        prefix = f"{normalize_path(parent)}." if parent else ""
+        for index in range(self.count(path)):
+            entry = f"{prefix}{name}[{index}]"
+            if self.values.get(f"{entry}.key[0]") == key:
+                return entry
+        return path
 
 
 class _Walker:
@@ -103,6 +115,7 @@ class _Walker:
         self.tokens = tokens
         self.index = 0
         self.positions: dict[str, Position] = {}
+        self.values: dict[str, str] = {}
 
     def peek(self) -> _Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -152,22 +165,23 @@ class _Walker:
             self.body(path + ".", (">",))
             self.take_if(">")
         else:
-            self.scalar()
+            self.values[path] = self.scalar()
 
-    def scalar(self) -> None:
+    def scalar(self) -> str:
         token = self.peek()
         if token is None:
-            return
+            return ""
         self.take()
-        if token.kind == "string":  # adjacent strings concatenate
-            while (nxt := self.peek()) is not None and nxt.kind == "string":
-                self.take()
-        elif token.text == "-" and self.peek() is not None:
-            self.take()
+        if token.kind != "string":
+            return token.text
+        text = token.text[1:-1]
+        while (nxt := self.peek()) is not None and nxt.kind == "string":  # adjacent strings concatenate
+            text += self.take().text[1:-1]
+        return text
 
 
 def index_text(text: str) -> Locations:
     """Record the position of every field occurrence of a document that `text_format` accepted."""
     walker = _Walker(_tokenize(text))
     walker.body("", ())
-    return Locations(walker.positions)
+    return Locations(walker.positions, walker.values)
