@@ -1,0 +1,62 @@
+"""gRPC front end: `inference.GRPCInferenceService` served by grpc.aio on the running event loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import grpc
+from tritonclient.grpc import service_pb2_grpc
+
+from server.errors import ConfigError
+from server.protocol.api import DataPlaneApi
+from server.protocol.grpc.service import InferenceService
+
+logger = logging.getLogger(__name__)
+
+# Triton accepts and sends messages up to 2 GiB - 1; grpc's own default (4 MiB) would refuse
+# ordinary image batches.
+DEFAULT_MAX_MESSAGE_SIZE = (1 << 31) - 1
+
+
+class GrpcOptions(Protocol):
+    """The ServerOptions fields the gRPC front end reads."""
+
+    @property
+    def grpc_host(self) -> str: ...
+    @property
+    def grpc_port(self) -> int: ...
+
+
+class GrpcServer:
+    def __init__(self, server: grpc.aio.Server, port: int) -> None:
+        self._server = server
+        self.port = port
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new RPCs, let in-flight ones finish for up to `grace` seconds, then cancel them."""
+        await self._server.stop(grace)
+
+
+async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServer:
+    """Listen on `options.grpc_host:options.grpc_port` (port 0: any free port, see `.port`)."""
+    max_size = int(getattr(options, "grpc_max_message_size", DEFAULT_MAX_MESSAGE_SIZE))
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_size),
+            ("grpc.max_send_message_length", max_size),
+            # Two servers must never share a port silently (grpc enables SO_REUSEPORT by default).
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(dataplane), server)
+    address = f"{options.grpc_host}:{options.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
+    if port == 0:
+        raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use or invalid")
+    await server.start()
+    logger.info("gRPC service listening on %s:%d", options.grpc_host, port)
+    return GrpcServer(server, port)

@@ -1,0 +1,280 @@
+"""The HTTP API, independent of the socket layer: `HttpApp.handle(request) -> HttpResponse`.
+
+Routes follow KServe v2 with Triton's extensions; status codes and `{"error": ...}` bodies follow
+Triton 2.51 (see server/protocol/README.md for the few deliberate differences). The socket layer
+(server.py) parses HTTP/1.1 and calls `handle`; benchmarks/http_stack.py mounts the same app on
+another stack to compare them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from server.errors import InvalidInput, ServerError, Unsupported
+from server.protocol.api import DataPlaneApi
+from server.protocol.http.infer_codec import decode_infer_request, encode_infer_result
+from server.protocol.http.views import (
+    message_to_json,
+    model_metadata_json,
+    repository_index_json,
+)
+from server.protocol.tensor_codec import classify
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+TEXT = "text/plain"
+
+_UNSUPPORTED_PREFIXES = {
+    "systemsharedmemory": "the system shared-memory extension",
+    "cudasharedmemory": "the CUDA shared-memory extension",
+    "trace": "the trace extension",
+    "logging": "the logging extension",
+}
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    path: str  # without the query string, still percent-encoded
+    headers: dict[str, str]  # lower-case names
+    body: bytes | bytearray = b""
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: str = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    # Binary output tensors sent after `body` (written as-is, never joined here).
+    tail: list[bytes | bytearray | memoryview] = field(default_factory=list)
+
+    @property
+    def content_length(self) -> int:
+        return len(self.body) + sum(memoryview(part).nbytes for part in self.tail)
+
+
+def error_response(status: int, message: str, content_type: str = JSON) -> HttpResponse:
+    return HttpResponse(status, orjson.dumps({"error": message}), content_type)
+
+
+def json_response(value: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, orjson.dumps(value))
+
+
+_EMPTY_OK = HttpResponse(200, b"", TEXT)
+_NOT_FOUND = error_response(404, "Not Found", TEXT)
+_METHOD_NOT_ALLOWED = error_response(405, "Method Not Allowed", TEXT)
+
+
+Handler = Callable[[HttpRequest, str, str], Awaitable[HttpResponse]]
+
+
+class HttpApp:
+    """Routes a request to the DataPlane and maps ServerError to Triton's status and body."""
+
+    def __init__(self, dataplane: DataPlaneApi, max_input_size: int) -> None:
+        self.dataplane = dataplane
+        self.max_input_size = max_input_size
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        try:
+            response = await self._route(request)
+        except ServerError as exc:
+            response = error_response(exc.http_status, exc.message)
+        except Exception as exc:  # a bug: answer 500 and keep serving
+            logger.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _maybe_compress(request, response)
+
+    async def _route(self, request: HttpRequest) -> HttpResponse:
+        parts = request.path.strip("/").split("/")
+        if not parts or parts[0] != "v2":
+            return _NOT_FOUND
+        rest = parts[1:]
+        if not rest:
+            return self._get_only(request) or json_response(self.dataplane.server_metadata())
+        head = rest[0]
+        if head == "models":
+            return await self._models(request, rest[1:])
+        if head == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+            if wrong := self._get_only(request):
+                return wrong
+            ok = self.dataplane.live() if rest[1] == "live" else self.dataplane.ready()
+            return _EMPTY_OK if ok else HttpResponse(400, b"", TEXT)
+        if head == "repository":
+            return await self._repository(request, rest[1:])
+        if head in _UNSUPPORTED_PREFIXES:
+            raise Unsupported(f"{_UNSUPPORTED_PREFIXES[head]} is not supported by this server")
+        return _NOT_FOUND
+
+    @staticmethod
+    def _get_only(request: HttpRequest) -> HttpResponse | None:
+        return None if request.method == "GET" else _METHOD_NOT_ALLOWED
+
+    async def _models(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
+        # /v2/models/stats | /v2/models/{m}[/versions/{v}][/ready|config|stats|infer|trace/setting]
+        if rest == ["stats"]:
+            return self._get_only(request) or self._stats("", "")
+        if not rest or not rest[0]:
+            return _NOT_FOUND
+        model = unquote(rest[0])
+        version = ""
+        tail = rest[1:]
+        if len(tail) >= 2 and tail[0] == "versions":
+            version = tail[1]
+            if not version.isdigit():
+                return _NOT_FOUND
+            tail = tail[2:]
+        action = "/".join(tail)
+        if action == "infer":
+            if request.method != "POST":
+                return _METHOD_NOT_ALLOWED
+            return await self._infer(request, model, version)
+        if wrong := self._get_only(request):
+            return wrong
+        if action == "":
+            return json_response(model_metadata_json(self.dataplane.model_metadata(model, version)))
+        if action == "ready":
+            if self.dataplane.model_ready(model, version):
+                return _EMPTY_OK
+            return error_response(400, "Model version not ready", TEXT)
+        if action == "config":
+            return json_response(message_to_json(self.dataplane.model_config(model, version)))
+        if action == "stats":
+            return self._stats(model, version)
+        if action == "trace/setting":
+            raise Unsupported("the trace extension is not supported by this server")
+        return _NOT_FOUND
+
+    def _stats(self, model: str, version: str) -> HttpResponse:
+        statistics = self.dataplane.model_statistics(model, version)
+        return json_response(message_to_json(statistics, every_field=True))
+
+    async def _infer(self, request: HttpRequest, model: str, version: str) -> HttpResponse:
+        body = _decompressed_body(request, self.max_input_size)
+        decoded = decode_infer_request(
+            model, version, body, request.headers.get("inference-header-content-length")
+        )
+        result = await self.dataplane.infer(decoded.request)
+        if decoded.classification:
+            batched = self.dataplane.model_config(model, result.version).max_batch_size > 0
+            for tensor in result.outputs:
+                count = decoded.classification.get(tensor.name)
+                if count is not None:
+                    tensor.shape, tensor.data = classify(
+                        tensor.datatype, tensor.shape, tensor.data, count, batched
+                    )
+                    tensor.datatype = "BYTES"
+        encoded = encode_infer_result(result, decoded.request.outputs, decoded.binary_output_default)
+        if not encoded.binary_parts:
+            return HttpResponse(200, encoded.header)
+        return HttpResponse(
+            200,
+            encoded.header,
+            OCTET_STREAM,
+            [("Inference-Header-Content-Length", str(len(encoded.header)))],
+            encoded.binary_parts,
+        )
+
+    async def _repository(self, request: HttpRequest, rest: list[str]) -> HttpResponse:
+        if request.method != "POST":
+            return _METHOD_NOT_ALLOWED
+        if rest == ["index"]:
+            body = _json_body(request, self.max_input_size)
+            ready_only = bool(body.get("ready", False))
+            return json_response(repository_index_json(self.dataplane.repository_index(ready_only)))
+        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
+            model = unquote(rest[1])
+            parameters = _json_body(request, self.max_input_size).get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise InvalidInput("Unable to parse 'parameters': expected a JSON object")
+            if rest[2] == "load":
+                config, files = _load_parameters(parameters)
+                await self.dataplane.load_model(model, config, files)
+            else:
+                await self.dataplane.unload_model(model, bool(parameters.get("unload_dependents", False)))
+            return HttpResponse(200, b"")
+        return _NOT_FOUND
+
+
+def _load_parameters(parameters: dict[str, Any]) -> tuple[str | None, dict[str, bytes] | None]:
+    """`config` (a JSON string, or an object for convenience) and `file:<path>` (base64) entries."""
+    config = parameters.get("config")
+    if config is not None and not isinstance(config, str):
+        config = orjson.dumps(config).decode()
+    files: dict[str, bytes] = {}
+    for key, value in parameters.items():
+        if not key.startswith("file:"):
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"load parameter '{key}' must be a base64 string")
+        try:
+            files[key] = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise InvalidInput(f"load parameter '{key}' is not valid base64") from None
+    return config, files or None
+
+
+def _json_body(request: HttpRequest, max_size: int) -> dict[str, Any]:
+    body = _decompressed_body(request, max_size)
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"failed to parse the request JSON buffer: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("failed to parse the request JSON buffer: expected a JSON object")
+    return value
+
+
+def _decompressed_body(request: HttpRequest, max_size: int) -> bytes | bytearray:
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if not encoding or encoding == "identity":
+        return request.body
+    if encoding not in ("gzip", "deflate"):
+        raise Unsupported(f"unsupported Content-Encoding '{encoding}' (gzip and deflate are supported)")
+    wbits = 31 if encoding == "gzip" else 15
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        data = decompressor.decompress(request.body, max_size + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"failed to decompress the {encoding} request body: {exc}") from None
+    if len(data) > max_size or decompressor.unconsumed_tail:
+        raise InvalidInput(
+            f"decompressed request body exceeds the maximum of {max_size} bytes (--http-max-input-size)"
+        )
+    return data
+
+
+def _maybe_compress(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    accept = request.headers.get("accept-encoding")
+    if not accept or response.content_length == 0:
+        return response
+    offered = {item.split(";")[0].strip().lower() for item in accept.split(",")}
+    if "gzip" in offered:
+        encoding, wbits = "gzip", 31
+    elif "deflate" in offered:
+        encoding, wbits = "deflate", 15
+    else:
+        return response
+    compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    payload = b"".join([compressor.compress(part) for part in (response.body, *response.tail)])
+    return HttpResponse(
+        response.status,
+        payload + compressor.flush(),
+        response.content_type,
+        [*response.headers, ("Content-Encoding", encoding)],
+    )

@@ -1,0 +1,286 @@
+"""HTTP/1.1 front end: a raw asyncio Protocol with the httptools parser, serving `HttpApp`.
+
+Chosen over starlette-on-uvicorn by measurement (benchmarks/RESULTS.md, "HTTP stack"): the ASGI
+layers cost more per request than the whole inference path. Keep-alive and pipelining are
+supported (responses go out in request order, one request of a connection at a time); the body
+limit (`--http-max-input-size`) is checked from Content-Length before any body byte is buffered,
+and again while a chunked body streams in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import httptools
+
+from server.protocol.api import DataPlaneApi
+from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, error_response
+
+logger = logging.getLogger(__name__)
+
+# More pipelined requests than this on one connection pause reading until the queue drains.
+_MAX_PIPELINED = 32
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+
+
+_STATUS_LINES = {status.value: _status_line(status.value) for status in http.HTTPStatus}
+
+
+def _too_large(size: int, limit: int) -> HttpResponse:
+    return error_response(
+        400,
+        f"request body of {size} bytes exceeds the maximum allowed size of {limit} bytes; "
+        "use --http-max-input-size to raise the limit",
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One parsed request (or a ready-made error answer), waiting for its turn on the connection."""
+
+    request: HttpRequest | None
+    keep_alive: bool
+    response: HttpResponse | None = None
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection; httptools calls the on_* methods while `data_received` feeds it."""
+
+    def __init__(self, app: HttpApp, connections: set[HttpConnection]) -> None:
+        self._app = app
+        self._limit = app.max_input_size
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[_Pending] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._closing = False  # no further requests are taken (shutdown, error or Connection: close)
+        # State of the message being parsed.
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._rejected: HttpResponse | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._closing = True
+        self._queue.clear()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject_and_close(error_response(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            self._reject_and_close(error_response(400, f"malformed HTTP request: {exc}"))
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+        self._rejected = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._limit:
+            self._rejected = _too_large(int(length), self._limit)
+            self._reject_and_close(self._rejected)
+            return
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._rejected is not None:
+            return
+        self._body_size += len(body)
+        if self._body_size > self._limit:
+            self._rejected = _too_large(self._body_size, self._limit)
+            self._reject_and_close(self._rejected)
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._rejected is not None or self._closing:
+            return
+        url = self._url.decode("latin-1")
+        path = url.split("?", 1)[0]
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        method = self._parser.get_method().decode("ascii")
+        request = HttpRequest(method, path, self._headers, body)
+        self._enqueue(_Pending(request, self._parser.should_keep_alive()))
+
+    # -- request processing ----------------------------------------------------------------------
+    def _enqueue(self, pending: _Pending) -> None:
+        self._queue.append(pending)
+        if len(self._queue) > _MAX_PIPELINED and self._transport is not None and not self._reading_paused:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._serve_queue())
+
+    def _reject_and_close(self, response: HttpResponse) -> None:
+        """Answer after the requests already queued, then close; read nothing more."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+        self._enqueue(_Pending(None, keep_alive=False, response=response))
+
+    async def _serve_queue(self) -> None:
+        try:
+            while self._queue:
+                pending = self._queue.popleft()
+                if self._reading_paused and len(self._queue) <= _MAX_PIPELINED // 2:
+                    self._reading_paused = False
+                    if self._transport is not None and not self._closing:
+                        self._transport.resume_reading()
+                response = pending.response
+                if response is None:
+                    assert pending.request is not None
+                    response = await self._app.handle(pending.request)
+                transport = self._transport
+                if transport is None or transport.is_closing():
+                    return
+                keep_alive = pending.keep_alive and not (self._closing and not self._queue)
+                self._write(transport, response, keep_alive)
+                if not keep_alive:
+                    self._closing = True
+                    transport.close()
+                    return
+                if self._writable is not None and not self._writable.done():
+                    await self._writable
+        finally:
+            self._worker = None
+
+    @staticmethod
+    def _write(transport: asyncio.Transport, response: HttpResponse, keep_alive: bool) -> None:
+        head = [
+            _STATUS_LINES.get(response.status) or _status_line(response.status),
+            b"Content-Type: ",
+            response.content_type.encode("latin-1"),
+            b"\r\nContent-Length: ",
+            str(response.content_length).encode("ascii"),
+            b"\r\n",
+        ]
+        for name, value in response.headers:
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        head.append(response.body)
+        if response.tail:
+            transport.writelines([b"".join(head), *response.tail])
+        else:
+            transport.write(b"".join(head))
+
+    # -- shutdown --------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def close_when_idle(self) -> None:
+        """Finish the requests already received, then close; take no new ones."""
+        self._closing = True
+        if not self.busy and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class HttpServer:
+    """A listening HTTP front end; `stop(grace)` drains in-flight requests for up to `grace` seconds."""
+
+    def __init__(self, server: asyncio.Server, connections: set[HttpConnection]) -> None:
+        self._server = server
+        self._connections = connections
+
+    @property
+    def port(self) -> int:
+        sockets = self._server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else 0
+
+    async def stop(self, grace: float) -> None:
+        self._server.close()
+        for connection in list(self._connections):
+            connection.close_when_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
+        while any(c.busy for c in self._connections) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            connection.abort()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+
+
+class HttpOptions(Protocol):
+    """The ServerOptions fields the HTTP front end reads (server.options.ServerOptions has them)."""
+
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_port(self) -> int: ...
+    @property
+    def http_max_input_size(self) -> int: ...
+
+
+async def start_http(dataplane: DataPlaneApi, options: HttpOptions) -> HttpServer:
+    """Listen on `options.http_host:options.http_port` (port 0: any free port, see `.port`)."""
+    app = HttpApp(dataplane, options.http_max_input_size)
+    connections: set[HttpConnection] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpConnection(app, connections),
+        host=options.http_host,
+        port=options.http_port,
+        reuse_address=True,
+        backlog=1024,
+    )
+    logger.info("HTTP service listening on %s:%d", options.http_host, server.sockets[0].getsockname()[1])
+    return HttpServer(server, connections)
