@@ -211,7 +211,8 @@ class RequestQueue:
         level = self.policy.level_for(request_priority(request))
         queue = self._levels[level]
         if queue.policy.max_queue_size and len(queue) >= queue.policy.max_queue_size:
-            raise QueueFull(QUEUE_FULL_MESSAGE)
+            # Triton's words, with its request-id prefix.
+            raise QueueFull(f"[request id: {request.id or '<id_unknown>'}] {QUEUE_FULL_MESSAGE}")
         timeout_us = queue.policy.timeout_us(request_timeout_us(request))
         item = QueuedRequest(
             request=request,

@@ -22,7 +22,7 @@ from server.core.scheduler.base import Scheduler
 from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, QueuedRequest, RequestQueue
 from server.core.stats import ModelStats
 from server.core.types import InferenceRequest, InferenceResult
-from server.errors import BackendError, ModelNotReady, QueueFull, RequestTimeout, ServerError, WorkerCrashed
+from server.errors import BackendError, ModelNotReady, RequestTimeout, ServerError, WorkerCrashed
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 if TYPE_CHECKING:
@@ -95,12 +95,8 @@ class DynamicBatcher(Scheduler):
         if not self._accepting:
             raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
         future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-        now = time.monotonic_ns()
-        try:
-            item = self._queue.enqueue(request, now, future)
-        except QueueFull:
-            self.stats.record_failure(request_ns=now - request.arrival_ns, reason="REJECTED")
-            raise
+        # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
+        item = self._queue.enqueue(request, time.monotonic_ns(), future)
         self._schedule_pump()
         try:
             return await future

@@ -97,7 +97,7 @@ def test_max_queue_size_rejects_with_tritons_message_per_level() -> None:
     )
     queue.enqueue(request(), now_ns=0)
     queue.enqueue(request(), now_ns=0)
-    with pytest.raises(QueueFull, match=r"^Exceeds maximum queue size$"):
+    with pytest.raises(QueueFull, match=r"^\[request id: 0\] Exceeds maximum queue size$"):
         queue.enqueue(request(), now_ns=0)
     queue.enqueue(request(priority=1), now_ns=0)
     with pytest.raises(QueueFull):

@@ -147,7 +147,7 @@ def test_batching_delay_collects_requests_arriving_later() -> None:
     run(scenario)
 
 
-def test_queue_full_is_rejected_and_counted() -> None:
+def test_queue_full_is_rejected_and_then_recovers() -> None:
     async def scenario() -> None:
         channel = EchoChannel()
         channel.gate.clear()
@@ -159,7 +159,7 @@ def test_queue_full_is_rejected_and_counted() -> None:
         await asyncio.sleep(0)
         with pytest.raises(QueueFull, match="Exceeds maximum queue size"):
             await batcher.infer(request(tag=3))
-        assert stats.failures_by_reason["REJECTED"] == 1
+        assert stats.fail_count == 0  # like Triton, a full queue is not a counted failure
         channel.gate.set()
         await asyncio.gather(running, queued)
         await batcher.infer(request(tag=4))  # recovered
