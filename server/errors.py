@@ -12,6 +12,7 @@
     ├── Forbidden            403 PERMISSION_DENIED restricted API without its key
     ├── Unsupported          501 UNIMPLEMENTED     an endpoint or feature we do not offer
     ├── LoadError            400 INVALID_ARGUMENT  a model failed to load (reason in the message)
+    ├── Unavailable          503 UNAVAILABLE       not possible now (shutting down, control mode forbids)
     ├── WorkerCrashed        500 INTERNAL          the instance process died with requests in flight
     └── BackendError         500 INTERNAL          the model raised while executing
 
@@ -131,6 +132,13 @@ class LoadError(ServerError):
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class Unavailable(ServerError):
+    """The server cannot do this now: it is shutting down, or the control mode forbids it."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
 class WorkerCrashed(ServerError):
     """The instance process died while requests were in flight."""
 
@@ -160,6 +168,7 @@ _BY_NAME: dict[str, type[ServerError]] = {
         Forbidden,
         Unsupported,
         LoadError,
+        Unavailable,
         WorkerCrashed,
         BackendError,
     )
