@@ -1,0 +1,206 @@
+"""The DataPlane: the one object both front ends (HTTP and gRPC) call.
+
+It answers health, metadata, config, statistics and repository questions from the registry,
+and runs inference as: find the READY version -> validate the request against its config ->
+the version's scheduler. Nothing here knows about HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tritonclient.grpc import model_config_pb2
+
+from server import __version__
+from server.core.dtypes import config_to_wire
+from server.core.registry import READY, UNAVAILABLE, LoadedVersion, ModelRegistry
+from server.core.stats import StatsEntry, statistics_response
+from server.core.types import InferenceRequest, InferenceResult
+from server.errors import InvalidInput, Unavailable
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import service_pb2
+
+# The protocol extensions this server implements (Triton's names, as in GET /v2).
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    name: str
+    version: str  # "" when the model has no version entry (never loaded, or failed before)
+    state: str  # "READY" | "UNAVAILABLE" | "LOADING" | "UNLOADING" | "" (never loaded)
+    reason: str
+
+
+def _tensor_metadata(tensors: Any, batched: bool) -> list[TensorMetadata]:
+    result = []
+    for tensor in tensors:
+        dims = [int(dim) for dim in tensor.dims]
+        result.append(
+            TensorMetadata(
+                name=tensor.name,
+                datatype=config_to_wire(model_config_pb2.DataType.Name(tensor.data_type)),
+                shape=[-1, *dims] if batched else dims,
+            )
+        )
+    return result
+
+
+class DataPlane:
+    """Protocol-free server API over a ModelRegistry."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        control_mode: str = "none",
+        strict_readiness: bool = True,
+        server_name: str = "triton",
+    ) -> None:
+        self.registry = registry
+        self.control_mode = control_mode
+        self.strict_readiness = strict_readiness
+        self.server_name = server_name
+        self._started = False
+        self._exiting = False
+
+    # -- lifecycle (app.py) ----------------------------------------------------------------------
+    def mark_started(self) -> None:
+        self._started = True
+
+    def mark_exiting(self) -> None:
+        """From now on the server is neither live nor ready and refuses new inferences."""
+        self._exiting = True
+
+    # -- health and metadata ---------------------------------------------------------------------
+    def live(self) -> bool:
+        return not self._exiting
+
+    def ready(self) -> bool:
+        if not self._started or self._exiting:
+            return False
+        return not self.strict_readiness or self.registry.all_ready()
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": self.server_name, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        if self._exiting:
+            return False
+        try:
+            self.registry.get(name, version)
+        except Exception:  # any lookup failure means "not ready", never an error here
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        loaded = self.registry.get(name, version)
+        config = loaded.config
+        batched = config.max_batch_size > 0
+        return ModelMetadata(
+            name=name,
+            versions=[str(v.version) for v in self.registry.loaded_versions() if v.name == name],
+            platform=config.platform or config.backend,
+            inputs=_tensor_metadata(config.input, batched),
+            outputs=_tensor_metadata(config.output, batched),
+        )
+
+    def model_config(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
+        return self.registry.get(name, version).config
+
+    # -- inference -------------------------------------------------------------------------------
+    async def infer(self, request: InferenceRequest) -> InferenceResult:
+        if self._exiting:
+            raise Unavailable("Server exiting")
+        loaded = self.registry.get(request.model, request.version)
+        loaded.validator.validate(request)
+        request.version = str(loaded.version)
+        return await loaded.scheduler.infer(request)
+
+    # -- statistics ------------------------------------------------------------------------------
+    def model_statistics(self, name: str = "", version: str = "") -> service_pb2.ModelStatisticsResponse:
+        """Triton's statistics extension: every READY version, or those of one model / version."""
+        selected: list[LoadedVersion]
+        if not name:
+            selected = list(self.registry.loaded_versions())
+        elif version:
+            try:
+                selected = [self.registry.get(name, version)]
+            except Exception:
+                raise InvalidInput(f"requested model '{name}' version {version} is not available") from None
+        else:
+            selected = [loaded for loaded in self.registry.loaded_versions() if loaded.name == name]
+            if not selected:
+                raise InvalidInput(f"requested model '{name}' is not available")
+        return statistics_response((v.name, str(v.version), v.stats) for v in selected)
+
+    def stats_entries(self) -> list[StatsEntry]:
+        """Every READY version's statistics and queue depth (for the metrics endpoint)."""
+        return [
+            StatsEntry(v.name, str(v.version), v.stats, v.scheduler.pending)
+            for v in self.registry.loaded_versions()
+        ]
+
+    # -- model repository extension --------------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        """Every model of the repositories (loaded or not) and every model loaded from an override."""
+        entries: list[RepositoryEntry] = []
+        names = set(self.registry.model_names_on_disk()) | set(self.registry.models)
+        for name in sorted(names):
+            record = self.registry.models.get(name)
+            if record is not None and record.versions:
+                for number in sorted(record.versions):
+                    slot = record.versions[number]
+                    entries.append(RepositoryEntry(name, str(number), slot.state, slot.reason))
+            elif record is not None and record.error:
+                entries.append(RepositoryEntry(name, "", UNAVAILABLE, record.error))
+            else:
+                entries.append(RepositoryEntry(name, "", "", ""))
+        if ready_only:
+            entries = [entry for entry in entries if entry.state == READY]
+        return entries
+
+    async def load_model(
+        self, name: str, config_json: str | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
+        self._check_model_control()
+        await self.registry.load(name, config_json, files)
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        # unload_dependents concerns ensembles, which have no dependents to unload here.
+        self._check_model_control()
+        await self.registry.unload(name)
+
+    def _check_model_control(self) -> None:
+        if self._exiting:
+            raise Unavailable("Server exiting")
+        if self.control_mode != "explicit":
+            # Triton's words (it says "polling" for mode none as well).
+            raise Unavailable("explicit model load / unload is not allowed if polling is enabled")

@@ -1,0 +1,491 @@
+"""The model registry: which model versions exist, their state, and the live objects serving them.
+
+Each model has version slots in Triton's states (LOADING, READY, UNLOADING, UNAVAILABLE + reason).
+A READY slot holds a `LoadedVersion`: the instance workers, the version's scheduler, its
+statistics and its request validator. Loading a model:
+
+    config (folder config.pbtxt / server-level entry / override JSON) -> check_model_config
+    -> resolve_versions -> place_instances -> start the instances of every version in parallel
+    -> scheduler per version -> swap into the slot
+
+A version that is READY while it is reloaded keeps serving until its replacement is ready; the
+replacement then takes the slot in one step and the old one drains and closes in the
+background. If the replacement fails, the old one keeps serving and the slot's reason says why.
+A model that fails never stops the others. Control modes (none / explicit / poll) are driven
+from outside (app.py and poller in this module) through `load`, `unload` and `poll_once`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from server.core.placement import InstanceSpec, place_instances
+from server.core.scheduler.base import Scheduler
+from server.core.scheduler.default import DefaultScheduler
+from server.core.stats import ModelStats
+from server.core.validation import RequestValidator
+from server.errors import ConfigError, InvalidInput, LoadError, ModelNotFound, ModelNotReady, ServerError
+from server.repository import (
+    ModelConfig,
+    check_model_config,
+    config_from_json,
+    load_model_config,
+    resolve_versions,
+    validate_model_name,
+)
+from server.repository.loader import version_folders
+from server.workers.channel import WorkerChannel
+
+log = logging.getLogger("tritonctl.server")
+
+READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+UNLOADED_REASON = "unloaded"
+
+
+@dataclass
+class LoadedVersion:
+    """One live model version: its instances, scheduler, statistics and validator."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    model_dir: Path
+    channels: list[WorkerChannel]
+    scheduler: Scheduler
+    stats: ModelStats
+    validator: RequestValidator
+    instances: list[InstanceSpec]
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Stop taking requests, let queued ones finish (up to drain_timeout), stop the workers."""
+        try:
+            await asyncio.wait_for(self.scheduler.stop(drain=True), drain_timeout)
+        except TimeoutError:
+            await self.scheduler.stop(drain=False)
+        finally:
+            await asyncio.gather(*(channel.close() for channel in self.channels), return_exceptions=True)
+
+
+@dataclass
+class VersionSlot:
+    state: str
+    reason: str = ""
+    serving: LoadedVersion | None = None
+
+
+@dataclass
+class ModelRecord:
+    """Everything the registry knows about one model name."""
+
+    name: str
+    versions: dict[int, VersionSlot] = field(default_factory=dict)
+    config: ModelConfig | None = None  # config of the last successful load
+    error: str = ""  # model-level failure (bad config, no version) when no slot says it
+    attempted: bool = False  # a load was asked for: Triton's readiness then counts this model
+    fingerprint: tuple[Any, ...] | None = None  # what poll mode saw on disk at the last load
+    temp_dir: Path | None = None  # folder holding file overrides, removed with the model
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelRegistry:
+    """Models x versions for the whole server; the DataPlane reads it, app.py drives it."""
+
+    def __init__(
+        self,
+        repositories: list[Path],
+        *,
+        worker_options: Any,
+        visible_gpus: list[int],
+        server_configs: dict[Path, Any] | None = None,
+        autocomplete: bool = True,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.repositories = [path.resolve() for path in repositories]
+        self.worker_options = worker_options
+        self.visible_gpus = visible_gpus
+        self.server_configs: dict[Path, Any] = dict(server_configs or {})
+        self.autocomplete = autocomplete
+        self.drain_timeout = drain_timeout
+        self.models: dict[str, ModelRecord] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lookups (hot path)
+
+    def get(self, name: str, version: str = "") -> LoadedVersion:
+        """The READY version a request for (name, version) goes to; "" = the highest READY one."""
+        record = self.models.get(name)
+        if record is None or not record.versions:
+            raise ModelNotFound(f"Request for unknown model: '{name}' is not found")
+        if not version:
+            for number in sorted(record.versions, reverse=True):
+                slot = record.versions[number]
+                if slot.state == READY and slot.serving is not None:
+                    return slot.serving
+            raise ModelNotFound(f"Request for unknown model: '{name}' has no available versions")
+        try:
+            number = int(version)
+        except ValueError:
+            raise InvalidInput(
+                f"failed to get model version from specified version string '{version}', "
+                "version should be an integral value > 0"
+            ) from None
+        found = record.versions.get(number)
+        if found is None:
+            raise ModelNotFound(f"Request for unknown model: '{name}' version {number} is not found")
+        if found.state != READY or found.serving is None:
+            raise ModelNotReady(f"Request for unknown model: '{name}' version {number} is not at ready state")
+        return found.serving
+
+    def loaded_versions(self) -> Iterator[LoadedVersion]:
+        for name in sorted(self.models):
+            record = self.models[name]
+            for number in sorted(record.versions):
+                serving = record.versions[number].serving
+                if serving is not None and record.versions[number].state == READY:
+                    yield serving
+
+    def all_ready(self) -> bool:
+        """Triton's strict readiness: every model a load was asked for has all versions READY
+        (a version unloaded on purpose does not count against it)."""
+        for record in self.models.values():
+            if not record.attempted:
+                continue
+            if not record.versions:
+                return False
+            for slot in record.versions.values():
+                if slot.state != READY and not (slot.state == UNAVAILABLE and slot.reason == UNLOADED_REASON):
+                    return False
+        return True
+
+    def model_names_on_disk(self) -> list[str]:
+        """Every model folder of every repository, and server-level entries (for the index)."""
+        names: set[str] = set()
+        for root in self.repositories:
+            if root.is_dir():
+                names.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(names)
+
+    def find_model_dir(self, name: str) -> Path | None:
+        for root in self.repositories:
+            candidate = root / name
+            if candidate.is_dir():
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ load / unload
+
+    async def load(
+        self, name: str, config_json: str | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
+        """Load (or reload) every version the policy selects; raises LoadError on any failure."""
+        try:
+            validate_model_name(name)
+        except ConfigError as exc:
+            raise LoadError(exc.message) from None
+        if not files and self.find_model_dir(name) is None:
+            # Triton's words and status (INTERNAL) for a name with no folder.
+            raise ServerError(f"failed to load '{name}', failed to poll from model repository")
+        record = self.models.setdefault(name, ModelRecord(name))
+        async with record.lock:
+            record.attempted = True
+            temp_dir: Path | None = None
+            try:
+                if files:
+                    temp_dir = self._write_override_files(name, config_json, files)
+                    model_dir = temp_dir / name
+                else:
+                    found = self.find_model_dir(name)
+                    if found is None:  # removed while we waited for the lock
+                        raise ServerError(f"failed to load '{name}', failed to poll from model repository")
+                    model_dir = found
+                fingerprint = (
+                    None if config_json or files else await asyncio.to_thread(self.fingerprint, name)
+                )
+                config = await asyncio.to_thread(self._prepare_config, name, model_dir, config_json)
+                versions = resolve_versions(config, version_folders(model_dir))
+                if not versions:
+                    raise LoadError(
+                        f"at least one version must be available under the version policy of model '{name}'"
+                    )
+                specs = place_instances(config, self.visible_gpus)
+            except ServerError as exc:
+                if temp_dir is not None:
+                    shutil.rmtree(temp_dir, ignore_errors=True)
+                self._record_failure(record, exc.message)
+                if type(exc) is ServerError:
+                    raise
+                raise LoadError(exc.message) from None
+            record.fingerprint = fingerprint
+            await self._load_versions(record, model_dir, config, versions, specs)
+            self._swap_temp_dir(record, temp_dir)
+            failures = [
+                f"version {number} is at {slot.state} state: {slot.reason};"
+                for number, slot in sorted(record.versions.items())
+                if number in versions and (slot.state != READY or slot.reason)
+            ]
+            if failures:
+                raise LoadError(f"load failed for model '{name}': " + "\n".join(failures))
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of the model; it stays in the index as UNAVAILABLE "unloaded"."""
+        record = self.models.get(name)
+        if record is None:
+            return  # Triton answers success for a model that is not loaded (or does not exist)
+        async with record.lock:
+            await self._unload_versions(record, list(record.versions))
+            if not record.versions:
+                record.attempted = False
+            record.error = ""
+            record.fingerprint = None
+            self._swap_temp_dir(record, None)
+
+    async def remove(self, name: str) -> None:
+        """Unload the model and forget it (its folder is gone)."""
+        await self.unload(name)
+        self.models.pop(name, None)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Drain and stop every version (server shutdown)."""
+        for record in self.models.values():
+            for slot in record.versions.values():
+                if slot.serving is not None:
+                    slot.state = UNLOADING
+        closing = [
+            slot.serving.close(timeout)
+            for record in self.models.values()
+            for slot in record.versions.values()
+            if slot.serving is not None
+        ]
+        await asyncio.gather(*closing, *self._background, return_exceptions=True)
+        for record in self.models.values():
+            for slot in record.versions.values():
+                slot.serving, slot.state, slot.reason = None, UNAVAILABLE, UNLOADED_REASON
+            self._swap_temp_dir(record, None)
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare_config(self, name: str, model_dir: Path, config_json: str | None) -> ModelConfig:
+        """The checked config the model runs with; ConfigError/LoadError with the validator's words."""
+        if config_json:
+            from server.repository import autocomplete_config, fill_defaults
+            from server.repository.loader import normalize_identity
+
+            config = config_from_json(config_json)
+            if config.name and config.name != name:
+                raise LoadError(
+                    f"unexpected directory name '{name}' for model '{config.name}', "
+                    "directory name must equal model name"
+                )
+            normalize_identity(config, name, model_dir)
+            if self.autocomplete:
+                config = fill_defaults(autocomplete_config(config, model_dir))
+        else:
+            server_config = self.server_configs.get(model_dir.parent.resolve())
+            config = load_model_config(model_dir, server_config, autocomplete=self.autocomplete)
+        errors = [d for d in check_model_config(config, model_dir) if d.severity == "error"]
+        if errors:
+            raise LoadError("\n".join(str(d) for d in errors))
+        return config
+
+    def _record_failure(self, record: ModelRecord, message: str) -> None:
+        """A load failed before any version started: serving versions stay, the reason is shown."""
+        serving = [slot for slot in record.versions.values() if slot.serving is not None]
+        if serving:
+            for slot in serving:
+                slot.reason = f"reload failed, still serving the previous load: {message}"
+        else:
+            record.versions.clear()
+            record.error = message
+        log.error("failed to load '%s': %s", record.name, message)
+
+    async def _load_versions(
+        self,
+        record: ModelRecord,
+        model_dir: Path,
+        config: ModelConfig,
+        versions: list[int],
+        specs: list[InstanceSpec],
+    ) -> None:
+        for number in versions:
+            slot = record.versions.setdefault(number, VersionSlot(LOADING))
+            if slot.serving is None:
+                slot.state, slot.reason = LOADING, ""
+            log.info("loading: %s:%d", record.name, number)
+        results = await asyncio.gather(
+            *(self._start_version(record.name, number, model_dir, config, specs) for number in versions),
+            return_exceptions=True,
+        )
+        record.error = ""
+        for number, result in zip(versions, results, strict=True):
+            slot = record.versions[number]
+            if isinstance(result, LoadedVersion):
+                previous = slot.serving
+                slot.serving, slot.state, slot.reason = result, READY, ""
+                record.config = config
+                if previous is not None:
+                    self._retire(previous)
+                log.info("successfully loaded '%s' version %d", record.name, number)
+                continue
+            message = (
+                result.message if isinstance(result, ServerError) else f"{type(result).__name__}: {result}"
+            )
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if slot.serving is not None:
+                slot.reason = f"reload failed, still serving the previous load: {message}"
+            else:
+                slot.state, slot.reason = UNAVAILABLE, message
+            log.error("failed to load '%s' version %d: %s", record.name, number, message)
+        stale = [number for number in record.versions if number not in versions]
+        await self._unload_versions(record, stale)
+
+    async def _start_version(
+        self, name: str, version: int, model_dir: Path, config: ModelConfig, specs: list[InstanceSpec]
+    ) -> LoadedVersion:
+        from server.workers.supervisor import start_worker
+
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(start_worker(name, version, model_dir, config, spec, self.worker_options) for spec in specs),
+            return_exceptions=True,
+        )
+        channels = [result for result in results if isinstance(result, WorkerChannel)]
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+            first = failures[0]
+            if isinstance(first, ServerError):
+                raise LoadError(first.message)
+            raise LoadError(f"{type(first).__name__}: {first}") from first
+        stats = ModelStats()
+        stats.record_load(time.monotonic() - started)
+        scheduler = make_scheduler(name, version, config, channels, stats)
+        await scheduler.start()
+        return LoadedVersion(
+            name,
+            version,
+            config,
+            model_dir,
+            channels,
+            scheduler,
+            stats,
+            RequestValidator(name, config),
+            specs,
+        )
+
+    async def _unload_versions(self, record: ModelRecord, numbers: list[int]) -> None:
+        closing: list[LoadedVersion] = []
+        for number in numbers:
+            slot = record.versions[number]
+            if slot.serving is not None:
+                slot.state = UNLOADING
+                closing.append(slot.serving)
+        await asyncio.gather(
+            *(loaded.close(self.drain_timeout) for loaded in closing), return_exceptions=True
+        )
+        for number in numbers:
+            slot = record.versions[number]
+            slot.serving, slot.state, slot.reason = None, UNAVAILABLE, UNLOADED_REASON
+            log.info("successfully unloaded '%s' version %d", record.name, number)
+
+    def _retire(self, loaded: LoadedVersion) -> None:
+        """Drain and close a replaced version without holding up the swap."""
+        task = asyncio.get_running_loop().create_task(loaded.close(self.drain_timeout))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _swap_temp_dir(self, record: ModelRecord, new: Path | None) -> None:
+        if record.temp_dir is not None and record.temp_dir != new:
+            shutil.rmtree(record.temp_dir, ignore_errors=True)
+        record.temp_dir = new
+
+    def _write_override_files(self, name: str, config_json: str | None, files: dict[str, bytes]) -> Path:
+        """Write `file:<relative path>` overrides into a fresh temporary folder, never elsewhere."""
+        if not config_json:
+            raise LoadError(
+                f"failed to load '{name}': Load parameter 'config' must be specified for model file override"
+            )
+        root = Path(tempfile.mkdtemp(prefix="tritonctl-override-"))
+        model_dir = root / name
+        try:
+            for key, content in files.items():
+                relative = PurePosixPath(key.removeprefix("file:"))
+                if (
+                    not relative.parts
+                    or relative.is_absolute()
+                    or "\\" in key
+                    or any(part in ("", ".", "..") for part in relative.parts)
+                ):
+                    raise LoadError(f"file override '{key}' must be a relative path inside the model folder")
+                target = model_dir.joinpath(*relative.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "xb") as handle:  # "x": never follow or replace anything
+                    handle.write(content)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return root
+
+    # ------------------------------------------------------------------ poll mode
+
+    def fingerprint(self, name: str) -> tuple[Any, ...] | None:
+        """What poll mode compares: every file's path, size and mtime, plus a server-level entry."""
+        model_dir = self.find_model_dir(name)
+        if model_dir is None:
+            return None
+        items: list[tuple[str, int, int]] = []
+        for path in sorted(model_dir.rglob("*")):
+            if "__pycache__" in path.parts:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            items.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
+        server_config = self.server_configs.get(model_dir.parent.resolve())
+        entry = b""
+        if server_config is not None:
+            for item in server_config.model_config_list:
+                if item.config.name == name:
+                    entry = item.config.SerializeToString()
+        return (tuple(items), entry)
+
+    async def poll_once(self) -> None:
+        """Load new models, reload changed ones, unload removed ones (poll mode)."""
+        on_disk = set(await asyncio.to_thread(self.model_names_on_disk))
+        for name in sorted(set(self.models) - on_disk):
+            log.info("model '%s' was removed from the repository: unloading", name)
+            await self.remove(name)
+        for name in sorted(on_disk):
+            record = self.models.get(name)
+            current = await asyncio.to_thread(self.fingerprint, name)
+            if record is not None and record.attempted and record.fingerprint == current:
+                continue
+            if record is not None and record.attempted:
+                log.info("model '%s' changed on disk: reloading", name)
+            try:
+                await self.load(name)
+            except ServerError as exc:
+                log.error("poll: %s", exc.message)
+            finally:
+                if name in self.models:
+                    self.models[name].fingerprint = current
+
+
+def make_scheduler(
+    name: str, version: int, config: ModelConfig, channels: list[WorkerChannel], stats: ModelStats
+) -> Scheduler:
+    """The dynamic batcher when the config has `dynamic_batching`, else DefaultScheduler."""
+    if config.HasField("dynamic_batching"):
+        from server.core.scheduler.dynamic_batcher import DynamicBatcher
+
+        return DynamicBatcher(config, version, channels, stats)
+    return DefaultScheduler(name, version, channels, stats, max_batch_size=int(config.max_batch_size))

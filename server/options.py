@@ -1,0 +1,298 @@
+"""Server options, and a parser for `tritonserver`'s own command-line spellings.
+
+`ServerOptions` is the one object `serve()` takes; `tritonctl serve` (typer) and
+`parse_tritonserver_args` (the `tritonserver`-compatible entry points: `python -m server`, the
+container's `tritonserver`) both build it.
+
+Triton's flags are `--name=value` or `--name value`; booleans take a value (`--allow-grpc=false`),
+and we also accept a bare `--allow-grpc`. Triton flags that have no meaning here (pinned memory
+pools, backend directories, tracing...) are accepted and ignored with a warning, so existing
+command lines keep working; flags that would silently change security or the protocol (TLS,
+SageMaker/Vertex endpoints, restricted APIs) are refused, and so is any flag Triton does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.errors import ConfigError
+
+DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
+CONTROL_MODES = ("none", "poll", "explicit")
+
+# Triton flags accepted for compatibility but without effect here (the value is still parsed).
+_IGNORED_FLAGS = (
+    "backend-directory",
+    "repoagent-directory",
+    "cache-directory",
+    "cache-config",
+    "response-cache-byte-size",
+    "pinned-memory-pool-byte-size",
+    "cuda-memory-pool-byte-size",
+    "cuda-virtual-address-size",
+    "min-supported-compute-capability",
+    "buffer-manager-thread-count",
+    "model-load-thread-count",
+    "model-load-retry-count",
+    "model-namespacing",
+    "enable-peer-access",
+    "rate-limit",
+    "rate-limit-resource",
+    "host-policy",
+    "http-thread-count",
+    "http-header-forward-pattern",
+    "grpc-infer-allocation-pool-size",
+    "grpc-max-response-pool-size",
+    "grpc-keepalive-time",
+    "grpc-keepalive-timeout",
+    "grpc-keepalive-permit-without-calls",
+    "grpc-http2-max-pings-without-data",
+    "grpc-http2-min-recv-ping-interval-without-data",
+    "grpc-http2-max-ping-strikes",
+    "grpc-infer-response-compression-level",
+    "grpc-header-forward-pattern",
+    "grpc-restricted-protocol",
+    "http-restricted-api",
+    "reuse-http-port",
+    "reuse-grpc-port",
+    "trace-config",
+    "trace-file",
+    "trace-level",
+    "trace-rate",
+    "trace-count",
+    "trace-log-frequency",
+    "log-file",
+    "log-format",
+    "log-info",
+    "log-warning",
+    "log-error",
+    "metrics-interval-ms",
+    "metrics-config",
+    "allow-gpu-metrics",
+    "allow-cpu-metrics",
+    "disable-auto-complete-config",
+)
+
+# Triton flags we refuse: honouring them silently would change security or the wire protocol.
+_REFUSED_FLAGS = {
+    "grpc-use-ssl": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
+    "grpc-use-ssl-mutual": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
+    "grpc-server-cert": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
+    "grpc-server-key": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
+    "grpc-root-cert": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
+    "allow-sagemaker": "the SageMaker endpoint is not supported",
+    "sagemaker-port": "the SageMaker endpoint is not supported",
+    "sagemaker-safe-port-range": "the SageMaker endpoint is not supported",
+    "sagemaker-thread-count": "the SageMaker endpoint is not supported",
+    "allow-vertex-ai": "the Vertex AI endpoint is not supported",
+    "vertex-ai-port": "the Vertex AI endpoint is not supported",
+    "vertex-ai-thread-count": "the Vertex AI endpoint is not supported",
+    "vertex-ai-default-model": "the Vertex AI endpoint is not supported",
+}
+
+_TRUE = {"true", "1", "yes", "on", "y"}
+_FALSE = {"false", "0", "no", "off", "n"}
+
+
+@dataclass
+class ServerOptions:
+    """Everything `serve()` needs; defaults are Triton's, except that we bind 127.0.0.1."""
+
+    model_repositories: list[Path] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    http_address: str | None = None  # None: `host`
+    grpc_address: str | None = None
+    metrics_address: str | None = None
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    allow_http: bool = True
+    allow_grpc: bool = True
+    allow_metrics: bool = True
+    gpus: str = "all"  # "all" | "none" | "0,1"
+    model_control_mode: str = "none"
+    load_models: list[str] = field(default_factory=list)
+    repository_poll_secs: float = 15.0
+    backend_config: list[str] = field(default_factory=list)  # "python,shm-default-size=N"
+    log_verbose: int = 0
+    exit_timeout_secs: float = 30.0
+    server_config: Path | None = None
+    strict_readiness: bool = True
+    # Triton exits when a model fails at start-up; `tritonctl serve` keeps serving the others.
+    exit_on_error: bool = False
+    strict_model_config: bool = False  # True: no auto-complete from model files
+    http_max_input_size: int = DEFAULT_HTTP_MAX_INPUT_SIZE
+    server_id: str = "triton"
+    # Flags accepted for compatibility that had no effect: logged once at start-up.
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def http_host(self) -> str:
+        return self.http_address or self.host
+
+    @property
+    def grpc_host(self) -> str:
+        return self.grpc_address or self.host
+
+    @property
+    def metrics_host(self) -> str:
+        return self.metrics_address or self.host
+
+    def check(self) -> None:
+        """Reject combinations that cannot work, with the flag to fix in the message."""
+        if not self.model_repositories:
+            raise ConfigError("--model-repository must be specified at least once")
+        if self.model_control_mode not in CONTROL_MODES:
+            raise ConfigError(
+                f"unexpected value for --model-control-mode: '{self.model_control_mode}' "
+                f"(expected one of {', '.join(CONTROL_MODES)})"
+            )
+        if self.load_models and self.model_control_mode != "explicit":
+            raise ConfigError("--load-model can only be used with --model-control-mode=explicit")
+        if self.repository_poll_secs <= 0 and self.model_control_mode == "poll":
+            raise ConfigError("--repository-poll-secs must be greater than 0 in poll mode")
+        for name, port in (
+            ("http", self.http_port),
+            ("grpc", self.grpc_port),
+            ("metrics", self.metrics_port),
+        ):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"--{name}-port must be within 0..65535, got {port}")
+        for entry in self.backend_config:
+            parse_backend_config_entry(entry)
+
+
+def parse_backend_config_entry(entry: str) -> tuple[str, str, str]:
+    """`python,shm-default-size=N` -> ("python", "shm-default-size", "N").
+
+    Triton also accepts a global `setting=value` (no backend): its backend is "".
+    """
+    backend, _, setting = entry.rpartition(",")
+    key, sep, value = setting.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"--backend-config '{entry}' must look like <backend>,<setting>=<value> "
+            "(e.g. python,shm-default-size=2147483648)"
+        )
+    return backend.strip(), key.strip(), value.strip()
+
+
+def backend_config_map(entries: list[str]) -> dict[str, dict[str, str]]:
+    """The --backend-config entries grouped by backend (global settings under "")."""
+    result: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        backend, key, value = parse_backend_config_entry(entry)
+        result.setdefault(backend, {})[key] = value
+    return result
+
+
+def parse_bool(value: str | bool, flag: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{flag} expects true or false, got '{value}'")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _build_parser() -> _ArgumentParser:
+    parser = _ArgumentParser(prog="tritonserver", add_help=False, allow_abbrev=False)
+    add = parser.add_argument
+    add("--model-repository", "--model-store", dest="model_repositories", action="append", default=[])
+    add("--host", dest="host")
+    add("--http-address", dest="http_address")
+    add("--grpc-address", dest="grpc_address")
+    add("--metrics-address", dest="metrics_address")
+    add("--http-port", dest="http_port", type=int)
+    add("--grpc-port", dest="grpc_port", type=int)
+    add("--metrics-port", dest="metrics_port", type=int)
+    for flag in ("allow-http", "allow-grpc", "allow-metrics", "strict-readiness", "exit-on-error"):
+        add(f"--{flag}", dest=flag.replace("-", "_"), nargs="?", const="true")
+    add("--strict-model-config", dest="strict_model_config", nargs="?", const="true")
+    add("--allow-poll-model-repository", dest="allow_poll_model_repository", nargs="?", const="true")
+    add("--gpus", dest="gpus")
+    add("--model-control-mode", dest="model_control_mode")
+    add("--load-model", dest="load_models", action="append", default=[])
+    add("--repository-poll-secs", dest="repository_poll_secs", type=float)
+    add("--backend-config", dest="backend_config", action="append", default=[])
+    add("--log-verbose", dest="log_verbose", type=int)
+    add("--exit-timeout-secs", dest="exit_timeout_secs", type=float)
+    add("--server-config", dest="server_config")
+    add("--http-max-input-size", dest="http_max_input_size", type=int)
+    add("--id", dest="server_id")
+    for flag in _IGNORED_FLAGS:
+        add(f"--{flag}", dest=f"ignored:{flag}", action="append", nargs="?", const="")
+    for flag in _REFUSED_FLAGS:
+        add(f"--{flag}", dest=f"refused:{flag}", action="append", nargs="?", const="")
+    return parser
+
+
+def parse_tritonserver_args(argv: list[str]) -> ServerOptions:
+    """Build ServerOptions from a `tritonserver` command line (Triton's spellings and defaults).
+
+    Unlike ServerOptions' default, `--exit-on-error` defaults to true here, as in Triton.
+    Raises ConfigError for unknown or refused flags and bad values.
+    """
+    if any(arg in ("-h", "--help") for arg in argv):
+        raise ConfigError(
+            "usage: tritonserver --model-repository=<path> [--model-control-mode=none|poll|explicit] "
+            "[--load-model=<name>]... [--http-port=N] [--grpc-port=N] [--metrics-port=N] "
+            "[--backend-config=<backend>,<setting>=<value>]... (see README: tritonctl serve)"
+        )
+    namespace, extra = _build_parser().parse_known_args(argv)
+    if extra:
+        raise ConfigError(f"unrecognized option(s) for tritonserver: {' '.join(extra)}")
+    values = vars(namespace)
+
+    options = ServerOptions(exit_on_error=True)
+    options.model_repositories = [Path(path) for path in values["model_repositories"]]
+    for name in ("host", "http_address", "grpc_address", "metrics_address", "gpus", "server_id"):
+        if values[name] is not None:
+            setattr(options, name, values[name])
+    for name in ("http_port", "grpc_port", "metrics_port", "log_verbose", "http_max_input_size"):
+        if values[name] is not None:
+            setattr(options, name, values[name])
+    for name in ("repository_poll_secs", "exit_timeout_secs"):
+        if values[name] is not None:
+            setattr(options, name, values[name])
+    for name in ("allow_http", "allow_grpc", "allow_metrics", "strict_readiness", "exit_on_error"):
+        if values[name] is not None:
+            setattr(options, name, parse_bool(values[name], "--" + name.replace("_", "-")))
+    if values["strict_model_config"] is not None:
+        options.strict_model_config = parse_bool(values["strict_model_config"], "--strict-model-config")
+    if values["model_control_mode"] is not None:
+        options.model_control_mode = values["model_control_mode"].strip().lower()
+    elif values["allow_poll_model_repository"] is not None and parse_bool(
+        values["allow_poll_model_repository"], "--allow-poll-model-repository"
+    ):
+        options.model_control_mode = "poll"  # Triton's legacy spelling of poll mode
+    options.load_models = list(values["load_models"])
+    options.backend_config = list(values["backend_config"])
+    if values["server_config"] is not None:
+        options.server_config = Path(values["server_config"])
+
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key.startswith("refused:"):
+            flag = key.removeprefix("refused:")
+            raise ConfigError(f"--{flag} is not supported: {_REFUSED_FLAGS[flag]}")
+        if key.startswith("ignored:"):
+            flag = key.removeprefix("ignored:")
+            if flag == "disable-auto-complete-config":
+                options.strict_model_config = True
+                continue
+            options.warnings.append(f"--{flag} has no effect in this server; ignored")
+    options.check()
+    return options
