@@ -26,6 +26,7 @@ from server.protocol.http.views import (
     message_to_json,
     model_metadata_json,
     repository_index_json,
+    statistics_json,
 )
 from server.protocol.tensor_codec import classify
 
@@ -160,7 +161,7 @@ class HttpApp:
 
     def _stats(self, model: str, version: str) -> HttpResponse:
         statistics = self.dataplane.model_statistics(model, version)
-        return json_response(message_to_json(statistics, every_field=True))
+        return json_response(statistics_json(statistics))
 
     async def _infer(self, request: HttpRequest, model: str, version: str) -> HttpResponse:
         body = _decompressed_body(request, self.max_input_size)

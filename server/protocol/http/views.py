@@ -68,6 +68,21 @@ def _value_to_json(field: FieldDescriptor, value: Any, every_field: bool) -> Any
     return value
 
 
+def statistics_json(response: Message) -> dict[str, Any]:
+    """Triton's statistics JSON: every field, with `response_stats` right after `inference_stats`."""
+    data = message_to_json(response, every_field=True)
+    for index, model in enumerate(data.get("model_stats", [])):
+        if "response_stats" in model:
+            reordered: dict[str, Any] = {}
+            for key, value in model.items():
+                if key != "response_stats":
+                    reordered[key] = value
+                if key == "inference_stats":
+                    reordered["response_stats"] = model["response_stats"]
+            data["model_stats"][index] = reordered
+    return data
+
+
 def model_metadata_json(metadata: ModelMetadataView) -> dict[str, Any]:
     return {
         "name": metadata.name,
