@@ -30,6 +30,7 @@ from typing import Any
 from server.core.placement import InstanceSpec, place_instances
 from server.core.scheduler.base import Scheduler
 from server.core.scheduler.default import DefaultScheduler
+from server.core.scheduler.warmup import run_warmup
 from server.core.stats import ModelStats
 from server.core.validation import RequestValidator
 from server.errors import ConfigError, InvalidInput, LoadError, ModelNotFound, ModelNotReady, ServerError
@@ -350,14 +351,30 @@ class ModelRegistry:
     async def _start_version(
         self, name: str, version: int, model_dir: Path, config: ModelConfig, specs: list[InstanceSpec]
     ) -> LoadedVersion:
-        from server.workers.supervisor import start_worker
+        from server.workers.supervisor import InstanceSupervisor
 
         started = time.monotonic()
+        scheduler_box: list[Scheduler] = []  # filled once the instances are up
+        by_name: dict[str, WorkerChannel] = {}
+
+        def on_instance_state(instance: str, state: str, reason: str) -> None:
+            channel = by_name.get(instance)
+            if not scheduler_box or channel is None:
+                return
+            rotate_instance(scheduler_box[0], channel, state == "READY")
+            if state != "READY":
+                log.warning("'%s' version %d instance %s is %s: %s", name, version, instance, state, reason)
+
         results = await asyncio.gather(
-            *(start_worker(name, version, model_dir, config, spec, self.worker_options) for spec in specs),
+            *(
+                InstanceSupervisor.launch(
+                    name, version, model_dir, config, spec, self.worker_options, on_instance_state
+                )
+                for spec in specs
+            ),
             return_exceptions=True,
         )
-        channels = [result for result in results if isinstance(result, WorkerChannel)]
+        channels: list[WorkerChannel] = [result for result in results if isinstance(result, WorkerChannel)]
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
@@ -365,9 +382,16 @@ class ModelRegistry:
             if isinstance(first, ServerError):
                 raise LoadError(first.message)
             raise LoadError(f"{type(first).__name__}: {first}") from first
+        try:  # model_warmup runs on every instance before the version can become READY
+            await run_warmup(config, channels, model_dir)
+        except BaseException:
+            await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+            raise
         stats = ModelStats()
         stats.record_load(time.monotonic() - started)
         scheduler = make_scheduler(name, version, config, channels, stats)
+        scheduler_box.append(scheduler)
+        by_name.update((channel.instance_name, channel) for channel in channels)
         await scheduler.start()
         return LoadedVersion(
             name,
@@ -489,3 +513,14 @@ def make_scheduler(
 
         return DynamicBatcher(config, version, channels, stats)
     return DefaultScheduler(name, version, channels, stats, max_batch_size=int(config.max_batch_size))
+
+
+def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool) -> None:
+    """Put a (re)started instance back into its scheduler's rotation, or take a failed one out."""
+    add = getattr(scheduler, "add_channel", None)
+    remove = getattr(scheduler, "remove_channel", None)
+    current = getattr(scheduler, "channels", [])
+    if serving and add is not None and channel not in current:
+        add(channel)
+    elif not serving and remove is not None:
+        remove(channel)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from server.core.scheduler.base import Scheduler
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tritonclient.grpc import model_config_pb2
 
     from server.core.stats import ModelStats
@@ -23,7 +25,7 @@ __all__ = ["Scheduler", "create_scheduler"]
 def create_scheduler(
     config: model_config_pb2.ModelConfig,
     version: int | str,
-    channels: list[WorkerChannel],
+    channels: Sequence[WorkerChannel],
     stats: ModelStats,
 ) -> Scheduler:
     """The scheduler for one model version over its live instances."""
@@ -33,4 +35,6 @@ def create_scheduler(
         return DynamicBatcher(config, version, channels, stats)
     from server.core.scheduler.default import DefaultScheduler
 
-    return DefaultScheduler(config.name, int(version), channels, stats, max_batch_size=config.max_batch_size)
+    return DefaultScheduler(
+        config.name, int(version), list(channels), stats, max_batch_size=config.max_batch_size
+    )

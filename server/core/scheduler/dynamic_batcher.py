@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ class DynamicBatcher(Scheduler):
         self,
         config: model_config_pb2.ModelConfig,
         version: int | str,
-        channels: list[WorkerChannel],
+        channels: Sequence[WorkerChannel],
         stats: ModelStats,
     ) -> None:
         self.model_name = config.name

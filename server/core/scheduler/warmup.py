@@ -10,6 +10,7 @@ length-prefixed). Instances warm up in parallel; a failure fails the load with t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,7 +101,7 @@ def _warmup_data(
 
 async def run_warmup(
     config: model_config_pb2.ModelConfig,
-    channels: list[WorkerChannel],
+    channels: Sequence[WorkerChannel],
     model_dir: Path | None = None,
 ) -> None:
     """Execute every warmup entry `count` times on each instance; raises LoadError if any fails."""
