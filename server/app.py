@@ -232,12 +232,11 @@ class Server:
 
             self.front_ends["gRPC"] = await start_grpc(dataplane, options)  # type: ignore[arg-type]
         if options.allow_metrics:
-            try:
-                from server.metrics import start_metrics  # type: ignore[import-not-found, unused-ignore]
-            except ImportError:
-                log.warning("metrics endpoint not available in this build; starting without it")
-            else:
-                self.front_ends["metrics"] = await start_metrics(dataplane, options)
+            from server.metrics import start_metrics
+
+            metrics = await start_metrics(dataplane, options)
+            if metrics is not None:
+                self.front_ends["metrics"] = metrics
         ports = {name.lower(): int(front.port) for name, front in self.front_ends.items()}
         ports_file = os.environ.get(PORTS_FILE_ENV)
         if ports_file:
@@ -281,7 +280,11 @@ class Server:
         )
         local = all(self._host_of(name) in ("127.0.0.1", "localhost", "::1") for name in self.front_ends)
         hint = " (local only: pass --host 0.0.0.0 to accept remote clients)" if local else ""
-        console.print(f"tritonctl server listening: {where or 'no front end enabled'}{hint}", highlight=False)
+        console.print(
+            f"tritonctl server listening: {where or 'no front end enabled'}{hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def _host_of(self, front_end: str) -> str:
         options = self.options
@@ -296,10 +299,14 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         grace = self.options.exit_timeout_secs
+        # HTTP and gRPC drain their in-flight requests for up to `grace`; metrics just closes.
         await asyncio.gather(
-            *(front.stop(grace) for front in self.front_ends.values()), return_exceptions=True
+            *(front.stop(grace) for name, front in self.front_ends.items() if name != "metrics"),
+            return_exceptions=True,
         )
         await self._close_models(grace)
+        if "metrics" in self.front_ends:
+            await self.front_ends["metrics"].stop()
         log.info("server stopped")
 
     async def _close_models(self, timeout: float) -> None:

@@ -68,10 +68,7 @@ _IGNORED_FLAGS = (
     "log-info",
     "log-warning",
     "log-error",
-    "metrics-interval-ms",
     "metrics-config",
-    "allow-gpu-metrics",
-    "allow-cpu-metrics",
     "disable-auto-complete-config",
 )
 
@@ -92,6 +89,32 @@ _REFUSED_FLAGS = {
     "vertex-ai-default-model": "the Vertex AI endpoint is not supported",
 }
 
+_BOOL_FLAGS = (
+    "allow-http",
+    "allow-grpc",
+    "allow-metrics",
+    "allow-gpu-metrics",
+    "allow-cpu-metrics",
+    "strict-readiness",
+    "exit-on-error",
+)
+# Flags whose parsed value goes straight into the ServerOptions field of the same name.
+_VALUE_FIELDS = (
+    "host",
+    "http_address",
+    "grpc_address",
+    "metrics_address",
+    "gpus",
+    "server_id",
+    "http_port",
+    "grpc_port",
+    "metrics_port",
+    "log_verbose",
+    "http_max_input_size",
+    "metrics_interval_ms",
+    "repository_poll_secs",
+    "exit_timeout_secs",
+)
 _TRUE = {"true", "1", "yes", "on", "y"}
 _FALSE = {"false", "0", "no", "off", "n"}
 
@@ -124,6 +147,9 @@ class ServerOptions:
     exit_on_error: bool = False
     strict_model_config: bool = False  # True: no auto-complete from model files
     http_max_input_size: int = DEFAULT_HTTP_MAX_INPUT_SIZE
+    metrics_interval_ms: int = 2000
+    allow_gpu_metrics: bool = True
+    allow_cpu_metrics: bool = True
     server_id: str = "triton"
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
@@ -217,7 +243,7 @@ def _build_parser() -> _ArgumentParser:
     add("--http-port", dest="http_port", type=int)
     add("--grpc-port", dest="grpc_port", type=int)
     add("--metrics-port", dest="metrics_port", type=int)
-    for flag in ("allow-http", "allow-grpc", "allow-metrics", "strict-readiness", "exit-on-error"):
+    for flag in _BOOL_FLAGS:
         add(f"--{flag}", dest=flag.replace("-", "_"), nargs="?", const="true")
     add("--strict-model-config", dest="strict_model_config", nargs="?", const="true")
     add("--allow-poll-model-repository", dest="allow_poll_model_repository", nargs="?", const="true")
@@ -231,6 +257,7 @@ def _build_parser() -> _ArgumentParser:
     add("--server-config", dest="server_config")
     add("--http-max-input-size", dest="http_max_input_size", type=int)
     add("--id", dest="server_id")
+    add("--metrics-interval-ms", dest="metrics_interval_ms", type=int)
     for flag in _IGNORED_FLAGS:
         add(f"--{flag}", dest=f"ignored:{flag}", action="append", nargs="?", const="")
     for flag in _REFUSED_FLAGS:
@@ -257,18 +284,13 @@ def parse_tritonserver_args(argv: list[str]) -> ServerOptions:
 
     options = ServerOptions(exit_on_error=True)
     options.model_repositories = [Path(path) for path in values["model_repositories"]]
-    for name in ("host", "http_address", "grpc_address", "metrics_address", "gpus", "server_id"):
+    for name in _VALUE_FIELDS:
         if values[name] is not None:
             setattr(options, name, values[name])
-    for name in ("http_port", "grpc_port", "metrics_port", "log_verbose", "http_max_input_size"):
+    for flag in _BOOL_FLAGS:
+        name = flag.replace("-", "_")
         if values[name] is not None:
-            setattr(options, name, values[name])
-    for name in ("repository_poll_secs", "exit_timeout_secs"):
-        if values[name] is not None:
-            setattr(options, name, values[name])
-    for name in ("allow_http", "allow_grpc", "allow_metrics", "strict_readiness", "exit_on_error"):
-        if values[name] is not None:
-            setattr(options, name, parse_bool(values[name], "--" + name.replace("_", "-")))
+            setattr(options, name, parse_bool(values[name], f"--{flag}"))
     if values["strict_model_config"] is not None:
         options.strict_model_config = parse_bool(values["strict_model_config"], "--strict-model-config")
     if values["model_control_mode"] is not None:

@@ -362,7 +362,7 @@ class ModelRegistry:
             if not scheduler_box or channel is None:
                 return
             rotate_instance(scheduler_box[0], channel, state == "READY")
-            if state != "READY":
+            if state not in ("READY", "STOPPED"):
                 log.warning("'%s' version %d instance %s is %s: %s", name, version, instance, state, reason)
 
         results = await asyncio.gather(
