@@ -28,8 +28,8 @@ serve: examples
 	$(VENV)/bin/tritonctl serve --model-repository $(EXAMPLES)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tritonctl server tests benchmarks
-	$(VENV)/bin/ruff format --check tritonctl server tests benchmarks
+	$(VENV)/bin/ruff check tritonctl server tests benchmarks docker
+	$(VENV)/bin/ruff format --check tritonctl server tests benchmarks docker
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
