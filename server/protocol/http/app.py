@@ -262,7 +262,8 @@ def _decompressed_body(request: HttpRequest, max_size: int) -> bytes | bytearray
 
 def _maybe_compress(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     accept = request.headers.get("accept-encoding")
-    if not accept or response.content_length == 0:
+    # Like Triton, only successful answers are compressed; errors stay readable as-is.
+    if not accept or response.status != 200 or response.content_length == 0:
         return response
     offered = {item.split(";")[0].strip().lower() for item in accept.split(",")}
     if "gzip" in offered:
