@@ -1,0 +1,151 @@
+"""`tritonctl serve`: run the bundled Triton-compatible server on one or more model repositories.
+
+A thin layer: the options build the same `ServerOptions` that `python -m server` builds from
+Triton's flags, then `server.app.serve` runs. Triton's `--flag=value` spellings work as they are
+(`--model-repository=/models --log-verbose=1 --backend-config=python,shm-default-size=2147483648`);
+Triton's boolean flags take a value (`--strict-readiness=false`).
+
+Exit codes: 0 stopped by a signal, 1 start-up failed (a model failed with --exit-on-error=true,
+a port in use), 2 usage error.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class ControlMode(str, Enum):
+    none = "none"
+    poll = "poll"
+    explicit = "explicit"
+
+
+def _flag(value: str, name: str) -> bool:
+    from server.errors import ConfigError
+    from server.options import parse_bool
+
+    try:
+        return parse_bool(value, name)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message, param_hint=name) from None
+
+
+def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line option
+    model_repository: Annotated[
+        list[Path],
+        typer.Option(
+            "--model-repository",
+            "--model-store",
+            help="Model repository folder (repeatable).",
+            file_okay=False,
+            show_default=False,
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address for all three ports; 0.0.0.0 accepts remote clients.")
+    ] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP (KServe v2 REST) port; 0 picks a free one.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port; 0 picks a free one.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port; 0 picks a free one.")] = 8002,
+    gpus: Annotated[
+        str, typer.Option(help="GPUs the instances may use: all, none, or ids like 0,1.")
+    ] = "all",
+    model_control_mode: Annotated[
+        ControlMode,
+        typer.Option(
+            help="none: load every model at start; poll: also reload on changes; "
+            "explicit: load only --load-model and the load/unload API.",
+            case_sensitive=False,
+        ),
+    ] = ControlMode.none,
+    load_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Model to load at start in explicit mode (repeatable; * for all).", show_default=False
+        ),
+    ] = None,
+    repository_poll_secs: Annotated[
+        float, typer.Option(help="Seconds between repository polls in poll mode.")
+    ] = 15.0,
+    backend_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="BACKEND,KEY=VALUE backend setting (repeatable), e.g. python,shm-default-size=2147483648.",
+            show_default=False,
+        ),
+    ] = None,
+    server_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Server-level config (model_config_list, backend_config); default REPO/config.pbtxt.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    log_verbose: Annotated[int, typer.Option(help="Verbose logging level (0 = off).")] = 0,
+    exit_timeout_secs: Annotated[
+        float, typer.Option(help="On SIGTERM/SIGINT, how long in-flight requests may take to finish.")
+    ] = 30.0,
+    strict_readiness: Annotated[
+        str, typer.Option(help="true: /v2/health/ready only when every model is ready.", metavar="BOOL")
+    ] = "true",
+    exit_on_error: Annotated[
+        str,
+        typer.Option(help="true: stop if a model fails to load at start (Triton's default).", metavar="BOOL"),
+    ] = "false",
+    strict_model_config: Annotated[
+        str, typer.Option(help="true: never auto-complete configs from the model files.", metavar="BOOL")
+    ] = "false",
+    allow_http: Annotated[str, typer.Option(help="Serve HTTP.", metavar="BOOL")] = "true",
+    allow_grpc: Annotated[str, typer.Option(help="Serve gRPC.", metavar="BOOL")] = "true",
+    allow_metrics: Annotated[str, typer.Option(help="Serve Prometheus metrics.", metavar="BOOL")] = "true",
+    http_max_input_size: Annotated[int, typer.Option(help="Largest HTTP request body in bytes.")] = 64
+    * 1024
+    * 1024,
+) -> None:
+    """Serve model repositories over Triton's HTTP and gRPC protocols (plus Prometheus metrics)."""
+    from server.app import serve as run_server
+    from server.errors import ConfigError
+    from server.options import ServerOptions
+
+    options = ServerOptions(
+        model_repositories=list(model_repository),
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        gpus=gpus,
+        model_control_mode=model_control_mode.value,
+        load_models=list(load_model or []),
+        repository_poll_secs=repository_poll_secs,
+        backend_config=list(backend_config or []),
+        server_config=server_config,
+        log_verbose=log_verbose,
+        exit_timeout_secs=exit_timeout_secs,
+        strict_readiness=_flag(strict_readiness, "--strict-readiness"),
+        exit_on_error=_flag(exit_on_error, "--exit-on-error"),
+        strict_model_config=_flag(strict_model_config, "--strict-model-config"),
+        allow_http=_flag(allow_http, "--allow-http"),
+        allow_grpc=_flag(allow_grpc, "--allow-grpc"),
+        allow_metrics=_flag(allow_metrics, "--allow-metrics"),
+        http_max_input_size=http_max_input_size,
+    )
+    try:
+        options.check()
+    except ConfigError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_server(options))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "serve",
+        help="Serve model repositories with the bundled Triton-compatible server (HTTP :8000, gRPC :8001, "
+        "metrics :8002, bound to 127.0.0.1 unless --host says otherwise).",
+    )(serve)
