@@ -1,0 +1,1 @@
+"""The python backend and tritonctl's triton_python_backend_utils."""

@@ -1,0 +1,180 @@
+"""The python backend: runs a user's `model.py` (`class TritonPythonModel`) the way Triton does.
+
+`initialize(args)` gets Triton's args keys; `execute(requests)` gets one pb_utils.InferenceRequest
+per client request whose numeric input tensors are zero-copy numpy views of the shared-memory
+arena (valid during `execute` only, as in Triton); `finalize()` runs at unload. An optional
+`auto_complete_config` static method may complete the config before `initialize`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import inspect
+import json
+import sys
+from typing import Any
+
+from server.backends.base import Backend, Batch, OutputArray, RequestOutputs
+from server.errors import (
+    BackendError,
+    InvalidInput,
+    LoadError,
+    ModelNotFound,
+    ModelNotReady,
+    RequestCancelled,
+    ServerError,
+    Unsupported,
+)
+
+UTILS_MODULE = "triton_python_backend_utils"
+_KIND_WORDS = {"KIND_CPU": "CPU", "KIND_GPU": "GPU", "KIND_MODEL": "MODEL"}
+
+
+def install_utils_module() -> Any:
+    """Make our pb_utils importable as `triton_python_backend_utils` (what Triton models import)."""
+    from server.backends.python import triton_python_backend_utils as utils
+
+    sys.modules.setdefault(UTILS_MODULE, utils)
+    return utils
+
+
+class PythonBackend(Backend):
+    completed_config_json: str | None = None  # set when auto_complete_config changed the config
+
+    def load(self) -> None:
+        pb_utils = install_utils_module()
+        self._pb = pb_utils
+        pb_utils.Logger.verbose_enabled = self.context.log_verbose > 0
+        path = self.context.model_file("model.py")
+        if not path.is_file():
+            raise LoadError(f"python model file '{path}' does not exist")
+        sys.path.insert(0, str(path.parent))  # models import their helper modules from beside model.py
+        spec = importlib.util.spec_from_file_location("model", path)
+        if spec is None or spec.loader is None:
+            raise LoadError(f"cannot import python model file '{path}'")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["model"] = module
+        spec.loader.exec_module(module)
+        model_class = getattr(module, "TritonPythonModel", None)
+        if model_class is None:
+            raise LoadError(f"'{path}' does not define class TritonPythonModel")
+
+        config_json = self._config_json()
+        if hasattr(model_class, "auto_complete_config"):
+            completed = model_class.auto_complete_config(
+                pb_utils.ModelConfig(json.loads(json.dumps(config_json)))
+            )
+            completed_json = completed.as_dict() if completed is not None else config_json
+            if completed_json != config_json:
+                from google.protobuf import json_format
+
+                config = json_format.ParseDict(completed_json, type(self.context.config)())
+                self.context = dataclasses.replace(self.context, config=config)
+                self.completed_config_json = json.dumps(completed_json)
+                config_json = completed_json
+
+        self.model = model_class()
+        self._async_execute = inspect.iscoroutinefunction(self.model.execute)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        args = {
+            "model_config": json.dumps(config_json),
+            "model_instance_kind": _KIND_WORDS.get(self.context.instance_kind, "CPU"),
+            "model_instance_name": self.context.instance_name,
+            "model_instance_device_id": str(self.context.device_id or 0),
+            "model_repository": str(self.context.model_dir),
+            "model_version": str(self.context.version),
+            "model_name": self.context.model_name,
+        }
+        initialize = getattr(self.model, "initialize", None)
+        if initialize is not None:
+            self._run(initialize(args))
+
+    def _config_json(self) -> dict[str, Any]:
+        """The config as Triton hands it to models (the main process renders it; this is a fallback)."""
+        if self.context.config_json:
+            result: dict[str, Any] = json.loads(self.context.config_json)
+            return result
+        from google.protobuf import json_format
+
+        return json_format.MessageToDict(self.context.config, preserving_proto_field_name=True)
+
+    def execute(self, batch: Batch) -> list[RequestOutputs | ServerError]:
+        pb = self._pb
+        requests = []
+        for request in batch.requests:
+            tensors = [
+                pb.Tensor(name, tensor.to_numpy(), "BF16" if tensor.datatype == "BF16" else None)
+                for name, tensor in request.inputs.items()
+            ]
+            requests.append(
+                pb.InferenceRequest(
+                    request_id=request.id,
+                    inputs=tensors,
+                    requested_output_names=list(request.requested_outputs),
+                    model_name=self.context.model_name,
+                    model_version=self.context.version,
+                    parameters=request.parameters,
+                )
+            )
+        try:
+            responses = self._run(self.model.execute(requests))
+        except pb.TritonModelException as exc:
+            raise BackendError(str(exc)) from None
+        if not isinstance(responses, list | tuple) or len(responses) != len(requests):
+            got = (
+                "None"
+                if responses is None
+                else f"{len(responses)} responses"
+                if hasattr(responses, "__len__")
+                else type(responses).__name__
+            )
+            raise BackendError(
+                f"execute() of model '{self.context.model_name}' must return one InferenceResponse "
+                f"per request ({len(requests)}), got {got}"
+            )
+        return [self._convert(response) for response in responses]
+
+    def _convert(self, response: Any) -> RequestOutputs | ServerError:
+        pb = self._pb
+        if not isinstance(response, pb.InferenceResponse):
+            return BackendError(
+                f"execute() returned {type(response).__name__} where an InferenceResponse belongs"
+            )
+        error = response.error()
+        if error is not None:
+            return _error_from_code(error.message(), error.code())
+        outputs: RequestOutputs = {}
+        for tensor in response.output_tensors():
+            array, datatype = tensor._output()
+            outputs[tensor.name()] = OutputArray(array, datatype)
+        return outputs
+
+    def _run(self, result: Any) -> Any:
+        """Await what an async execute/initialize returned, on one loop kept for the worker's life."""
+        if not inspect.isawaitable(result):
+            return result
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(result)
+
+    def unload(self) -> None:
+        finalize = getattr(getattr(self, "model", None), "finalize", None)
+        if finalize is not None:
+            self._run(finalize())
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.close()
+
+
+def _error_from_code(message: str, code: int) -> ServerError:
+    """Map pb_utils.TritonError codes onto our tree (and so onto Triton's HTTP/gRPC statuses)."""
+    by_code: dict[int, type[ServerError]] = {
+        2: ModelNotFound,
+        3: InvalidInput,
+        4: ModelNotReady,
+        5: Unsupported,
+        7: RequestCancelled,
+    }
+    return by_code.get(code, BackendError)(message)

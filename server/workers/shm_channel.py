@@ -1,0 +1,362 @@
+"""ShmWorkerChannel: the production WorkerChannel, one worker process per model instance.
+
+Hot path of one batch (`submit`):
+  main   writes each input once into the slot's input arena: for every input name the requests'
+         bytes back to back in request order; sends a small control record over the socket;
+  worker views the concatenation zero-copy (np.frombuffer), executes, writes each requested output
+         once into the slot's output arena, replies with offsets;
+  main   copies each output once out of the arena into the InferenceResult.
+
+Up to `max_in_flight` batches (default 2) are outstanding: batch k uses slot k % max_in_flight, so
+the main process writes batch k+1 while the worker computes batch k. The worker answers in order,
+and a slot is reused only after its previous batch's answer has been copied out.
+
+Control records (orjson; tensor bytes never travel in them, nothing is pickled):
+  init   {"op":"init", model_name, version, model_dir, backend, config (base64 ModelConfig),
+          instance {name, kind, device_id}, backend_parameters, log_verbose, slots,
+          shm_default_size, shm_growth_size, parent_pid}
+  ready  {"op":"ready", pid, config?}     load_failed {"op":"load_failed", "error": [class, message]}
+  exec   {"op":"exec", seq, slot, requests: [{id, outputs: [names]|null, params?}],
+          inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}]}
+  done   {"op":"done", seq, t: [compute_input_ns, compute_infer_ns, compute_output_ns],
+          results: [{"o": [[name, dtype, shape, offset, size], ...], "p"?: params} | {"e": [class, message]}]}
+  close  {"op":"close"} -> {"op":"closed"}, then the worker exits
+A new, larger arena segment travels as a file descriptor with the exec (input) or done (output)
+message that first uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from server.core.types import InferenceRequest, InferenceResult, Tensor
+from server.errors import ServerError, WorkerCrashed, from_wire
+from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.options import WorkerOptions
+from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
+
+_LIVE_PROCESSES: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftover_workers() -> None:
+    """Last resort when the main process exits without closing its channels."""
+    for process in list(_LIVE_PROCESSES):
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    seq: int
+    slot: int
+    requests: list[InferenceRequest]
+    future: asyncio.Future[BatchOutcome]
+    compute_input_ns: int
+
+
+class ShmWorkerChannel(WorkerChannel):
+    """A live worker process; build it with `server.workers.supervisor.start_worker`."""
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        version: int,
+        instance_name: str,
+        process: subprocess.Popen[bytes],
+        sock: socket.socket,
+        options: WorkerOptions,
+    ) -> None:
+        self.model_name = model_name
+        self.version = version
+        self.instance_name = instance_name
+        self.process = process
+        self._version_text = str(version)
+        self._sock = sock
+        self._receiver = Receiver(sock)
+        self._options = options
+        self._slot_count = max(1, options.max_in_flight)
+        self._in_slots: list[Segment | None] = [None] * self._slot_count
+        self._out_slots: list[Segment | None] = [None] * self._slot_count
+        self._slots_free = asyncio.Semaphore(self._slot_count)
+        self._in_flight: deque[_InFlight] = deque()
+        self._seq = 0
+        self._alive = True
+        self._closing = False
+        self._loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[str] = self._loop.create_future()  # resolves with the reason
+        self.completed_config: Any = None  # set when a python model's auto_complete_config changed it
+        _LIVE_PROCESSES.add(process)
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start_reading(self) -> None:
+        self._loop.add_reader(self._sock.fileno(), self._on_readable)
+
+    # -- submit -------------------------------------------------------------------------------------
+
+    async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
+        if not requests:
+            return BatchOutcome(results=[])
+        await self._slots_free.acquire()
+        try:
+            if not self._alive:
+                raise WorkerCrashed(
+                    f"instance '{self.instance_name}' of model '{self.model_name}' is not running"
+                )
+            started = time.monotonic_ns()
+            seq = self._seq
+            self._seq += 1
+            slot = seq % self._slot_count
+            message, fds = self._write_batch(seq, slot, requests)
+            future: asyncio.Future[BatchOutcome] = self._loop.create_future()
+            self._in_flight.append(_InFlight(seq, slot, requests, future, time.monotonic_ns() - started))
+            self._send(message, fds)
+        except BaseException:
+            if not self._in_flight or self._in_flight[-1].requests is not requests:
+                self._slots_free.release()
+            raise
+        # From here the answer (or the crash) frees the slot, even if this caller is cancelled.
+        return await asyncio.shield(future)
+
+    def _send(self, message: bytes, fds: list[int]) -> None:
+        try:
+            if fds:
+                socket.send_fds(self._sock, [message], fds)
+            else:
+                self._sock.send(message)
+        except BlockingIOError:
+            # The socket buffer holds far more than `max_in_flight` records; a full one means the
+            # worker stopped reading. Treat it like a crash rather than block the event loop.
+            self._on_worker_gone("stopped reading its control socket")
+        except OSError:
+            self._on_worker_gone("closed its control socket")
+
+    def _write_batch(self, seq: int, slot: int, requests: list[InferenceRequest]) -> tuple[bytes, list[int]]:
+        by_request = [{tensor.name: tensor for tensor in request.inputs} for request in requests]
+        names: list[str] = []
+        for request in requests:
+            names.extend(tensor.name for tensor in request.inputs if tensor.name not in names)
+
+        input_entries: list[dict[str, Any]] = []
+        pieces: list[tuple[int, memoryview | bytes | bytearray]] = []
+        position = 0
+        for name in names:
+            shapes: list[list[int] | None] = []
+            sizes: list[int] = []
+            offset = position
+            datatype = ""
+            for tensors in by_request:
+                tensor = tensors.get(name)
+                if tensor is None:
+                    shapes.append(None)
+                    sizes.append(0)
+                    continue
+                datatype = tensor.datatype
+                data = tensor.data
+                if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+                    data = data.cast("B")
+                pieces.append((position, data))
+                shapes.append(list(tensor.shape))
+                sizes.append(len(data))
+                position += len(data)
+            input_entries.append(
+                {"name": name, "dtype": datatype, "shapes": shapes, "offset": offset, "sizes": sizes}
+            )
+            position = align(position)
+
+        record: dict[str, Any] = {
+            "op": "exec",
+            "seq": seq,
+            "slot": slot,
+            "requests": [_request_record(request) for request in requests],
+            "inputs": input_entries,
+        }
+        needed = position + spill_size(record)
+        segment, fds = self._input_segment(slot, needed)
+        if segment is not None:
+            view = segment.view
+            for start, data in pieces:
+                view[start : start + len(data)] = data
+        return encode(record, segment, slot, position), fds
+
+    def _input_segment(self, slot: int, needed: int) -> tuple[Segment | None, list[int]]:
+        segment = self._in_slots[slot]
+        if needed == 0 or (segment is not None and segment.size >= needed):
+            return segment, []
+        if segment is None:
+            size = max(needed, self._options.shm_default_size)
+        else:
+            size = max(needed, segment.size + self._options.shm_growth_size)
+            segment.close()
+        segment = self._in_slots[slot] = Segment.create(f"in{slot}_{self.instance_name}", size)
+        return segment, [segment.fd]
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        while self._alive:
+            try:
+                received = self._receiver.receive()
+            except BlockingIOError:
+                return
+            except (OSError, ValueError) as exc:
+                self._on_worker_gone(f"sent an unreadable control message ({exc})")
+                return
+            if received is None:
+                self._on_worker_gone(None)
+                return
+            message, fds = received
+            if not self._in_flight:
+                for fd in fds:
+                    os.close(fd)
+                continue  # e.g. "closed" after a close request
+            batch = self._in_flight.popleft()
+            if fds:
+                old = self._out_slots[batch.slot]
+                if old is not None:
+                    old.close()
+                self._out_slots[batch.slot] = Segment.attach(fds[0])
+            try:
+                record = decode(message, self._out_slots)
+                outcome = self._read_outcome(batch, record)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._in_flight.appendleft(batch)
+                self._on_worker_gone(f"sent a malformed answer ({exc})")
+                return
+            if not batch.future.done():
+                batch.future.set_result(outcome)
+            self._slots_free.release()
+
+    def _read_outcome(self, batch: _InFlight, record: dict[str, Any]) -> BatchOutcome:
+        started = time.monotonic_ns()
+        segment = self._out_slots[batch.slot]
+        view = segment.view if segment is not None else memoryview(b"")
+        results: list[InferenceResult | ServerError] = []
+        for request, entry in zip(batch.requests, record["results"], strict=True):
+            error = entry.get("e")
+            if error is not None:
+                results.append(from_wire(error[0], error[1]))
+                continue
+            outputs = [
+                Tensor(name, datatype, shape, bytes(view[offset : offset + size]))
+                for name, datatype, shape, offset, size in entry["o"]
+            ]
+            results.append(
+                InferenceResult(
+                    model=request.model or self.model_name,
+                    version=self._version_text,
+                    outputs=outputs,
+                    id=request.id,
+                    parameters=entry.get("p") or {},
+                )
+            )
+        compute_input, compute_infer, compute_output = record["t"]
+        return BatchOutcome(
+            results=results,
+            compute_input_ns=batch.compute_input_ns + compute_input,
+            compute_infer_ns=compute_infer,
+            compute_output_ns=compute_output + time.monotonic_ns() - started,
+        )
+
+    # -- end of life ------------------------------------------------------------------------------
+
+    def _on_worker_gone(self, why: str | None) -> None:
+        """The process died (or broke the protocol): fail what is in flight, promptly."""
+        if not self._alive:
+            return
+        self._alive = False
+        self._loop.remove_reader(self._sock.fileno())
+        if why is not None and self.process.poll() is None:
+            self.process.kill()
+        self._loop.create_task(self._finish_exit(why))
+
+    async def _finish_exit(self, why: str | None) -> None:
+        for _ in range(100):  # the socket closes as the process exits; reaping follows within ms
+            if self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.01)
+        reason = why or _describe_exit(self.process.returncode)
+        in_flight = list(self._in_flight)
+        self._in_flight.clear()
+        count = sum(len(batch.requests) for batch in in_flight)
+        for batch in in_flight:
+            if not batch.future.done():
+                batch.future.set_exception(
+                    WorkerCrashed(
+                        f"instance '{self.instance_name}' of model '{self.model_name}' (pid {self.pid}) "
+                        f"{reason} while executing {count} request(s)"
+                    )
+                )
+            self._slots_free.release()
+        self._release_resources()
+        if not self.exited.done():
+            self.exited.set_result("closed" if self._closing else reason)
+
+    def _release_resources(self) -> None:
+        for segment in (*self._in_slots, *self._out_slots):
+            if segment is not None:
+                segment.close()
+        self._in_slots = [None] * self._slot_count
+        self._out_slots = [None] * self._slot_count
+        self._sock.close()
+        _LIVE_PROCESSES.discard(self.process)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Finish the batches in flight, let the model finalize, then stop the process."""
+        if self._closing:
+            await asyncio.shield(self.exited)
+            return
+        self._closing = True
+        if self._alive:
+            for _ in range(self._slot_count):  # wait for the batches in flight
+                await self._slots_free.acquire()
+            if self._alive:
+                self._send(encode({"op": "close"}), [])
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited), timeout_s)
+            except TimeoutError:
+                self.process.kill()
+                self._on_worker_gone("did not finalize in time and was killed")
+                await asyncio.shield(self.exited)
+        else:
+            await asyncio.shield(self.exited)
+
+
+def _request_record(request: InferenceRequest) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": request.id, "outputs": [o.name for o in request.outputs] or None}
+    if request.parameters:
+        record["params"] = {
+            k: v for k, v in request.parameters.items() if isinstance(v, str | int | float | bool)
+        }
+    return record
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"

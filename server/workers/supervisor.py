@@ -1,0 +1,285 @@
+"""Starting worker processes and keeping them alive.
+
+`start_worker` spawns `python -m server.workers.main` for one instance (a fresh interpreter, not a
+fork of the server: no inherited event loop, threads or sockets), hands it one end of a socketpair,
+and waits until its backend has loaded. `InstanceSupervisor` is a WorkerChannel that restarts a
+crashed instance with exponential backoff and tells the registry about each state change; after
+`max_rapid_crashes` crashes within `rapid_window_s` it gives up and keeps the last reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from server.core.placement import KIND_GPU, InstanceSpec
+from server.core.types import InferenceRequest
+from server.errors import LoadError, ModelNotReady
+from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.options import WorkerOptions
+from server.workers.shm import Receiver, decode, encode
+from server.workers.shm_channel import ShmWorkerChannel, _describe_exit
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding `server/`
+
+
+async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agreed
+    model_name: str,
+    version: int,
+    model_dir: Path,
+    config: Any,
+    spec: InstanceSpec,
+    options: WorkerOptions,
+    *,
+    backend: str | None = None,
+) -> ShmWorkerChannel:
+    """Spawn the instance's worker and wait for its model to load.
+
+    Raises LoadError with the backend's own message when loading fails, the process dies while
+    loading, or it takes longer than `options.load_timeout_s`.
+    """
+    from server.repository import backend_name, config_from_json, config_to_json
+
+    if backend is None:
+        backend = backend_name(config)
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.workers.main", "--fd", str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            env=_worker_environment(spec),
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError:
+        parent_sock.close()
+        raise
+    finally:
+        child_sock.close()  # the worker's end must live only in the worker, or its death goes unseen
+    parent_sock.setblocking(False)
+    where = f"model '{model_name}' version {version} instance '{spec.name}'"
+    try:
+        init = {
+            "op": "init",
+            "model_name": model_name,
+            "version": version,
+            "model_dir": str(model_dir),
+            "backend": backend,
+            "config": base64.b64encode(config.SerializeToString()).decode(),
+            "config_json": json.dumps(config_to_json(config)),
+            "instance": {"name": spec.name, "kind": spec.kind, "device_id": spec.device_id},
+            "backend_parameters": options.backend_parameters.get(backend, {}),
+            "log_verbose": options.log_verbose,
+            "slots": max(1, options.max_in_flight),
+            "shm_default_size": options.shm_default_size,
+            "shm_growth_size": options.shm_growth_size,
+            "parent_pid": os.getpid(),
+        }
+        parent_sock.send(encode(init))
+        reply = await _first_reply(parent_sock, options.load_timeout_s)
+    except TimeoutError:
+        _stop(process, parent_sock)
+        raise LoadError(f"{where} did not finish loading within {options.load_timeout_s:g} s") from None
+    except BaseException:
+        _stop(process, parent_sock)
+        raise
+    if reply is None or reply.get("op") != "ready":
+        _stop(process, parent_sock)
+        if reply is not None and reply.get("op") == "load_failed":
+            raise LoadError(f"{where} failed to load: {reply['error'][1]}")
+        raise LoadError(f"{where}: the worker process {_describe_exit(process.returncode)} while loading")
+    channel = ShmWorkerChannel(
+        model_name=model_name,
+        version=version,
+        instance_name=spec.name,
+        process=process,
+        sock=parent_sock,
+        options=options,
+    )
+    if "config_json" in reply:  # the python model's auto_complete_config changed it
+        channel.completed_config = config_from_json(reply["config_json"])
+    channel.start_reading()
+    return channel
+
+
+def _worker_environment(spec: InstanceSpec) -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    if spec.kind == KIND_GPU and spec.device_id is not None:
+        from server.core.gpus import cuda_visible_devices_value, discover_gpus
+
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices_value(spec.device_id, discover_gpus())
+    elif spec.cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
+    return env
+
+
+async def _first_reply(sock: socket.socket, timeout_s: float) -> dict[str, Any] | None:
+    loop = asyncio.get_running_loop()
+    receiver = Receiver(sock)
+    arrived: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            received = receiver.receive()
+        except BlockingIOError:
+            return
+        if arrived.done():
+            return
+        if received is None:
+            arrived.set_result(None)
+        else:
+            for fd in received[1]:
+                os.close(fd)
+            arrived.set_result(decode(received[0]))
+
+    loop.add_reader(sock.fileno(), on_readable)
+    try:
+        return await asyncio.wait_for(arrived, timeout_s)
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+def _stop(process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    sock.close()
+    if process.poll() is None:
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+StateCallback = Callable[[str, str, str], None]  # (instance name, state, reason)
+
+
+class InstanceSupervisor(WorkerChannel):
+    """Keeps one instance running: restarts it after a crash, with exponential backoff.
+
+    States: LOADING -> READY -> RESTARTING -> READY ... or FAILED (gave up) / STOPPED (closed).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], Awaitable[ShmWorkerChannel]],
+        instance_name: str,
+        on_state_change: StateCallback | None = None,
+        *,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_rapid_crashes: int = 5,
+        rapid_window_s: float = 60.0,
+    ) -> None:
+        self.instance_name = instance_name
+        self._start = start
+        self._on_state_change = on_state_change
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._max_rapid_crashes = max_rapid_crashes
+        self._rapid_window_s = rapid_window_s
+        self._channel: ShmWorkerChannel | None = None
+        self._crash_times: list[float] = []
+        self._watch_task: asyncio.Task[None] | None = None
+        self.state = "LOADING"
+        self.reason = ""
+        self.restarts = 0
+
+    @classmethod
+    async def launch(  # noqa: PLR0917 - mirrors start_worker
+        cls,
+        model_name: str,
+        version: int,
+        model_dir: Path,
+        config: Any,
+        spec: InstanceSpec,
+        options: WorkerOptions,
+        on_state_change: StateCallback | None = None,
+        **policy: float,
+    ) -> InstanceSupervisor:
+        """Start a supervised instance; raises LoadError if the first load fails."""
+
+        async def start() -> ShmWorkerChannel:
+            return await start_worker(model_name, version, model_dir, config, spec, options)
+
+        supervisor = cls(start, spec.name, on_state_change, **policy)  # type: ignore[arg-type]
+        await supervisor.start()
+        return supervisor
+
+    @property
+    def channel(self) -> ShmWorkerChannel | None:
+        return self._channel
+
+    @property
+    def alive(self) -> bool:
+        return self.state == "READY" and self._channel is not None and self._channel.alive
+
+    async def start(self) -> None:
+        try:
+            self._channel = await self._start()
+        except LoadError as exc:
+            self._set_state("FAILED", exc.message)
+            raise
+        self._set_state("READY", "")
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
+        channel = self._channel
+        if channel is None or self.state != "READY":
+            why = f": {self.reason}" if self.reason else ""
+            raise ModelNotReady(f"instance '{self.instance_name}' is {self.state.lower()}{why}")
+        return await channel.submit(requests)
+
+    async def _watch(self) -> None:
+        while self._channel is not None:
+            reason = await asyncio.shield(self._channel.exited)
+            if self.state == "STOPPED":
+                return
+            while True:  # restart until a start succeeds or we give up
+                now = time.monotonic()
+                self._crash_times = [t for t in self._crash_times if now - t < self._rapid_window_s]
+                self._crash_times.append(now)
+                if len(self._crash_times) >= self._max_rapid_crashes:
+                    self._set_state(
+                        "FAILED",
+                        f"gave up after {len(self._crash_times)} crashes within {self._rapid_window_s:g} s; "
+                        f"last: {reason}",
+                    )
+                    self._channel = None
+                    return
+                self._set_state("RESTARTING", reason)
+                delay = min(self._backoff_initial_s * 2 ** (len(self._crash_times) - 1), self._backoff_max_s)
+                await asyncio.sleep(delay)
+                if self.state == "STOPPED":
+                    return
+                try:
+                    self._channel = await self._start()
+                except LoadError as exc:
+                    reason = exc.message
+                    continue
+                self.restarts += 1
+                self._set_state("READY", "")
+                break
+
+    def _set_state(self, state: str, reason: str) -> None:
+        self.state, self.reason = state, reason
+        if self._on_state_change is not None:
+            self._on_state_change(self.instance_name, state, reason)
+
+    async def close(self) -> None:
+        if self.state == "STOPPED":
+            return
+        self._set_state("STOPPED", "")
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        if self._channel is not None:
+            await self._channel.close()
