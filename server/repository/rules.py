@@ -88,14 +88,6 @@ def _check_dims(found: Findings, path: str, tensor: Any, max_batch_size: int) ->
                 f'tensor "{tensor.name}" has dimension {dim}; dimensions are >= 1, or -1 for a variable size',
                 "use a positive size or -1",
             )
-    if max_batch_size > 0 and dims and dims[0] == max_batch_size and max_batch_size > 1:
-        found.warning(
-            "W315-batch-dim-in-dims",
-            f"{path}.dims[0]",
-            f'tensor "{tensor.name}" starts with {dims[0]} = max_batch_size: with max_batch_size > 0 the '
-            "batch axis is implicit and must not be listed in dims",
-            f"drop the leading {dims[0]} from dims (the full shape is [-1] + dims)",
-        )
     if tensor.HasField("reshape") and -1 not in dims and -1 not in tensor.reshape.shape:
         size, reshaped = 1, 1
         for dim in dims:

@@ -1,0 +1,1 @@
+"""Client-side repository tools: `init` scaffolding from templates, `config generate`, tiny models."""
