@@ -182,7 +182,7 @@ def test_request_id_appears_in_the_prefix() -> None:
 
 
 @pytest.mark.parametrize("items", [[], [b""], [b"a", b"bc", b"\x00" * 300]])
-def test_count_bytes_elements(items: list[bytes]) -> None:
+def test_count_bytes_elements(items: list[bytes | str]) -> None:
     assert count_bytes_elements(serialize_bytes(items)) == len(items)
     if items:
         assert count_bytes_elements(serialize_bytes(items)[:-1] or b"\x01") is None
