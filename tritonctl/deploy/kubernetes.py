@@ -125,6 +125,8 @@ def _storage_initializer(spec: DeploySpec, image: str) -> Manifest:
         "image": image,
         "args": [spec.repository.uri, MODEL_REPOSITORY],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "securityContext": pod.security_context(),
+        # Its image brings its own non-root user (and home for download caches); the emptyDir it fills
+        # is world-writable, and what it writes stays readable for the server's user.
+        "securityContext": pod.security_context(run_as=None),
         "volumeMounts": [{"name": REPOSITORY_VOLUME, "mountPath": MODEL_REPOSITORY}],
     }

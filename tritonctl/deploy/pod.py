@@ -116,12 +116,12 @@ def gpu_tolerations(spec: DeploySpec) -> list[Manifest]:
     return [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def security_context() -> Manifest:
-    """Kubernetes' "restricted" Pod Security Standard for the server container."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": SERVER_UID,
-        "runAsGroup": SERVER_UID,
+def security_context(run_as: int | None = SERVER_UID) -> Manifest:
+    """Kubernetes' "restricted" Pod Security Standard; `run_as` None keeps the image's own user."""
+    result: Manifest = {"runAsNonRoot": True}
+    if run_as is not None:
+        result |= {"runAsUser": run_as, "runAsGroup": run_as}
+    return result | {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
