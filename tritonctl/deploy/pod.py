@@ -29,6 +29,11 @@ STARTUP_FAILURES = 60
 TERMINATION_GRACE_S = 40
 
 
+ALL_INTERFACES = "0.0.0.0"
+# What the images' `tritonserver` script (docker/tritonserver) puts before the caller's arguments.
+ENTRYPOINT_DEFAULT_ARGS = (f"--host={ALL_INTERFACES}",)
+
+
 @dataclass(frozen=True)
 class ServerPorts:
     http: int
@@ -56,12 +61,27 @@ def server_args(model_repository: str, ports: ServerPorts, extra: tuple[str, ...
 def check_server_args(args: list[str], model_repository: str, ports: ServerPorts) -> None:
     """Parse the args with the server's own parser, so a typo in --server-arg fails here, not in a pod.
 
-    Also refuses extra flags that would move the ports or the repository away from what the probes,
-    the Service and the volume mount point at.
+    Also refuses extra flags that would move the ports, listeners or the repository away from what
+    the probes, the Service and the volume mount point at.
     """
     from server.options import parse_tritonserver_args  # the server's parser; light, but not CLI start-up
 
-    options = parse_tritonserver_args(args[1:])  # ConfigError names the flag it refuses
+    # What the pod runs: the entry point's own defaults first, then these args.
+    options = parse_tritonserver_args([*ENTRYPOINT_DEFAULT_ARGS, *args[1:]])  # ConfigError names the flag
+    listeners = {
+        "--http-address": options.http_host,
+        "--grpc-address": options.grpc_host,
+        "--metrics-address": options.metrics_host,
+    }
+    for flag, host in listeners.items():
+        if host != ALL_INTERFACES:
+            raise ConfigError(
+                f"{flag} / --host {host} in --server-arg would hide the server from its pod's IP"
+            )
+    if not (options.allow_http and options.allow_grpc and options.allow_metrics):
+        raise ConfigError(
+            "--allow-http/--allow-grpc/--allow-metrics=false would break the probes, Service or scaling"
+        )
     expected = {
         "--http-port": (options.http_port, ports.http),
         "--grpc-port": (options.grpc_port, ports.grpc),

@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 from server.options import parse_tritonserver_args
-from tritonctl.deploy.pod import HEALTH_READY_PATH
+from tritonctl.deploy.pod import ENTRYPOINT_DEFAULT_ARGS, HEALTH_READY_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 HEALTHCHECK = REPO_ROOT / "docker" / "healthcheck.py"
@@ -31,7 +31,8 @@ SEED_ARGS = [
 
 def test_entrypoint_runs_the_server_module_with_the_seed_args(run_entrypoint: RunEntrypoint) -> None:
     argv = run_entrypoint(SEED_ARGS)
-    assert argv == ["-m", "server", "--host=0.0.0.0", *SEED_ARGS]
+    assert argv == ["-m", "server", *ENTRYPOINT_DEFAULT_ARGS, *SEED_ARGS]
+    assert ENTRYPOINT_DEFAULT_ARGS == ("--host=0.0.0.0",)
     options = parse_tritonserver_args(argv[2:])
     assert [str(path) for path in options.model_repositories] == ["/models"]
     assert options.log_verbose == 1

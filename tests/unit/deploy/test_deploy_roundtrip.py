@@ -204,6 +204,9 @@ def test_kserve_fixed_replicas_and_cluster_runtime() -> None:
         (["--model-repository=/elsewhere"], "--model-repository"),
         (["--no-such-flag"], "no-such-flag"),
         (["--grpc-use-ssl=true"], "TLS"),
+        (["--host=127.0.0.1"], "pod's IP"),
+        (["--metrics-address=127.0.0.1"], "--metrics-address"),
+        (["--allow-grpc=false"], "--allow-grpc"),
     ],
 )
 def test_server_args_that_would_break_the_pod_are_refused(extra: list[str], message: str) -> None:
