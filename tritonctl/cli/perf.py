@@ -1,0 +1,446 @@
+"""`tritonctl perf`: load sweeps against any Triton-compatible server, like perf_analyzer.
+
+    tritonctl perf run MODEL [options]      measure (`tritonctl perf MODEL ...` is the same)
+    tritonctl perf compare A.json B.json    differences between two saved runs
+
+Exit codes: 0 measured, 1 the run failed (server unreachable, every request refused ...),
+2 usage error (bad flag values). A model literally named `run` or `compare` needs `perf run NAME`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from typer._click.core import Context
+
+    from tritonctl.perf.measure import LevelResult, Window
+    from tritonctl.perf.runner import SweepReport
+    from tritonctl.perf.settings import LoadLevel, PerfSettings
+    from tritonctl.perf.settings import Protocol as WireName
+
+
+class WireProtocol(str, Enum):
+    grpc = "grpc"
+    http = "http"
+
+
+class Distribution(str, Enum):
+    constant = "constant"
+    poisson = "poisson"
+
+
+class HttpEncoding(str, Enum):
+    binary = "binary"
+    json = "json"
+
+
+class _RunByDefault(TyperGroup):
+    """`perf MODEL ...` means `perf run MODEL ...`: anything that is not a subcommand goes to `run`."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+perf_app = typer.Typer(
+    cls=_RunByDefault,
+    name="perf",
+    no_args_is_help=True,
+    help="Measure throughput and latency percentiles under load (perf_analyzer's method, any "
+    "Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.",
+)
+
+# Options shared with `tritonctl tune`.
+ModelArgument = Annotated[str, typer.Argument(help="Model name.", show_default=False)]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        "-u",
+        help="Server address host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http).",
+        envvar="TRITONCTL_URL",
+        show_default=False,
+    ),
+]
+ProtocolOption = Annotated[
+    WireProtocol,
+    typer.Option("--protocol", "-i", help="Protocol to load the server with.", case_sensitive=False),
+]
+VersionOption = Annotated[
+    str, typer.Option("--model-version", "-x", help="Model version (default: the server's choice).")
+]
+ConcurrencyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--concurrency-range",
+        help="Closed loop: START:END[:STEP] requests kept in flight (default 1).",
+        show_default=False,
+    ),
+]
+RateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--request-rate-range",
+        help="Open loop: START:END[:STEP] requests per second; latency counts from the scheduled send time.",
+        show_default=False,
+    ),
+]
+DistributionOption = Annotated[
+    Distribution,
+    typer.Option("--request-distribution", help="Open-loop send times: evenly spaced or Poisson arrivals."),
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--latency-budget-ms",
+        "-l",
+        help="Stop the sweep at the first level whose p99 exceeds this.",
+        min=0.001,
+    ),
+]
+IntervalOption = Annotated[
+    int, typer.Option("--measurement-interval", "-p", help="Measurement window length in ms.", min=10)
+]
+CountOption = Annotated[
+    int | None,
+    typer.Option(
+        "--request-count",
+        "--measurement-request-count",
+        help="Count windows: a window ends after this many requests (instead of a fixed time).",
+        min=1,
+        show_default=False,
+    ),
+]
+StabilityOption = Annotated[
+    float,
+    typer.Option(
+        "--stability-percentage",
+        "-s",
+        help="Stable once the last 3 windows' throughput and latency are within this % of their mean.",
+        min=0.0,
+    ),
+]
+TrialsOption = Annotated[
+    int,
+    typer.Option("--max-trials", "-r", help="Most windows per level before reporting it unstable.", min=1),
+]
+WarmupOption = Annotated[
+    int, typer.Option("--warmup-ms", help="Load held before the first window of each level (ignored).", min=0)
+]
+PercentileOption = Annotated[
+    int | None,
+    typer.Option(
+        "--percentile",
+        help="Judge stability on this latency percentile instead of the average.",
+        min=1,
+        max=99,
+    ),
+]
+InputDataOption = Annotated[
+    str,
+    typer.Option(
+        "--input-data",
+        help="random (seeded), zero, a perf_analyzer JSON file, a .npy file, or a folder of NAME.npy files.",
+    ),
+]
+ShapeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--shape",
+        help="NAME:DIMS for an input with variable dims (one sample, without the batch dim); repeatable.",
+        show_default=False,
+    ),
+]
+DtypeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dtype",
+        help="NAME:DATATYPE for servers whose metadata lacks it (e.g. INPUT0:FP32); repeatable.",
+        show_default=False,
+    ),
+]
+BatchOption = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size of each request.", min=1)]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the random input data.")]
+WorkersOption = Annotated[
+    int,
+    typer.Option("--workers", help="Load generator processes (more when one process cannot keep up).", min=1),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    return typer.Exit(code)
+
+
+def parse_levels(concurrency_range: str | None, request_rate_range: str | None) -> tuple[LoadLevel, ...]:
+    from tritonctl.perf.errors import PerfUsageError
+    from tritonctl.perf.settings import parse_range
+
+    if concurrency_range and request_rate_range:
+        raise PerfUsageError("give either --concurrency-range or --request-rate-range, not both")
+    if request_rate_range:
+        return parse_range(request_rate_range, "request_rate")
+    return parse_range(concurrency_range or "1", "concurrency")
+
+
+def make_settings(
+    model: str,
+    *,
+    url: str | None,
+    protocol: WireProtocol,
+    model_version: str,
+    levels: tuple[LoadLevel, ...],
+    distribution: Distribution = Distribution.constant,
+    latency_budget_ms: float | None = None,
+    measurement_interval: int = 5000,
+    request_count: int | None = None,
+    stability_percentage: float = 10.0,
+    max_trials: int = 10,
+    warmup_ms: int = 500,
+    percentile: int | None = None,
+    input_data: str = "random",
+    shape: list[str] | None = None,
+    dtype: list[str] | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
+    string_length: int = 16,
+    http_encoding: HttpEncoding = HttpEncoding.binary,
+    workers: int = 1,
+) -> PerfSettings:
+    """Flags -> PerfSettings (raises PerfUsageError with a message naming the flag)."""
+    from tritonctl.perf.settings import (
+        InputSettings,
+        MeasurementSettings,
+        PerfSettings,
+        check_input_source,
+        normalize_url,
+        parse_datatype,
+        parse_shape,
+    )
+
+    wire: WireName = protocol.value
+    return PerfSettings(
+        model=model,
+        url=normalize_url(url, wire),
+        protocol=wire,
+        model_version=model_version,
+        levels=levels,
+        distribution=distribution.value,
+        latency_budget_ms=latency_budget_ms,
+        measurement=MeasurementSettings(
+            interval_ms=measurement_interval,
+            request_count=request_count,
+            stability_percentage=stability_percentage,
+            max_trials=max_trials,
+            warmup_ms=warmup_ms,
+            percentile=percentile,
+        ),
+        inputs=InputSettings(
+            source=check_input_source(input_data),
+            shapes=dict(parse_shape(item) for item in shape or []),
+            datatypes=dict(parse_datatype(item) for item in dtype or []),
+            batch_size=batch_size,
+            seed=seed,
+            string_length=string_length,
+            http_encoding=http_encoding.value,
+        ),
+        workers=workers,
+    )
+
+
+class LiveProgress:
+    """Rich live display of a sweep: finished levels above, the current window below."""
+
+    def __init__(self, console: Console, total_levels: int) -> None:
+        from rich.live import Live
+
+        self._console = console
+        self._total = total_levels
+        self._lines: list[str] = []
+        self._current = ""
+        self._live = Live(console=console, transient=True, refresh_per_second=8)
+
+    def __enter__(self) -> LiveProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def _render(self) -> None:
+        from rich.text import Text
+
+        self._live.update(Text("\n".join([*self._lines, self._current])))
+
+    def level_started(self, level: LoadLevel, index: int, total: int) -> None:
+        self._current = f"[{index + 1}/{total}] {level.label}: warming up"
+        self._render()
+
+    def window_measured(self, level: LoadLevel, trial: int, window: Window, batch_size: int) -> None:
+        p99 = float(window.latencies_ns.max()) / 1000 if window.successes else 0.0
+        self._current = (
+            f"{level.label}: window {trial}: {window.throughput(batch_size):.1f} infer/s, "
+            f"max {p99:.0f} µs, {window.errors} errors"
+        )
+        self._render()
+
+    def level_finished(self, result: LevelResult) -> None:
+        mark = "" if result.stable else " (unstable)"
+        p99 = result.latency_us["p99"]
+        self._lines.append(f"{result.level.label}: {result.throughput:.1f} infer/s, p99 {p99:.0f} µs{mark}")
+        self._current = ""
+        self._render()
+
+
+def write_outputs(
+    document: dict[str, Any], json_path: Path | None, csv_path: Path | None, plot_path: Path | None
+) -> None:
+    from tritonctl.perf.report import write_csv, write_json
+
+    if json_path:
+        write_json(document, json_path)
+    if csv_path:
+        write_csv(document, csv_path)
+    if plot_path:
+        from tritonctl.perf.plot import plot_latency_vs_throughput
+
+        plot_latency_vs_throughput([(document["model"], document)], plot_path)
+
+
+def print_report(console: Console, report: SweepReport) -> None:
+    from tritonctl.perf.report import results_table
+
+    console.print(results_table(report.to_json()))
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@perf_app.command("run", no_args_is_help=True)
+def run(
+    model: ModelArgument,
+    *,
+    url: UrlOption = None,
+    protocol: ProtocolOption = WireProtocol.grpc,
+    model_version: VersionOption = "",
+    concurrency_range: ConcurrencyOption = None,
+    request_rate_range: RateOption = None,
+    request_distribution: DistributionOption = Distribution.constant,
+    latency_budget_ms: BudgetOption = None,
+    measurement_interval: IntervalOption = 5000,
+    request_count: CountOption = None,
+    stability_percentage: StabilityOption = 10.0,
+    max_trials: TrialsOption = 10,
+    warmup_ms: WarmupOption = 500,
+    percentile: PercentileOption = None,
+    input_data: InputDataOption = "random",
+    shape: ShapeOption = None,
+    dtype: DtypeOption = None,
+    batch_size: BatchOption = 1,
+    seed: SeedOption = 0,
+    string_length: Annotated[
+        int, typer.Option("--string-length", help="Length of random BYTES.", min=1)
+    ] = 16,
+    http_encoding: Annotated[
+        HttpEncoding,
+        typer.Option(
+            "--http-encoding", help="HTTP tensors: Triton's binary extension, or plain JSON (KServe v2)."
+        ),
+    ] = HttpEncoding.binary,
+    workers: WorkersOption = 1,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write results as JSON.", dir_okay=False, show_default=False)
+    ] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", "-f", help="Write perf_analyzer-style CSV.", dir_okay=False, show_default=False
+        ),
+    ] = None,
+    plot_path: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write latency percentiles vs throughput as PNG.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Sweep load levels and report throughput, latency percentiles and the server-side breakdown.
+
+    Example: tritonctl perf densenet -u 127.0.0.1:8001 --concurrency-range 1:8:1 --json out.json
+    """
+    from rich.console import Console
+
+    from tritonctl.perf.errors import PerfError, PerfUsageError
+    from tritonctl.perf.runner import run_sweep
+
+    try:
+        settings = make_settings(
+            model,
+            url=url,
+            protocol=protocol,
+            model_version=model_version,
+            levels=parse_levels(concurrency_range, request_rate_range),
+            distribution=request_distribution,
+            latency_budget_ms=latency_budget_ms,
+            measurement_interval=measurement_interval,
+            request_count=request_count,
+            stability_percentage=stability_percentage,
+            max_trials=max_trials,
+            warmup_ms=warmup_ms,
+            percentile=percentile,
+            input_data=input_data,
+            shape=shape,
+            dtype=dtype,
+            batch_size=batch_size,
+            seed=seed,
+            string_length=string_length,
+            http_encoding=http_encoding,
+            workers=workers,
+        )
+        console = Console()
+        with LiveProgress(Console(stderr=True), len(settings.levels)) as progress:
+            report = run_sweep(settings, progress)
+        print_report(console, report)
+        write_outputs(report.to_json(), json_path, csv_path, plot_path)
+    except PerfUsageError as exc:
+        raise fail(str(exc), 2) from None
+    except PerfError as exc:
+        raise fail(str(exc)) from None
+
+
+@perf_app.command("compare", no_args_is_help=True)
+def compare(
+    first: Annotated[Path, typer.Argument(help="Baseline run (perf --json).", exists=True, dir_okay=False)],
+    second: Annotated[Path, typer.Argument(help="Run to compare against it.", exists=True, dir_okay=False)],
+    plot_path: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Plot both runs' latency vs throughput as PNG.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Print the throughput and latency differences between two saved runs, level by level.
+
+    Example: tritonctl perf compare before.json after.json --plot both.png
+    """
+    from rich.console import Console
+
+    from tritonctl.perf.errors import PerfUsageError
+    from tritonctl.perf.report import compare_table, read_json
+
+    try:
+        a, b = read_json(first), read_json(second)
+        Console().print(compare_table(a, b, first.name, second.name))
+        if plot_path:
+            from tritonctl.perf.plot import plot_latency_vs_throughput
+
+            plot_latency_vs_throughput([(first.stem, a), (second.stem, b)], plot_path)
+    except PerfUsageError as exc:
+        raise fail(str(exc), 2) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(perf_app, name="perf")
