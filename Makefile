@@ -6,7 +6,7 @@ PA_VENV := .tools/pa
 EXAMPLES := examples/repository
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test setup perf-analyzer examples lint typecheck unit integration bench clean
+.PHONY: serve test setup perf-analyzer examples completions lint typecheck unit integration bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ perf-analyzer:
 
 examples: $(STAMP)
 	$(PY) -m tritonctl.examples $(EXAMPLES)
+
+# Regenerate completions/ after adding or changing commands (a unit test fails while they are stale).
+completions: $(STAMP)
+	$(PY) completions/generate.py
 
 serve: examples
 	$(VENV)/bin/tritonctl serve --model-repository $(EXAMPLES)
