@@ -132,19 +132,28 @@ def launch_server(
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
     wait_for: str | None = None,
+    entry: str = "server",
 ) -> RunningServer:
     """Start the server and wait until it is up (see module doc); the caller must stop it.
 
     `repo` None: pass the repositories in extra_args yourself. `wait_for`: "ready", "live" or
     "none"; by default "ready", except "live" in explicit mode or with --exit-on-error=false.
+    `entry`: "server" runs `python -m server` (Triton's flags), "tritonctl" runs `tritonctl serve`.
     """
     workdir = tempfile.TemporaryDirectory(prefix="tritonctl-test-server-")
     ports_file = Path(workdir.name) / "ports.json"
     log_path = Path(workdir.name) / "server.log"
-    args = [sys.executable, "-m", "server"]
+    if entry == "tritonctl":
+        args = [sys.executable, "-m", "tritonctl", "serve", f"--host={HOST}"]
+    else:
+        args = [
+            sys.executable,
+            "-m",
+            "server",
+            *(f"--{name}-address={HOST}" for name in ("http", "grpc", "metrics")),
+        ]
     if repo is not None:
         args.append(f"--model-repository={repo}")
-    args += [f"--{name}-address={HOST}" for name in ("http", "grpc", "metrics")]
     args += ["--http-port=0", "--grpc-port=0", "--metrics-port=0", *extra_args]
     process_env = {**os.environ, **(env or {})}
     process_env["TRITONCTL_PORTS_FILE"] = str(ports_file)
@@ -183,9 +192,10 @@ def start_server(
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
     wait_for: str | None = None,
+    entry: str = "server",
 ) -> Iterator[RunningServer]:
     """Context manager around launch_server: always stops the server and kills its process group."""
-    server = launch_server(repo, *extra_args, env=env, timeout=timeout, wait_for=wait_for)
+    server = launch_server(repo, *extra_args, env=env, timeout=timeout, wait_for=wait_for, entry=entry)
     try:
         yield server
     except BaseException:
