@@ -23,6 +23,8 @@ def _tensor_names(config: Any, field: str) -> set[str] | None:
 
 
 def _check_steps(config: Any, models: dict[str, ModelEntry], found: Findings) -> None:
+    if not config.ensemble_scheduling.step:
+        return  # E404 (rules.py) already says so
     locations = found.source.locations
     available = {t.name for t in config.input}
     for step in config.ensemble_scheduling.step:
@@ -32,6 +34,7 @@ def _check_steps(config: Any, models: dict[str, ModelEntry], found: Findings) ->
         step_path = f"ensemble_scheduling.step[{index}]"
         target = models.get(step.model_name)
         if target is None or target.config is None:
+            produced.update(step.output_map.values())  # reported once here, not again as missing outputs
             reason = "is not in the repository" if target is None else "has a config that does not parse"
             found.error(
                 "E401-ensemble-unknown-model",

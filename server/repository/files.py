@@ -122,14 +122,14 @@ def check_layout(config: Any, model_dir: Path, found: Findings) -> list[int]:
             "the model has no numeric version folder",
             f"create {model_dir / '1'}/ and put the model file in it",
         )
-    if backend_of(config) is None:
+    if backend_of(config) is None and not config.platform:  # an unknown platform is reported by rules
         found.error(
             "E301-missing-backend",
             "",
             "the config names neither platform nor backend, and no version folder holds a known model file",
             'add backend: "python" | "onnxruntime" | "pytorch" | "tensorrt", or platform: "ensemble"',
         )
-    else:
+    elif backend_of(config) is not None:
         for version in versions:
             _check_version(config, model_dir, version, found)
     _check_extras(config, model_dir, found)

@@ -106,25 +106,27 @@ def _check_dims(found: Findings, path: str, tensor: Any, max_batch_size: int) ->
 
 def _check_tensors(config: Any, found: Findings) -> None:
     backend = backend_of(config)
+    missing = [kind for field, kind in _TENSOR_KINDS if not getattr(config, field)]
+    if missing and backend == "ensemble":
+        found.error(
+            "E311-missing-tensors",
+            "name",
+            f"an ensemble must list its {' and '.join(missing)}s",
+            "add input [ { name: ..., data_type: ..., dims: [...] } ] and the matching output [ ... ]",
+        )
+    elif missing and backend == "pytorch":
+        # The seed's own example omits them; Triton's PyTorch backend cannot auto-complete them,
+        # so the model loads only if the server can take them from the TorchScript signature.
+        found.warning(
+            "W311-missing-tensors",
+            "name",
+            f"a pytorch model should list its {' and '.join(missing)}s: TorchScript files carry no types "
+            "or shapes to auto-complete them from",
+            "add input [ { name: ..., data_type: ..., dims: [...] } ] and output [ ... ], or run "
+            "`tritonctl config generate MODEL_DIR --input NAME:DTYPE:DIMS`",
+        )
     for field, kind in _TENSOR_KINDS:
         tensors = getattr(config, field)
-        if not tensors and backend == "ensemble":
-            found.error(
-                "E311-missing-tensors",
-                "",
-                f"an ensemble must list its {kind}s",
-                f"add {field} [ {{ name: ..., data_type: ..., dims: [...] }} ]",
-            )
-        elif not tensors and backend == "pytorch":
-            # The seed's own example omits them; Triton's PyTorch backend cannot auto-complete them,
-            # so the model loads only if the server can take them from the TorchScript signature.
-            found.warning(
-                "W311-missing-tensors",
-                "",
-                f"a pytorch model should list its {kind}s: they are not auto-completed from TorchScript",
-                f"add {field} [ {{ name: ..., data_type: ..., dims: [...] }} ], or run "
-                "`tritonctl config generate MODEL_DIR --input NAME:DTYPE:DIMS`",
-            )
         seen: dict[str, int] = {}
         for index, tensor in enumerate(tensors):
             path = f"{field}[{index}]"
@@ -271,7 +273,7 @@ def _check_scheduling(config: Any, found: Findings) -> None:
     if platform == "ensemble" and not config.ensemble_scheduling.step:
         found.error(
             "E404-ensemble-without-steps",
-            "ensemble_scheduling",
+            "ensemble_scheduling" if config.HasField("ensemble_scheduling") else "platform",
             "an ensemble needs ensemble_scheduling with at least one step",
             "add ensemble_scheduling { step [ { model_name: ..., input_map ..., output_map ... } ] }",
         )

@@ -40,6 +40,7 @@ _WRONG_TYPE = (
     (re.compile(r"Couldn't parse boolean: (?P<got>.*)"), "true or false"),
     (re.compile(r"Invalid value for boolean field .*?: (?P<got>.*)"), "true or false"),
 )
+_EXPECTED_FIELD = re.compile(r"Expected identifier or number, got (?P<got>.*?)\.?$")
 _FIELD_BEFORE = re.compile(r"([A-Za-z_]\w*)\s*:?\s*(?:\[[^\[\]{}]*)?$")
 
 
@@ -102,6 +103,12 @@ def _explain(reason: str, text: str, line: int, column: int) -> tuple[str, str, 
                 f"{subject} expects {expected}, got {match['got'].strip()}",
                 f"write {expected} as the value",
             )
+    if match := _EXPECTED_FIELD.search(reason):
+        return (
+            "E100-syntax",
+            f"syntax error: expected a field name here, got {match['got']}",
+            'check for a missing "}" or "]", or a stray character, just before this position',
+        )
     plain = reason.rstrip(".")
     return (
         "E100-syntax",

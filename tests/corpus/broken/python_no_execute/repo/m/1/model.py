@@ -1,0 +1,6 @@
+import json
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = json.loads(args['model_config'])
