@@ -346,6 +346,14 @@ class ModelRegistry:
                 slot.state, slot.reason = UNAVAILABLE, message
             log.error("failed to load '%s' version %d: %s", record.name, number, message)
         stale = [number for number in record.versions if number not in versions]
+        if not any(record.versions[number].state == READY for number in versions):
+            # Nothing new came up: versions that are still serving stay, so a broken edit (or a
+            # half-copied version folder) never takes a model down.
+            for number in stale:
+                slot = record.versions[number]
+                if slot.serving is not None:
+                    slot.reason = "still serving: the versions that should replace it failed to load"
+            stale = [number for number in stale if record.versions[number].serving is None]
         await self._unload_versions(record, stale)
 
     async def _start_version(
