@@ -10,7 +10,7 @@ Triton's meaning of the numbers (docs/protocol/extension_statistics.md):
 - `queue`, `compute_input/infer/output`: per successful request, count and cumulative ns;
 - `inference_count`: rows executed (a batch of 8 rows counts 8); `execution_count`: executions;
 - `batch_stats`: per executed batch size, the execution's compute input/infer/output (count, ns);
-- `last_inference`: ms since the epoch of the last successful request.
+- `last_inference`: ms since the epoch of the last execution.
 """
 
 from __future__ import annotations
@@ -81,7 +81,28 @@ class ModelStats:
         self.compute_input_ns += compute_input_ns
         self.compute_infer_ns += compute_infer_ns
         self.compute_output_ns += compute_output_ns
-        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_successes(
+        self,
+        count: int,
+        *,
+        request_ns_total: int,
+        queue_ns_total: int,
+        compute_input_ns: int,
+        compute_infer_ns: int,
+        compute_output_ns: int,
+    ) -> None:
+        """`count` requests answered by one execution, in one call (the batcher's hot path).
+
+        request/queue times are the sums over the requests; compute_* are the execution's, charged
+        to every request of the batch as Triton does.
+        """
+        self.success_count += count
+        self.success_ns += request_ns_total
+        self.queue_ns += queue_ns_total
+        self.compute_input_ns += compute_input_ns * count
+        self.compute_infer_ns += compute_infer_ns * count
+        self.compute_output_ns += compute_output_ns * count
 
     def record_failure(self, *, request_ns: int, reason: str) -> None:
         """One request failed; reason is one of REJECTED, CANCELED, BACKEND, OTHER."""
@@ -94,9 +115,10 @@ class ModelStats:
     def record_execution(
         self, *, batch_size: int, compute_input_ns: int, compute_infer_ns: int, compute_output_ns: int
     ) -> None:
-        """One execution of `batch_size` rows on an instance."""
+        """One execution of `batch_size` rows on an instance (also sets last_inference, like Triton)."""
         self.inference_count += batch_size
         self.execution_count += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
         entry = self._batches.get(batch_size)
         if entry is None:
             self._batches[batch_size] = [1, compute_input_ns, compute_infer_ns, compute_output_ns]

@@ -48,3 +48,24 @@ def test_fresh_stats_have_no_last_inference_and_response_lists_versions() -> Non
     assert [(s.name, s.version) for s in response.model_stats] == [("a", "1"), ("b", "2")]
     assert response.model_stats[0].last_inference == 0
     assert b.batch_sizes == {4: 1}
+
+
+def test_successes_of_one_batch_count_like_single_successes() -> None:
+    one_by_one, batched = ModelStats(), ModelStats()
+    for request_ns, queue_ns in ((100, 10), (120, 30), (90, 5)):
+        one_by_one.record_success(
+            request_ns=request_ns,
+            queue_ns=queue_ns,
+            compute_input_ns=1,
+            compute_infer_ns=50,
+            compute_output_ns=2,
+        )
+    batched.record_successes(
+        3,
+        request_ns_total=310,
+        queue_ns_total=45,
+        compute_input_ns=1,
+        compute_infer_ns=50,
+        compute_output_ns=2,
+    )
+    assert one_by_one.to_proto("m", "1") == batched.to_proto("m", "1")
