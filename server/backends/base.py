@@ -33,6 +33,12 @@ class OutputArray:
 RequestOutputs = dict[str, OutputArray]
 
 
+class OutputsWithParameters(dict[str, OutputArray]):
+    """RequestOutputs plus the response's parameters (python models may set them)."""
+
+    parameters: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class RequestInput:
     """One input tensor of one request: raw bytes (BYTES in Triton's length-prefixed format)."""

@@ -290,7 +290,7 @@ class ShmWorkerChannel(WorkerChannel):
         self._loop.create_task(self._finish_exit(why))
 
     async def _finish_exit(self, why: str | None) -> None:
-        for _ in range(100):  # the socket closes as the process exits; reaping follows within ms
+        for _ in range(50):  # the socket closes as the process exits; its exit status follows soon
             if self.process.poll() is not None:
                 break
             await asyncio.sleep(0.01)
@@ -308,6 +308,9 @@ class ShmWorkerChannel(WorkerChannel):
                 )
             self._slots_free.release()
         self._release_resources()
+        if self.process.poll() is None:  # closed its socket but lingers: do not leave it behind
+            self.process.kill()
+            await self._loop.run_in_executor(None, self.process.wait)
         if not self.exited.done():
             self.exited.set_result("closed" if self._closing else reason)
 

@@ -276,7 +276,7 @@ class InstanceSupervisor(WorkerChannel):
     async def close(self) -> None:
         if self.state == "STOPPED":
             return
-        self._set_state("STOPPED", "")
+        self._set_state("STOPPED", self.reason if self.state == "FAILED" else "")
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -220,7 +220,11 @@ def _plan_outputs(
             if size:
                 copies.append((position, data))
             position += align(size)
-        entries.append({"o": outputs})
+        entry: dict[str, Any] = {"o": outputs}
+        parameters = getattr(result, "parameters", None)
+        if parameters:
+            entry["p"] = parameters
+        entries.append(entry)
     return entries, copies, position
 
 

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from server.backends.base import Backend, Batch, OutputArray, RequestOutputs
+from server.backends.base import Backend, Batch, OutputArray, OutputsWithParameters, RequestOutputs
 from server.errors import (
     BackendError,
     InvalidInput,
@@ -145,10 +145,13 @@ class PythonBackend(Backend):
         error = response.error()
         if error is not None:
             return _error_from_code(error.message(), error.code())
-        outputs: RequestOutputs = {}
+        outputs = OutputsWithParameters()
         for tensor in response.output_tensors():
             array, datatype = tensor._output()
             outputs[tensor.name()] = OutputArray(array, datatype)
+        parameters = json.loads(response.parameters())
+        if parameters:
+            outputs.parameters = parameters
         return outputs
 
     def _run(self, result: Any) -> Any:

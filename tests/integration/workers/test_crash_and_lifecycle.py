@@ -1,0 +1,234 @@
+"""Worker death, restarts, load failures and clean exits, with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from server.core.placement import place_instances
+from server.errors import LoadError, ModelNotReady, WorkerCrashed
+from server.repository import load_model_config
+from server.workers.options import WorkerOptions
+from server.workers.supervisor import InstanceSupervisor, start_worker
+from tests.integration.workers.pool import Workers, output, request
+from tests.support.models import INIT_FAILURE_MESSAGE, write_python_model, write_python_source
+
+pytestmark = pytest.mark.integration
+
+CRASH = -np.ones((1, 2), np.float32)
+OK = np.ones((1, 2), np.float32)
+
+
+@pytest.mark.parametrize(
+    ("how", "said"), [("exit", "exited with code 3"), ("segfault", "SIGSEGV"), ("kill", "SIGKILL")]
+)
+def test_crash_in_flight_fails_every_request_promptly(workers: Workers, how: str, said: str) -> None:
+    channel = workers.start(write_python_model(workers.root, f"crash_{how}", "crash", how=how))
+
+    async def crash_with_a_second_batch_queued() -> list[object]:
+        first = asyncio.ensure_future(channel.submit([request("m", INPUT0=CRASH), request("m", INPUT0=OK)]))
+        second = asyncio.ensure_future(channel.submit([request("m", INPUT0=OK)]))
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    started = time.monotonic()
+    outcomes = workers.run(crash_with_a_second_batch_queued(), timeout=20)
+    assert time.monotonic() - started < 5
+    for outcome in outcomes:
+        assert isinstance(outcome, WorkerCrashed), outcome
+        assert said in outcome.message and "instance 'crash_" in outcome.message
+    assert not channel.alive
+    with pytest.raises(WorkerCrashed, match="is not running"):
+        workers.run(channel.submit([request("m", INPUT0=OK)]))
+    assert workers.run(channel.exited) and channel.process.returncode is not None
+
+
+def test_initialize_failure_is_a_load_error_with_the_models_message(workers: Workers) -> None:
+    with pytest.raises(
+        LoadError, match=f"instance 'init_fails_0_0' failed to load: RuntimeError: {INIT_FAILURE_MESSAGE}"
+    ):
+        workers.start(write_python_model(workers.root, "init_fails", "init_fails"))
+
+
+def test_missing_model_file_and_unknown_backend_are_load_errors(workers: Workers) -> None:
+    model_dir = write_python_model(workers.root, "no_file", "identity")
+    (model_dir / "1" / "model.py").unlink()
+    with pytest.raises(LoadError, match=r"python model file '.*no_file/1/model.py' does not exist"):
+        workers.start(model_dir)
+    config = load_model_config(model_dir)
+    spec = place_instances(config, [])[0]
+    with pytest.raises(LoadError, match="names backend 'cobol', which tritonctl lacks"):
+        workers.run(start_worker("no_file", 1, model_dir, config, spec, WorkerOptions(), backend="cobol"))
+
+
+def test_worker_dying_while_loading_is_a_load_error(workers: Workers) -> None:
+    model_dir = write_python_model(workers.root, "dies_loading", "identity")
+    write_python_source(model_dir, "import os\nos._exit(9)\n")
+    with pytest.raises(LoadError, match="exited with code 9 while loading"):
+        workers.start(model_dir)
+
+
+def test_tensorrt_model_without_tensorrt_says_so(workers: Workers) -> None:
+    model_dir = write_python_model(workers.root, "plan", "identity")
+    config = load_model_config(model_dir)
+    config.backend, config.platform = "", "tensorrt_plan"
+    spec = place_instances(config, [])[0]
+    with pytest.raises(LoadError, match=r"the 'tensorrt' Python package is not installed|run only on a GPU"):
+        workers.run(start_worker("plan", 1, model_dir, config, spec, WorkerOptions(), backend="tensorrt"))
+
+
+def test_supervisor_restarts_a_crashed_instance_and_reports_each_state(workers: Workers) -> None:
+    model_dir = write_python_model(workers.root, "crash_supervised", "crash")
+    config = load_model_config(model_dir)
+    spec = place_instances(config, [])[0]
+    states: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        supervisor = await InstanceSupervisor.launch(
+            "crash_supervised",
+            1,
+            model_dir,
+            config,
+            spec,
+            WorkerOptions(),
+            lambda _name, state, reason: states.append((state, reason)),
+            backoff_initial_s=0.05,
+        )
+        try:
+            first_pid = supervisor.channel.pid  # type: ignore[union-attr]
+            with pytest.raises(WorkerCrashed):
+                await supervisor.submit([request("m", INPUT0=CRASH)])
+            await asyncio.sleep(0)
+            with pytest.raises(ModelNotReady, match="restarting"):
+                await supervisor.submit([request("m", INPUT0=OK)])
+            for _ in range(300):
+                if supervisor.alive:
+                    break
+                await asyncio.sleep(0.05)
+            assert supervisor.alive and supervisor.restarts == 1
+            assert supervisor.channel is not None and supervisor.channel.pid != first_pid
+            outcome = await supervisor.submit([request("m", INPUT0=OK)])
+            np.testing.assert_array_equal(output(outcome.results[0], "OUTPUT0"), OK)
+        finally:
+            await supervisor.close()
+
+    workers.run(scenario())
+    assert [state for state, _ in states] == ["READY", "RESTARTING", "READY", "STOPPED"]
+    assert "exited with code 3" in states[1][1]
+
+
+def test_supervisor_gives_up_after_rapid_crashes_and_keeps_the_reason(workers: Workers) -> None:
+    model_dir = write_python_model(workers.root, "crash_forever", "crash")
+    config = load_model_config(model_dir)
+    spec = place_instances(config, [])[0]
+    states: list[str] = []
+
+    async def scenario() -> tuple[str, str]:
+        supervisor = await InstanceSupervisor.launch(
+            "crash_forever",
+            1,
+            model_dir,
+            config,
+            spec,
+            WorkerOptions(),
+            lambda _name, state, _reason: states.append(state),
+            backoff_initial_s=0.01,
+            max_rapid_crashes=2,
+        )
+        for _ in range(2):
+            while not supervisor.alive and supervisor.state != "FAILED":
+                await asyncio.sleep(0.05)
+            if supervisor.state == "FAILED":
+                break
+            with pytest.raises(WorkerCrashed):
+                await supervisor.submit([request("m", INPUT0=CRASH)])
+            await asyncio.sleep(0.05)
+        while supervisor.state != "FAILED":
+            await asyncio.sleep(0.05)
+        with pytest.raises(ModelNotReady, match="instance 'crash_forever_0_0' is failed: gave up"):
+            await supervisor.submit([request("m", INPUT0=OK)])
+        await supervisor.close()
+        return supervisor.state, supervisor.reason
+
+    state, reason = workers.run(scenario())
+    assert state == "STOPPED"
+    assert "gave up after 2 crashes within 60 s; last: " in reason and "exited with code 3" in reason
+    assert states == ["READY", "RESTARTING", "READY", "FAILED", "STOPPED"]
+
+
+FINALIZE_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+MARKER = {marker!r}
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = pb_utils.Tensor("OUTPUT0", np.zeros(1, np.float32))
+        return [pb_utils.InferenceResponse([out]) for _ in requests]
+
+    def finalize(self):
+        with open(MARKER, "w") as f:
+            f.write("finalized")
+"""
+
+
+def test_close_runs_finalize_and_the_process_exits_cleanly(workers: Workers, tmp_path: Path) -> None:
+    marker = tmp_path / "finalized.txt"
+    model_dir = write_python_model(workers.root, "finalizes", "identity")
+    write_python_source(model_dir, FINALIZE_MODEL.format(marker=str(marker)))
+    channel = workers.start(model_dir)
+    workers.run(channel.close())
+    assert marker.read_text() == "finalized"
+    assert channel.process.returncode == 0 and not channel.alive
+    workers.run(channel.close())  # idempotent
+
+
+ORPHAN_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from server.core.placement import place_instances
+from server.repository import load_model_config
+from server.workers.options import WorkerOptions
+from server.workers.supervisor import start_worker
+
+async def main():
+    model_dir = Path(sys.argv[1])
+    config = load_model_config(model_dir)
+    channel = await start_worker("m", 1, model_dir, config, place_instances(config, [])[0], WorkerOptions())
+    print(channel.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_worker_exits_when_the_main_process_is_killed(workers: Workers) -> None:
+    model_dir = write_python_model(workers.root, "orphan", "slow", delay_ms=100)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ORPHAN_SCRIPT), str(model_dir)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        worker = psutil.Process(worker_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        worker.wait(timeout=10)  # raises TimeoutExpired if the orphan lingers
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
