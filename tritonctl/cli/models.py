@@ -120,8 +120,9 @@ def stats(
     from rich.table import Table
 
     table = Table()
-    for column in ("model", "version", "inferences", "executions", "ok", "failed", "queue us", "compute us"):
-        table.add_column(column, justify="left" if column in ("model", "version") else "right")
+    table.add_column("model", no_wrap=True)
+    for column in ("version", "inferences", "executions", "ok", "failed", "queue µs", "compute µs"):
+        table.add_column(column, justify="left" if column == "version" else "right")
     for entry in models:
         inference = entry.get("inference_stats", {})
         compute = {
@@ -147,9 +148,10 @@ def stats(
 def read_config_override(value: str) -> str:
     """`--config`: a JSON file, a config.pbtxt file or a JSON literal -> the JSON text to send."""
     from server.errors import InvalidInput
+    from tritonctl.client.inputs import is_file
 
     path = Path(value)
-    if path.is_file():
+    if is_file(value):
         text = path.read_text()
         if path.suffix == ".pbtxt" or not text.lstrip().startswith("{"):
             from server.repository import config_to_json, parse_model_config

@@ -28,14 +28,22 @@ def split_assignment(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def is_file(value: str) -> bool:
+    """Whether `value` names an existing file (a long JSON literal is not a valid path at all)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def read_value(value: str) -> Any:
     """A `.npy` file -> ndarray; a JSON file or a JSON literal -> Python data; else the plain string."""
     path = Path(value)
     if value.endswith(".npy"):
-        if not path.is_file():
+        if not is_file(value):
             raise InvalidInput(f"no such .npy file: {value}")
         return np.load(path, allow_pickle=False)
-    if value.endswith(".json") and path.is_file():
+    if value.endswith(".json") and is_file(value):
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as exc:
