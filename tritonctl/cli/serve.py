@@ -104,6 +104,12 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
     allow_http: Annotated[str, typer.Option(help="Serve HTTP.", metavar="BOOL")] = "true",
     allow_grpc: Annotated[str, typer.Option(help="Serve gRPC.", metavar="BOOL")] = "true",
     allow_metrics: Annotated[str, typer.Option(help="Serve Prometheus metrics.", metavar="BOOL")] = "true",
+    allow_gpu_metrics: Annotated[
+        str, typer.Option(help="Export GPU gauges (nv_gpu_*) when NVML finds GPUs.", metavar="BOOL")
+    ] = "true",
+    metrics_interval_ms: Annotated[
+        int, typer.Option(help="How often CPU/GPU gauges are sampled, in milliseconds.")
+    ] = 2000,
     http_max_input_size: Annotated[int, typer.Option(help="Largest HTTP request body in bytes.")] = 64
     * 1024
     * 1024,
@@ -133,6 +139,8 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         allow_http=_flag(allow_http, "--allow-http"),
         allow_grpc=_flag(allow_grpc, "--allow-grpc"),
         allow_metrics=_flag(allow_metrics, "--allow-metrics"),
+        allow_gpu_metrics=_flag(allow_gpu_metrics, "--allow-gpu-metrics"),
+        metrics_interval_ms=metrics_interval_ms,
         http_max_input_size=http_max_input_size,
     )
     try:
