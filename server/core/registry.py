@@ -18,8 +18,11 @@ from outside (app.py and poller in this module) through `load`, `unload` and `po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from server.core.placement import InstanceSpec, place_instances
+from server.core.routing import WeightedVersionRouter
 from server.core.scheduler.base import Scheduler
 from server.core.scheduler.default import DefaultScheduler
 from server.core.scheduler.warmup import run_warmup
@@ -43,6 +47,7 @@ from server.repository import (
     validate_model_name,
 )
 from server.repository.loader import version_folders
+from server.repository.version_weights import VERSION_WEIGHTS_KEY, config_version_weights
 from server.workers.channel import WorkerChannel
 
 log = logging.getLogger("tritonctl.server")
@@ -64,13 +69,24 @@ class LoadedVersion:
     stats: ModelStats
     validator: RequestValidator
     instances: list[InstanceSpec]
+    # What the instances depend on (instance_key); a load that leaves it unchanged keeps them.
+    reuse_key: tuple[Any, ...] | None = None
 
     async def close(self, drain_timeout: float | None = None) -> None:
         """Stop taking requests, let queued ones finish (up to drain_timeout), stop the workers."""
         try:
             await asyncio.wait_for(self.scheduler.stop(drain=True), drain_timeout)
         except TimeoutError:
-            await self.scheduler.stop(drain=False)
+            # Out of time: queued requests fail now; idle instances get a second to finalize,
+            # busy ones are killed, which fails the requests they were executing.
+            stopping = asyncio.ensure_future(self.scheduler.stop(drain=False))
+            closing = [asyncio.ensure_future(channel.close()) for channel in self.channels]
+            _, unfinished = await asyncio.wait(closing, timeout=1.0)
+            if unfinished:
+                for channel in self.channels:
+                    kill_worker(channel)
+                await asyncio.wait(unfinished, timeout=5.0)
+            await asyncio.wait([stopping], timeout=5.0)
         finally:
             await asyncio.gather(*(channel.close() for channel in self.channels), return_exceptions=True)
 
@@ -94,6 +110,7 @@ class ModelRecord:
     fingerprint: tuple[Any, ...] | None = None  # what poll mode saw on disk at the last load
     temp_dir: Path | None = None  # folder holding file overrides, removed with the model
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    router: WeightedVersionRouter | None = None  # from the `version_weights` parameter, if any
 
 
 class ModelRegistry:
@@ -120,11 +137,19 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ lookups (hot path)
 
-    def get(self, name: str, version: str = "") -> LoadedVersion:
-        """The READY version a request for (name, version) goes to; "" = the highest READY one."""
+    def get(self, name: str, version: str = "", *, route: bool = False) -> LoadedVersion:
+        """The READY version a request for (name, version) goes to; "" = the highest READY one,
+        or with `route` (inference) the next one the `version_weights` parameter picks."""
         record = self.models.get(name)
         if record is None or not record.versions:
             raise ModelNotFound(f"Request for unknown model: '{name}' is not found")
+        if not version and route and record.router is not None:
+            ready = [n for n, slot in record.versions.items() if slot.state == READY and slot.serving]
+            picked = record.router.pick(ready)
+            if picked is not None:
+                serving = record.versions[picked].serving
+                assert serving is not None
+                return serving
         if not version:
             for number in sorted(record.versions, reverse=True):
                 slot = record.versions[number]
@@ -320,8 +345,12 @@ class ModelRegistry:
             if slot.serving is None:
                 slot.state, slot.reason = LOADING, ""
             log.info("loading: %s:%d", record.name, number)
+        keys = await asyncio.to_thread(lambda: {n: instance_key(config, model_dir, n) for n in versions})
         results = await asyncio.gather(
-            *(self._start_version(record.name, number, model_dir, config, specs) for number in versions),
+            *(
+                self._start_or_keep(record, number, model_dir, config, specs, key=keys[number])
+                for number in versions
+            ),
             return_exceptions=True,
         )
         record.error = ""
@@ -329,9 +358,10 @@ class ModelRegistry:
             slot = record.versions[number]
             if isinstance(result, LoadedVersion):
                 previous = slot.serving
+                result.config = config  # a kept version shows the new policy and weights
                 slot.serving, slot.state, slot.reason = result, READY, ""
                 record.config = config
-                if previous is not None:
+                if previous is not None and previous is not result:
                     self._retire(previous)
                 log.info("successfully loaded '%s' version %d", record.name, number)
                 continue
@@ -345,6 +375,11 @@ class ModelRegistry:
             else:
                 slot.state, slot.reason = UNAVAILABLE, message
             log.error("failed to load '%s' version %d: %s", record.name, number, message)
+        if record.config is config:
+            # Set in the same step as the slots above (no await in between), so no request sees
+            # the new versions with the old weights.
+            weights = config_version_weights(config)
+            record.router = WeightedVersionRouter(weights) if weights else None
         stale = [number for number in record.versions if number not in versions]
         if not any(record.versions[number].state == READY for number in versions):
             # Nothing new came up: versions that are still serving stay, so a broken edit (or a
@@ -355,6 +390,26 @@ class ModelRegistry:
                     slot.reason = "still serving: the versions that should replace it failed to load"
             stale = [number for number in stale if record.versions[number].serving is None]
         await self._unload_versions(record, stale)
+
+    async def _start_or_keep(
+        self,
+        record: ModelRecord,
+        number: int,
+        model_dir: Path,
+        config: ModelConfig,
+        specs: list[InstanceSpec],
+        *,
+        key: tuple[Any, ...],
+    ) -> LoadedVersion:
+        """The serving version itself when only routing (policy, weights) changed, else a fresh start."""
+        slot = record.versions.get(number)
+        current = slot.serving if slot is not None else None
+        if current is not None and slot is not None and slot.state == READY and current.reuse_key == key:
+            log.info("'%s' version %d is unchanged: keeping its instances", record.name, number)
+            return current
+        loaded = await self._start_version(record.name, number, model_dir, config, specs)
+        loaded.reuse_key = key
+        return loaded
 
     async def _start_version(
         self, name: str, version: int, model_dir: Path, config: ModelConfig, specs: list[InstanceSpec]
@@ -512,6 +567,30 @@ class ModelRegistry:
                     self.models[name].fingerprint = current
 
 
+def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[Any, ...]:
+    """What a version's running instances depend on: the model folder, the config except the
+    routing fields (version_policy, the version_weights parameter) and the files of the folder
+    except config.pbtxt and the other versions' folders. Equal keys -> a load keeps the instances."""
+    routing_free = ModelConfig()
+    routing_free.CopyFrom(config)
+    routing_free.ClearField("version_policy")
+    if VERSION_WEIGHTS_KEY in routing_free.parameters:
+        del routing_free.parameters[VERSION_WEIGHTS_KEY]
+    files: list[tuple[str, int, int]] = []
+    for top in sorted(model_dir.iterdir()) if model_dir.is_dir() else []:
+        if top.name == "config.pbtxt" or (top.name.isdigit() and top.name != str(version)):
+            continue
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            if "__pycache__" in path.parts or path.is_dir():  # a folder's mtime moves with __pycache__
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            files.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
+    return (str(model_dir.resolve()), routing_free.SerializeToString(deterministic=True), tuple(files))
+
+
 def make_scheduler(
     name: str, version: int, config: ModelConfig, channels: list[WorkerChannel], stats: ModelStats
 ) -> Scheduler:
@@ -532,3 +611,12 @@ def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool)
         add(channel)
     elif not serving and remove is not None:
         remove(channel)
+
+
+def kill_worker(channel: WorkerChannel) -> None:
+    """SIGKILL an instance's process (through its supervisor, if any) when waiting is not an option."""
+    inner = getattr(channel, "channel", channel)  # InstanceSupervisor -> its ShmWorkerChannel
+    pid = getattr(inner, "pid", None)
+    if isinstance(pid, int) and pid > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

@@ -99,6 +99,16 @@ class RunningServer:
                 self.kill()
         return int(self.process.wait())
 
+    def close(self) -> None:
+        """Stop gracefully if still running, kill the process group, remove the log folder."""
+        try:
+            self.stop(timeout=30.0)
+        finally:
+            self.kill()
+            if self._workdir is not None:
+                self._workdir.cleanup()
+                self._workdir = None
+
     def kill(self) -> None:
         """SIGKILL the server's whole process group (the server and every worker it started)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -134,7 +144,7 @@ def launch_server(
     wait_for: str | None = None,
     entry: str = "server",
 ) -> RunningServer:
-    """Start the server and wait until it is up (see module doc); the caller must stop it.
+    """Start the server and wait until it is up (see module doc); the caller must `close()` it.
 
     `repo` None: pass the repositories in extra_args yourself. `wait_for`: "ready", "live" or
     "none"; by default "ready", except "live" in explicit mode or with --exit-on-error=false.
@@ -202,9 +212,4 @@ def start_server(
         print(f"--- server log (tail) ---\n{server.log[-4000:]}")  # shown by pytest on failure
         raise
     finally:
-        try:
-            server.stop(timeout=30.0)
-        finally:
-            server.kill()
-            if server._workdir is not None:
-                server._workdir.cleanup()
+        server.close()

@@ -1,0 +1,85 @@
+"""SIGTERM/SIGINT on the real server: in-flight requests finish, workers stop, the exit code is 0;
+--exit-timeout-secs bounds the wait and a second signal skips it."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from core_helpers import http_client, infer_identity, worker_processes
+
+from tests.support.models import write_python_model
+from tests.support.server import launch_server
+
+pytestmark = pytest.mark.integration
+
+
+def slow_request_in_background(url: str, results: list[object]) -> threading.Thread:
+    def send() -> None:
+        import tritonclient.http as httpclient
+
+        try:
+            results.append(
+                infer_identity(httpclient.InferenceServerClient(url, network_timeout=60), "slow", 9.0)
+            )
+        except Exception as exc:  # refused, reset or an error answer: the test looks at it
+            results.append(exc)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_gone(processes: list[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return alive
+
+
+def test_sigterm_lets_the_in_flight_request_finish_then_stops_every_worker(tmp_path: Path) -> None:
+    write_python_model(tmp_path, "slow", "slow", delay_ms=1500, dims=[4])
+    write_python_model(tmp_path, "identity", "identity", dims=[4], instance_count=2)
+    server = launch_server(tmp_path)
+    try:
+        workers = worker_processes(server)
+        assert len(workers) == 3
+        results: list[object] = []
+        thread = slow_request_in_background(server.http_url, results)
+        time.sleep(0.5)  # the request is executing in the slow model now
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert server.get("/v2/health/live")[0] != 200  # not live while exiting (refused or 503)
+        thread.join(timeout=30)
+        assert results == [("1", 9.0)]
+        assert server.process.wait(timeout=30) == 0
+        assert wait_gone(workers) == []
+        assert "server stopped" in server.log
+    finally:
+        server.close()
+
+
+def test_exit_timeout_bounds_the_wait_and_a_second_signal_skips_it(tmp_path: Path) -> None:
+    write_python_model(tmp_path, "slow", "slow", delay_ms=20000, dims=[4])
+    for second_signal in (False, True):
+        timeout = "60" if second_signal else "1"
+        server = launch_server(tmp_path, f"--exit-timeout-secs={timeout}")
+        try:
+            workers = worker_processes(server)
+            client = http_client(server)
+            assert client.is_server_ready()
+            results: list[object] = []
+            slow_request_in_background(server.http_url, results)
+            time.sleep(0.5)
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            if second_signal:
+                time.sleep(0.3)
+                server.process.send_signal(signal.SIGINT)
+            assert server.process.wait(timeout=30) in (0, 1)
+            assert time.monotonic() - started < 15, "the 20 s request was waited for"
+            assert wait_gone(workers) == []
+        finally:
+            server.close()
