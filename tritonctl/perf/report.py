@@ -144,15 +144,14 @@ def compare_table(a: dict[str, Any], b: dict[str, Any], a_name: str, b_name: str
     rows = compare_rows(a, b)
     if not rows:
         raise PerfUsageError(f"{a_name} and {b_name} share no load level (concurrency or request rate)")
-    table = Table(title=f"{a_name} (A) vs {b_name} (B)")
+    table = Table(title=f"{a_name} → {b_name}")
     table.add_column("level", justify="right")
-    for metric in ("infer/s", "p50 µs", "p99 µs"):
-        for suffix in ("A", "B", "change"):
-            table.add_column(f"{metric} {suffix}" if suffix != "change" else "change", justify="right")
+    for header in ("infer/s", "p50 µs", "p99 µs"):
+        table.add_column(header, justify="right")
     for row in rows:
         cells = [row["level"]]
         for metric, digits in (("throughput", 1), ("p50", 0), ("p99", 0)):
             before, after = row[metric]
-            cells += [f"{before:.{digits}f}", f"{after:.{digits}f}", _change(before, after)]
+            cells.append(f"{before:.{digits}f} → {after:.{digits}f} ({_change(before, after)})")
         table.add_row(*cells)
     return table
