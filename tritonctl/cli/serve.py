@@ -110,11 +110,9 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
     metrics_interval_ms: Annotated[
         int, typer.Option(help="How often CPU/GPU gauges are sampled, in milliseconds.")
     ] = 2000,
-    metrics_interval_ms: Annotated[
-        int, typer.Option(help="How often the CPU/GPU gauges of the metrics endpoint are sampled.")
-    ] = 2000,
-    allow_gpu_metrics: Annotated[str, typer.Option(help="Report GPU gauges.", metavar="BOOL")] = "true",
-    allow_cpu_metrics: Annotated[str, typer.Option(help="Report CPU gauges.", metavar="BOOL")] = "true",
+    allow_cpu_metrics: Annotated[
+        str, typer.Option(help="Export CPU gauges (nv_cpu_*).", metavar="BOOL")
+    ] = "true",
     http_max_input_size: Annotated[int, typer.Option(help="Largest HTTP request body in bytes.")] = 64
     * 1024
     * 1024,
@@ -147,8 +145,6 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         allow_gpu_metrics=_flag(allow_gpu_metrics, "--allow-gpu-metrics"),
         metrics_interval_ms=metrics_interval_ms,
         http_max_input_size=http_max_input_size,
-        metrics_interval_ms=metrics_interval_ms,
-        allow_gpu_metrics=_flag(allow_gpu_metrics, "--allow-gpu-metrics"),
         allow_cpu_metrics=_flag(allow_cpu_metrics, "--allow-cpu-metrics"),
     )
     try:
