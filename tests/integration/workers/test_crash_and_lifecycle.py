@@ -35,7 +35,7 @@ OK = np.ones((1, 2), np.float32)
 def test_crash_in_flight_fails_every_request_promptly(workers: Workers, how: str, said: str) -> None:
     channel = workers.start(write_python_model(workers.root, f"crash_{how}", "crash", how=how))
 
-    async def crash_with_a_second_batch_queued() -> list[object]:
+    async def crash_with_a_second_batch_queued() -> tuple[object, ...]:
         first = asyncio.ensure_future(channel.submit([request("m", INPUT0=CRASH), request("m", INPUT0=OK)]))
         second = asyncio.ensure_future(channel.submit([request("m", INPUT0=OK)]))
         return await asyncio.gather(first, second, return_exceptions=True)
@@ -49,7 +49,11 @@ def test_crash_in_flight_fails_every_request_promptly(workers: Workers, how: str
     assert not channel.alive
     with pytest.raises(WorkerCrashed, match="is not running"):
         workers.run(channel.submit([request("m", INPUT0=OK)]))
-    assert workers.run(channel.exited) and channel.process.returncode is not None
+
+    async def exit_reason() -> str:
+        return await channel.exited
+
+    assert said in workers.run(exit_reason()) and channel.process.returncode is not None
 
 
 def test_initialize_failure_is_a_load_error_with_the_models_message(workers: Workers) -> None:
