@@ -139,7 +139,7 @@ class DataPlane:
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         if self._exiting:
             raise Unavailable("Server exiting")
-        loaded = self.registry.get(request.model, request.version)
+        loaded = self.registry.get(request.model, request.version, route=True)  # version_weights
         loaded.validator.validate(request)
         request.version = str(loaded.version)
         return await loaded.scheduler.infer(request)

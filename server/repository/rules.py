@@ -16,9 +16,11 @@ from server.repository.layout import (
     PLATFORM_ALIASES,
     PLATFORM_BACKENDS,
     backend_of,
+    resolve_versions,
 )
 from server.repository.loader import normalize_identity
 from server.repository.schema import ConfigSource
+from server.repository.version_weights import VERSION_WEIGHTS_EXAMPLE, version_weights_problem
 
 _TENSOR_KINDS = (("input", "input"), ("output", "output"))
 
@@ -261,6 +263,23 @@ def _check_version_policy(config: Any, found: Findings, versions: list[int] | No
                 )
 
 
+def _check_version_weights(config: Any, found: Findings, versions: list[int] | None) -> None:
+    # The weighted routing parameter `tritonctl rollout` sets (server/repository/version_weights.py).
+    loaded: list[int] | None = None
+    if versions is not None:
+        loaded = resolve_versions(config, versions)
+    elif config.version_policy.WhichOneof("policy_choice") == "specific":
+        loaded = list(config.version_policy.specific.versions)
+    problem = version_weights_problem(config, loaded)
+    if problem:
+        found.error(
+            "E345-bad-version-weights",
+            "parameters",
+            problem,
+            f"write {VERSION_WEIGHTS_EXAMPLE}, naming only versions the version_policy loads",
+        )
+
+
 def _check_scheduling(config: Any, found: Findings) -> None:
     platform = PLATFORM_ALIASES.get(config.platform, config.platform)
     if config.HasField("ensemble_scheduling") and platform != "ensemble":
@@ -311,4 +330,5 @@ def check_model_config(
     if check_files and model_dir is not None:
         versions = check_layout(config, model_dir, found)
     _check_version_policy(config, found, versions)
+    _check_version_weights(config, found, versions)
     return found.items
