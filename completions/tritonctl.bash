@@ -7,7 +7,7 @@ _tritonctl() {
     cmd_path="tritonctl"
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "$cmd_path ${COMP_WORDS[i]}" in
-            "tritonctl config" | "tritonctl config generate" | "tritonctl config show" | "tritonctl deploy" | "tritonctl deploy k8s" | "tritonctl deploy kserve" | "tritonctl infer" | "tritonctl init" | "tritonctl models" | "tritonctl models config" | "tritonctl models list" | "tritonctl models load" | "tritonctl models ready" | "tritonctl models stats" | "tritonctl models unload" | "tritonctl perf" | "tritonctl perf compare" | "tritonctl perf run" | "tritonctl serve" | "tritonctl validate") cmd_path="$cmd_path ${COMP_WORDS[i]}" ;;
+            "tritonctl config" | "tritonctl config generate" | "tritonctl config show" | "tritonctl deploy" | "tritonctl deploy k8s" | "tritonctl deploy kserve" | "tritonctl infer" | "tritonctl init" | "tritonctl models" | "tritonctl models config" | "tritonctl models list" | "tritonctl models load" | "tritonctl models ready" | "tritonctl models stats" | "tritonctl models unload" | "tritonctl perf" | "tritonctl perf compare" | "tritonctl perf run" | "tritonctl serve" | "tritonctl tune" | "tritonctl validate") cmd_path="$cmd_path ${COMP_WORDS[i]}" ;;
         esac
     done
     case "$cmd_path:$prev" in
@@ -123,13 +123,42 @@ _tritonctl() {
         "tritonctl serve:--allow-http") return 0 ;;
         "tritonctl serve:--allow-grpc") return 0 ;;
         "tritonctl serve:--allow-metrics") return 0 ;;
+        "tritonctl serve:--allow-gpu-metrics") return 0 ;;
+        "tritonctl serve:--metrics-interval-ms") return 0 ;;
+        "tritonctl serve:--allow-cpu-metrics") return 0 ;;
         "tritonctl serve:--http-max-input-size") return 0 ;;
+        "tritonctl tune:--url"|"tritonctl tune:-u") return 0 ;;
+        "tritonctl tune:--protocol"|"tritonctl tune:-i") COMPREPLY=($(compgen -W "grpc http" -- "$cur")); return 0 ;;
+        "tritonctl tune:--model-version"|"tritonctl tune:-x") return 0 ;;
+        "tritonctl tune:--instances") return 0 ;;
+        "tritonctl tune:--max-batch-size") return 0 ;;
+        "tritonctl tune:--max-queue-delay-us") return 0 ;;
+        "tritonctl tune:--objective") COMPREPLY=($(compgen -W "throughput latency" -- "$cur")); return 0 ;;
+        "tritonctl tune:--latency-budget-ms") return 0 ;;
+        "tritonctl tune:--min-throughput") return 0 ;;
+        "tritonctl tune:--search") COMPREPLY=($(compgen -W "brute quick" -- "$cur")); return 0 ;;
+        "tritonctl tune:--concurrency-range") return 0 ;;
+        "tritonctl tune:--request-rate-range") return 0 ;;
+        "tritonctl tune:--request-distribution") COMPREPLY=($(compgen -W "constant poisson" -- "$cur")); return 0 ;;
+        "tritonctl tune:--measurement-interval"|"tritonctl tune:-p") return 0 ;;
+        "tritonctl tune:--request-count"|"tritonctl tune:--measurement-request-count") return 0 ;;
+        "tritonctl tune:--stability-percentage"|"tritonctl tune:-s") return 0 ;;
+        "tritonctl tune:--max-trials"|"tritonctl tune:-r") return 0 ;;
+        "tritonctl tune:--warmup-ms") return 0 ;;
+        "tritonctl tune:--input-data") return 0 ;;
+        "tritonctl tune:--shape") return 0 ;;
+        "tritonctl tune:--dtype") return 0 ;;
+        "tritonctl tune:--batch-size"|"tritonctl tune:-b") return 0 ;;
+        "tritonctl tune:--seed") return 0 ;;
+        "tritonctl tune:--workers") return 0 ;;
+        "tritonctl tune:--write-config") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl tune:--report") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl validate:--format"|"tritonctl validate:-f") COMPREPLY=($(compgen -W "text json github junit" -- "$cur")); return 0 ;;
         "tritonctl validate:--server-config") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl validate:--output"|"tritonctl validate:-o") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
     esac
     case "$cmd_path" in
-        "tritonctl") opts="--version --install-completion --show-completion --help"; cmds="config deploy infer init models perf serve validate" ;;
+        "tritonctl") opts="--version --install-completion --show-completion --help"; cmds="config deploy infer init models perf serve tune validate" ;;
         "tritonctl config") opts="--help"; cmds="generate show" ;;
         "tritonctl config generate") opts="--print --force --max-batch-size --input --output --allow-python --help"; cmds="" ;;
         "tritonctl config show") opts="--format -f --server-config --help"; cmds="" ;;
@@ -148,7 +177,8 @@ _tritonctl() {
         "tritonctl perf") opts="--help"; cmds="compare run" ;;
         "tritonctl perf compare") opts="--plot --help"; cmds="" ;;
         "tritonctl perf run") opts="--url -u --protocol -i --model-version -x --concurrency-range --request-rate-range --request-distribution --latency-budget-ms -l --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --percentile --input-data --shape --dtype --batch-size -b --seed --string-length --http-encoding --workers --json --csv -f --plot --help"; cmds="" ;;
-        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --http-max-input-size --help"; cmds="" ;;
+        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --help"; cmds="" ;;
+        "tritonctl tune") opts="--url -u --protocol -i --model-version -x --instances --max-batch-size --max-queue-delay-us --objective --latency-budget-ms --min-throughput --search --concurrency-range --request-rate-range --request-distribution --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --input-data --shape --dtype --batch-size -b --seed --workers --write-config --report --help"; cmds="" ;;
         "tritonctl validate") opts="--format -f --strict --check-models --no-check-models --server-config --output -o --help"; cmds="" ;;
     esac
     if [[ "$cur" == -* ]]; then

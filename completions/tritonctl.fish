@@ -4,7 +4,7 @@ function __tritonctl_path
     set -l cmd_path tritonctl
     for token in $tokens[2..-1]
         switch "$cmd_path $token"
-            case "tritonctl config" "tritonctl config generate" "tritonctl config show" "tritonctl deploy" "tritonctl deploy k8s" "tritonctl deploy kserve" "tritonctl infer" "tritonctl init" "tritonctl models" "tritonctl models config" "tritonctl models list" "tritonctl models load" "tritonctl models ready" "tritonctl models stats" "tritonctl models unload" "tritonctl perf" "tritonctl perf compare" "tritonctl perf run" "tritonctl serve" "tritonctl validate"
+            case "tritonctl config" "tritonctl config generate" "tritonctl config show" "tritonctl deploy" "tritonctl deploy k8s" "tritonctl deploy kserve" "tritonctl infer" "tritonctl init" "tritonctl models" "tritonctl models config" "tritonctl models list" "tritonctl models load" "tritonctl models ready" "tritonctl models stats" "tritonctl models unload" "tritonctl perf" "tritonctl perf compare" "tritonctl perf run" "tritonctl serve" "tritonctl tune" "tritonctl validate"
                 set cmd_path "$cmd_path $token"
         end
     end
@@ -18,6 +18,7 @@ complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a init -d 'Sca
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a models -d 'List, inspect, load and unload the models of a running server.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a perf -d 'Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a serve -d 'Serve model repositories with the bundled Triton-compatible server (HTTP :8000, gRPC :8001, metrics :8002, bound to 127.0.0.1 unless --host says otherwise).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a tune -d 'Find the config with the best throughput (or latency) by reloading and measuring candidates.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a validate -d 'Check model repositories: layout, config schema, semantics and model files.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -l version -d 'Print the version and exit.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -l install-completion -d 'Install completion for the current shell.'
@@ -176,8 +177,38 @@ complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l strict
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l allow-http -x -d 'Serve HTTP.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l allow-grpc -x -d 'Serve gRPC.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l allow-metrics -x -d 'Serve Prometheus metrics.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l allow-gpu-metrics -x -d 'Export GPU gauges (nv_gpu_*) when NVML finds GPUs.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l metrics-interval-ms -x -d 'How often CPU/GPU gauges are sampled, in milliseconds.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l allow-cpu-metrics -x -d 'Export CPU gauges (nv_cpu_*).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l http-max-input-size -x -d 'Largest HTTP request body in bytes.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l help -d 'Show the help and exit.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l url -s u -x -d 'Server address host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l protocol -s i -x -a 'grpc http' -d 'Protocol to load the server with.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l model-version -s x -x -d 'Model version (default: the server'\''s choice).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l instances -x -d 'Instance counts to try, e.g. 1,2,4.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l max-batch-size -x -d 'max_batch_size values to try, e.g. 8,16,32.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l max-queue-delay-us -x -d 'Dynamic batching max_queue_delay_microseconds to try, e.g. 0,100,500; `off` disables it.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l objective -x -a 'throughput latency' -d 'Maximize throughput, or minimize p99 latency.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l latency-budget-ms -x -d 'Only count load levels with p99 below this.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l min-throughput -x -d 'Only count load levels at least this fast (infer/s).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l search -x -a 'brute quick' -d 'brute: every combination; quick: hill-climb from the current config.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l concurrency-range -x -d 'Closed loop: START:END[:STEP] requests kept in flight (default 1).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l request-rate-range -x -d 'Open loop: START:END[:STEP] requests per second; latency counts from the scheduled send time.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l request-distribution -x -a 'constant poisson' -d 'Open-loop send times: evenly spaced or Poisson arrivals.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l measurement-interval -s p -x -d 'Measurement window length in ms.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l request-count -l measurement-request-count -x -d 'Count windows: a window ends after this many requests (instead of a fixed time).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l stability-percentage -s s -x -d 'Stable once the last 3 windows'\'' throughput and latency are within this % of their mean.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l max-trials -s r -x -d 'Most windows per level before reporting it unstable.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l warmup-ms -x -d 'Load held before the first window of each level (ignored).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l input-data -x -d 'random (seeded), zero, a perf_analyzer JSON file, a .npy file, or a folder of NAME.npy files.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l shape -x -d 'NAME:DIMS for an input with variable dims (one sample, without the batch dim); repeatable.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l dtype -x -d 'NAME:DATATYPE for servers whose metadata lacks it (e.g. INPUT0:FP32); repeatable.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l batch-size -s b -x -d 'Batch size of each request.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l seed -x -d 'Seed of the random input data.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l workers -x -d 'Load generator processes (more when one process cannot keep up).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l write-config -r -F -d 'Write the winning config.pbtxt here.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l report -r -F -d 'Folder for tune.md, tune.json and PNG plots.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l help -d 'Show the help and exit.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl validate"' -F
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl validate"' -l format -s f -x -a 'text json github junit' -d 'text for people, json for tools, github for PR annotations, junit for a CI report file.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl validate"' -l strict -d 'Fail (exit 1) on warnings too.'

@@ -8,7 +8,7 @@ _tritonctl() {
     cmd_path="tritonctl"
     for ((i = 2; i < CURRENT; i++)); do
         case "$cmd_path ${words[i]}" in
-            "tritonctl config"|"tritonctl config generate"|"tritonctl config show"|"tritonctl deploy"|"tritonctl deploy k8s"|"tritonctl deploy kserve"|"tritonctl infer"|"tritonctl init"|"tritonctl models"|"tritonctl models config"|"tritonctl models list"|"tritonctl models load"|"tritonctl models ready"|"tritonctl models stats"|"tritonctl models unload"|"tritonctl perf"|"tritonctl perf compare"|"tritonctl perf run"|"tritonctl serve"|"tritonctl validate") cmd_path="$cmd_path ${words[i]}" ;;
+            "tritonctl config"|"tritonctl config generate"|"tritonctl config show"|"tritonctl deploy"|"tritonctl deploy k8s"|"tritonctl deploy kserve"|"tritonctl infer"|"tritonctl init"|"tritonctl models"|"tritonctl models config"|"tritonctl models list"|"tritonctl models load"|"tritonctl models ready"|"tritonctl models stats"|"tritonctl models unload"|"tritonctl perf"|"tritonctl perf compare"|"tritonctl perf run"|"tritonctl serve"|"tritonctl tune"|"tritonctl validate") cmd_path="$cmd_path ${words[i]}" ;;
         esac
     done
     case "$cmd_path:$prev" in
@@ -124,13 +124,42 @@ _tritonctl() {
         "tritonctl serve:--allow-http") return ;;
         "tritonctl serve:--allow-grpc") return ;;
         "tritonctl serve:--allow-metrics") return ;;
+        "tritonctl serve:--allow-gpu-metrics") return ;;
+        "tritonctl serve:--metrics-interval-ms") return ;;
+        "tritonctl serve:--allow-cpu-metrics") return ;;
         "tritonctl serve:--http-max-input-size") return ;;
+        "tritonctl tune:--url"|"tritonctl tune:-u") return ;;
+        "tritonctl tune:--protocol"|"tritonctl tune:-i") compadd -- grpc http; return ;;
+        "tritonctl tune:--model-version"|"tritonctl tune:-x") return ;;
+        "tritonctl tune:--instances") return ;;
+        "tritonctl tune:--max-batch-size") return ;;
+        "tritonctl tune:--max-queue-delay-us") return ;;
+        "tritonctl tune:--objective") compadd -- throughput latency; return ;;
+        "tritonctl tune:--latency-budget-ms") return ;;
+        "tritonctl tune:--min-throughput") return ;;
+        "tritonctl tune:--search") compadd -- brute quick; return ;;
+        "tritonctl tune:--concurrency-range") return ;;
+        "tritonctl tune:--request-rate-range") return ;;
+        "tritonctl tune:--request-distribution") compadd -- constant poisson; return ;;
+        "tritonctl tune:--measurement-interval"|"tritonctl tune:-p") return ;;
+        "tritonctl tune:--request-count"|"tritonctl tune:--measurement-request-count") return ;;
+        "tritonctl tune:--stability-percentage"|"tritonctl tune:-s") return ;;
+        "tritonctl tune:--max-trials"|"tritonctl tune:-r") return ;;
+        "tritonctl tune:--warmup-ms") return ;;
+        "tritonctl tune:--input-data") return ;;
+        "tritonctl tune:--shape") return ;;
+        "tritonctl tune:--dtype") return ;;
+        "tritonctl tune:--batch-size"|"tritonctl tune:-b") return ;;
+        "tritonctl tune:--seed") return ;;
+        "tritonctl tune:--workers") return ;;
+        "tritonctl tune:--write-config") _files; return ;;
+        "tritonctl tune:--report") _files; return ;;
         "tritonctl validate:--format"|"tritonctl validate:-f") compadd -- text json github junit; return ;;
         "tritonctl validate:--server-config") _files; return ;;
         "tritonctl validate:--output"|"tritonctl validate:-o") _files; return ;;
     esac
     case "$cmd_path" in
-        "tritonctl") opts=('--version' '--install-completion' '--show-completion' '--help'); cmds=('config\:Generate a model'\''s config.pbtxt from its model file, or show the config the server will use.' 'deploy\:Generate Kubernetes or KServe manifests that serve a model repository. Nothing is applied\: review the YAML, then `kubectl apply -f`.' 'infer\:Run one inference and print the outputs.' 'init\:Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.' 'models\:List, inspect, load and unload the models of a running server.' 'perf\:Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.' 'serve\:Serve model repositories with the bundled Triton-compatible server (HTTP \:8000, gRPC \:8001, metrics \:8002, bound to 127.0.0.1 unless --host says otherwise).' 'validate\:Check model repositories\: layout, config schema, semantics and model files.'); files=0 ;;
+        "tritonctl") opts=('--version' '--install-completion' '--show-completion' '--help'); cmds=('config\:Generate a model'\''s config.pbtxt from its model file, or show the config the server will use.' 'deploy\:Generate Kubernetes or KServe manifests that serve a model repository. Nothing is applied\: review the YAML, then `kubectl apply -f`.' 'infer\:Run one inference and print the outputs.' 'init\:Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.' 'models\:List, inspect, load and unload the models of a running server.' 'perf\:Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.' 'serve\:Serve model repositories with the bundled Triton-compatible server (HTTP \:8000, gRPC \:8001, metrics \:8002, bound to 127.0.0.1 unless --host says otherwise).' 'tune\:Find the config with the best throughput (or latency) by reloading and measuring candidates.' 'validate\:Check model repositories\: layout, config schema, semantics and model files.'); files=0 ;;
         "tritonctl config") opts=('--help'); cmds=('generate\:Write MODEL_DIR/config.pbtxt from the model file (ONNX, TorchScript, python).' 'show\:Print the effective config\: after server-level entries, defaults and auto-complete.'); files=0 ;;
         "tritonctl config generate") opts=('--print' '--force' '--max-batch-size' '--input' '--output' '--allow-python' '--help'); cmds=(); files=1 ;;
         "tritonctl config show") opts=('--format' '-f' '--server-config' '--help'); cmds=(); files=1 ;;
@@ -149,7 +178,8 @@ _tritonctl() {
         "tritonctl perf") opts=('--help'); cmds=('compare\:Print the throughput and latency differences between two saved runs, level by level.' 'run\:Sweep load levels and report throughput, latency percentiles and the server-side breakdown.'); files=0 ;;
         "tritonctl perf compare") opts=('--plot' '--help'); cmds=(); files=1 ;;
         "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
-        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--http-max-input-size' '--help'); cmds=(); files=0 ;;
+        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--help'); cmds=(); files=0 ;;
+        "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
     esac
     if [[ "$cur" == -* ]]; then
