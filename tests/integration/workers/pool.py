@@ -67,6 +67,11 @@ def request(
     )
 
 
+def request_from(model: str, inputs: dict[str, Any], outputs: list[str] | None = None) -> InferenceRequest:
+    """`request` for input names that are not Python identifiers or come from a variable."""
+    return request(model, outputs, "", **inputs)
+
+
 def output(result: Any, name: str) -> np.ndarray[Any, Any]:
     assert isinstance(result, InferenceResult), result
     for item in result.outputs:
