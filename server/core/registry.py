@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tritonclient.grpc import model_config_pb2
+
 from server.core.placement import InstanceSpec, place_instances
 from server.core.routing import WeightedVersionRouter
 from server.core.scheduler.base import Scheduler
@@ -242,6 +244,7 @@ class ModelRegistry:
                         f"at least one version must be available under the version policy of model '{name}'"
                     )
                 specs = place_instances(config, self.visible_gpus)
+                resolve_auto_kinds(config, specs)
             except ServerError as exc:
                 if temp_dir is not None:
                     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -620,3 +623,11 @@ def kill_worker(channel: WorkerChannel) -> None:
     if isinstance(pid, int) and pid > 0:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def resolve_auto_kinds(config: ModelConfig, specs: list[InstanceSpec]) -> None:
+    """Write the kind each KIND_AUTO group was placed as back into the config, as Triton reports it."""
+    for index, group in enumerate(config.instance_group):
+        placed = {spec.kind for spec in specs if spec.group_index == index}
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO and len(placed) == 1:
+            group.kind = model_config_pb2.ModelInstanceGroup.Kind.Value(placed.pop())
