@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.repository.diagnostics import Diagnostic, error, warning
-from server.repository.locations import index_text
 from server.repository.schema import ConfigSource
 
 
@@ -30,7 +29,7 @@ def default_source(model_dir: Path | None) -> ConfigSource:
         return ConfigSource("config.pbtxt")
     config_file = model_dir / "config.pbtxt"
     try:
-        return ConfigSource(str(config_file), index_text(config_file.read_text(encoding="utf-8")))
+        return ConfigSource(str(config_file), text=config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return ConfigSource(str(config_file))
 

@@ -124,14 +124,13 @@ def parse_error_diagnostic(exc: text_format.ParseError, text: str, path: str) ->
     return error(code, message, fix, file=path, line=line, column=column)
 
 
-def parse_text(text: str, message: Message, path: str) -> Locations:
-    """Merge `text` into `message`; return where each field sits. Raises ConfigError."""
+def parse_text(text: str, message: Message, path: str) -> None:
+    """Merge `text` into `message`; raises ConfigError with a Diagnostic."""
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
         diagnostic = parse_error_diagnostic(exc, text, path)
         raise ConfigError(summarize([diagnostic]), [diagnostic]) from None
-    return index_text(text)
 
 
 def parse_model_config(text: str, path: str = "config.pbtxt") -> Any:
@@ -143,10 +142,21 @@ def parse_model_config(text: str, path: str = "config.pbtxt") -> Any:
 
 @dataclass
 class ConfigSource:
-    """Where a model's config text came from, to point diagnostics at lines."""
+    """Where a model's config text came from, to point diagnostics at lines.
+
+    Positions are indexed from `text` on first use: most configs never need one, and indexing
+    costs about as much as parsing.
+    """
 
     file: str
-    locations: Locations = field(default_factory=Locations)
+    index: Locations | None = None
+    text: str | None = field(default=None, repr=False)
+
+    @property
+    def locations(self) -> Locations:
+        if self.index is None:
+            self.index = index_text(self.text) if self.text is not None else Locations()
+        return self.index
 
     def where(self, path: str = "") -> dict[str, Any]:
         """Keyword arguments (file, line, column) for a Diagnostic about field `path`."""
@@ -171,5 +181,5 @@ def parse_model_config_file(path: Path) -> tuple[Any, ConfigSource]:
         )
         raise ConfigError(summarize([diagnostic]), [diagnostic]) from None
     config = ModelConfig()
-    locations = parse_text(text, config, str(path))
-    return config, ConfigSource(str(path), locations)
+    parse_text(text, config, str(path))
+    return config, ConfigSource(str(path), text=text)

@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2
 
 from server.errors import ConfigError
 from server.repository.diagnostics import error, summarize
-from server.repository.locations import Locations
+from server.repository.locations import Locations, index_text
 from server.repository.schema import ConfigSource, parse_text
 
 _PACKAGE = "tritonctl"
@@ -109,8 +109,8 @@ _MAX_ORIGINS = 64
 def parse_server_config(text: str, path: str = "config.pbtxt") -> ServerConfig:
     """Parse server-level config text; raises ConfigError with a Diagnostic."""
     config = ServerConfig()
-    locations = parse_text(text, config, path)
-    _ORIGINS[id(config)] = (config, path, locations)
+    parse_text(text, config, path)
+    _ORIGINS[id(config)] = (config, path, index_text(text))
     while len(_ORIGINS) > _MAX_ORIGINS:  # a long-lived server reloads; forget the oldest
         del _ORIGINS[next(iter(_ORIGINS))]
     return config
