@@ -187,7 +187,9 @@ def render_zsh(root: Node) -> str:
     lines += ["    esac", '    case "$cmd_path" in']
     for node in nodes:
         opts = " ".join(_quote_single(name) for opt in node.options for name in opt.names)
-        cmds = " ".join("'" + _zsh_escape(f"{name}:{child.help}") + "'" for name, child in node.children.items())
+        cmds = " ".join(
+            "'" + _zsh_escape(f"{name}:{child.help}") + "'" for name, child in node.children.items()
+        )
         files = "files=1" if node.path_argument else "files=0"
         lines.append(f'        "{node.path}") opts=({opts}); cmds=({cmds}); {files} ;;')
     lines += [
