@@ -7,7 +7,7 @@ _tritonctl() {
     cmd_path="tritonctl"
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "$cmd_path ${COMP_WORDS[i]}" in
-            "tritonctl config" | "tritonctl config generate" | "tritonctl config show" | "tritonctl deploy" | "tritonctl deploy k8s" | "tritonctl deploy kserve" | "tritonctl infer" | "tritonctl init" | "tritonctl models" | "tritonctl models config" | "tritonctl models list" | "tritonctl models load" | "tritonctl models ready" | "tritonctl models stats" | "tritonctl models unload" | "tritonctl perf" | "tritonctl perf compare" | "tritonctl perf run" | "tritonctl serve" | "tritonctl tune" | "tritonctl validate") cmd_path="$cmd_path ${COMP_WORDS[i]}" ;;
+            "tritonctl config" | "tritonctl config generate" | "tritonctl config show" | "tritonctl deploy" | "tritonctl deploy k8s" | "tritonctl deploy kserve" | "tritonctl infer" | "tritonctl init" | "tritonctl models" | "tritonctl models config" | "tritonctl models list" | "tritonctl models load" | "tritonctl models ready" | "tritonctl models stats" | "tritonctl models unload" | "tritonctl perf" | "tritonctl perf compare" | "tritonctl perf run" | "tritonctl rollout" | "tritonctl rollout rollback" | "tritonctl rollout start" | "tritonctl rollout status" | "tritonctl serve" | "tritonctl tune" | "tritonctl validate") cmd_path="$cmd_path ${COMP_WORDS[i]}" ;;
         esac
     done
     case "$cmd_path:$prev" in
@@ -104,6 +104,26 @@ _tritonctl() {
         "tritonctl perf run:--json") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl perf run:--plot") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl rollout rollback:--url"|"tritonctl rollout rollback:-u") return 0 ;;
+        "tritonctl rollout rollback:--protocol"|"tritonctl rollout rollback:-i") COMPREPLY=($(compgen -W "http grpc" -- "$cur")); return 0 ;;
+        "tritonctl rollout rollback:--state-file") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl rollout start:--to-version") return 0 ;;
+        "tritonctl rollout start:--url"|"tritonctl rollout start:-u") return 0 ;;
+        "tritonctl rollout start:--protocol"|"tritonctl rollout start:-i") COMPREPLY=($(compgen -W "http grpc" -- "$cur")); return 0 ;;
+        "tritonctl rollout start:--steps") return 0 ;;
+        "tritonctl rollout start:--inputs") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl rollout start:--atol") return 0 ;;
+        "tritonctl rollout start:--rtol") return 0 ;;
+        "tritonctl rollout start:--max-p99-ratio") return 0 ;;
+        "tritonctl rollout start:--max-error-rate") return 0 ;;
+        "tritonctl rollout start:--hold-secs") return 0 ;;
+        "tritonctl rollout start:--shadow-requests") return 0 ;;
+        "tritonctl rollout start:--seed") return 0 ;;
+        "tritonctl rollout start:--state-file") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl rollout status:--url"|"tritonctl rollout status:-u") return 0 ;;
+        "tritonctl rollout status:--protocol"|"tritonctl rollout status:-i") COMPREPLY=($(compgen -W "http grpc" -- "$cur")); return 0 ;;
+        "tritonctl rollout status:--state-file") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl rollout status:--format"|"tritonctl rollout status:-f") COMPREPLY=($(compgen -W "table json" -- "$cur")); return 0 ;;
         "tritonctl serve:--model-repository"|"tritonctl serve:--model-store") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl serve:--host") return 0 ;;
         "tritonctl serve:--http-port") return 0 ;;
@@ -158,7 +178,7 @@ _tritonctl() {
         "tritonctl validate:--output"|"tritonctl validate:-o") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
     esac
     case "$cmd_path" in
-        "tritonctl") opts="--version --install-completion --show-completion --help"; cmds="config deploy infer init models perf serve tune validate" ;;
+        "tritonctl") opts="--version --install-completion --show-completion --help"; cmds="config deploy infer init models perf rollout serve tune validate" ;;
         "tritonctl config") opts="--help"; cmds="generate show" ;;
         "tritonctl config generate") opts="--print --force --max-batch-size --input --output --allow-python --help"; cmds="" ;;
         "tritonctl config show") opts="--format -f --server-config --help"; cmds="" ;;
@@ -177,6 +197,10 @@ _tritonctl() {
         "tritonctl perf") opts="--help"; cmds="compare run" ;;
         "tritonctl perf compare") opts="--plot --help"; cmds="" ;;
         "tritonctl perf run") opts="--url -u --protocol -i --model-version -x --concurrency-range --request-rate-range --request-distribution --latency-budget-ms -l --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --percentile --input-data --shape --dtype --batch-size -b --seed --string-length --http-encoding --workers --json --csv -f --plot --help"; cmds="" ;;
+        "tritonctl rollout") opts="--help"; cmds="rollback start status" ;;
+        "tritonctl rollout rollback") opts="--url -u --protocol -i --force --state-file --help"; cmds="" ;;
+        "tritonctl rollout start") opts="--to-version --url -u --protocol -i --steps --inputs --atol --rtol --max-p99-ratio --max-error-rate --hold-secs --shadow-requests --seed --dry-run --state-file --help"; cmds="" ;;
+        "tritonctl rollout status") opts="--url -u --protocol -i --state-file --format -f --help"; cmds="" ;;
         "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --help"; cmds="" ;;
         "tritonctl tune") opts="--url -u --protocol -i --model-version -x --instances --max-batch-size --max-queue-delay-us --objective --latency-budget-ms --min-throughput --search --concurrency-range --request-rate-range --request-distribution --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --input-data --shape --dtype --batch-size -b --seed --workers --write-config --report --help"; cmds="" ;;
         "tritonctl validate") opts="--format -f --strict --check-models --no-check-models --server-config --output -o --help"; cmds="" ;;

@@ -4,7 +4,7 @@ function __tritonctl_path
     set -l cmd_path tritonctl
     for token in $tokens[2..-1]
         switch "$cmd_path $token"
-            case "tritonctl config" "tritonctl config generate" "tritonctl config show" "tritonctl deploy" "tritonctl deploy k8s" "tritonctl deploy kserve" "tritonctl infer" "tritonctl init" "tritonctl models" "tritonctl models config" "tritonctl models list" "tritonctl models load" "tritonctl models ready" "tritonctl models stats" "tritonctl models unload" "tritonctl perf" "tritonctl perf compare" "tritonctl perf run" "tritonctl serve" "tritonctl tune" "tritonctl validate"
+            case "tritonctl config" "tritonctl config generate" "tritonctl config show" "tritonctl deploy" "tritonctl deploy k8s" "tritonctl deploy kserve" "tritonctl infer" "tritonctl init" "tritonctl models" "tritonctl models config" "tritonctl models list" "tritonctl models load" "tritonctl models ready" "tritonctl models stats" "tritonctl models unload" "tritonctl perf" "tritonctl perf compare" "tritonctl perf run" "tritonctl rollout" "tritonctl rollout rollback" "tritonctl rollout start" "tritonctl rollout status" "tritonctl serve" "tritonctl tune" "tritonctl validate"
                 set cmd_path "$cmd_path $token"
         end
     end
@@ -17,6 +17,7 @@ complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a infer -d 'Ru
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a init -d 'Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a models -d 'List, inspect, load and unload the models of a running server.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a perf -d 'Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a rollout -d 'Roll a model out to a new version: shadow check, weighted canary steps, automatic rollback.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a serve -d 'Serve model repositories with the bundled Triton-compatible server (HTTP :8000, gRPC :8001, metrics :8002, bound to 127.0.0.1 unless --host says otherwise).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a tune -d 'Find the config with the best throughput (or latency) by reloading and measuring candidates.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl"' -a validate -d 'Check model repositories: layout, config schema, semantics and model files.'
@@ -158,6 +159,35 @@ complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl perf run"' -l jso
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl perf run"' -l csv -s f -r -F -d 'Write perf_analyzer-style CSV.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl perf run"' -l plot -r -F -d 'Write latency percentiles vs throughput as PNG.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl perf run"' -l help -d 'Show the help and exit.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout"' -a rollback -d 'Put MODEL back as it was before its last rollout (its original version policy and weights).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout"' -a start -d 'Roll MODEL out to --to-version: load beside, shadow, canary steps, promote; roll back on failure.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout"' -a status -d 'Versions, weights and readiness of MODEL on the server, and its last rollout.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout"' -l help -d 'Show the help and exit.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout rollback"' -l url -s u -x -d 'Server address (default: the one of the last rollout).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout rollback"' -l protocol -s i -x -a 'http grpc' -d 'Protocol (default: the last rollout'\''s).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout rollback"' -l force -d 'Roll back even while the rollout still runs.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout rollback"' -l state-file -r -F -d 'Rollout state file (default $XDG_STATE_HOME/tritonctl/rollouts.json or ~/.local/state/tritonctl/rollouts.json).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout rollback"' -l help -d 'Show the help and exit.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l to-version -x -d 'The version to roll out.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l url -s u -x -d 'Server address host:port (default 127.0.0.1:8000 for http, 127.0.0.1:8001 for grpc).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l protocol -s i -x -a 'http grpc' -d 'Protocol to speak.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l steps -x -d 'Rising traffic percentages for the new version.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l inputs -r -F -d 'Shadow inputs in perf_analyzer'\''s --input-data JSON format (default: seeded random data from the model'\''s metadata).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l atol -x -d 'Absolute tolerance of the output comparison.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l rtol -x -d 'Relative tolerance of the output comparison.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l max-p99-ratio -x -d 'Highest new/current latency ratio (shadow p99, canary mean).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l max-error-rate -x -d 'Highest share of failed requests to the new version.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l hold-secs -x -d 'Seconds to hold each canary step.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l shadow-requests -x -d 'Requests sent to both versions in the shadow check.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l seed -x -d 'Seed of the random shadow inputs.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l dry-run -d 'Check and print the plan; change nothing.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l state-file -r -F -d 'Rollout state file (default $XDG_STATE_HOME/tritonctl/rollouts.json or ~/.local/state/tritonctl/rollouts.json).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout start"' -l help -d 'Show the help and exit.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout status"' -l url -s u -x -d 'Server address (default: the one of the last rollout, else 127.0.0.1:8001).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout status"' -l protocol -s i -x -a 'http grpc' -d 'Protocol (default: the last rollout'\''s, else grpc).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout status"' -l state-file -r -F -d 'Rollout state file (default $XDG_STATE_HOME/tritonctl/rollouts.json or ~/.local/state/tritonctl/rollouts.json).'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout status"' -l format -s f -x -a 'table json' -d 'table for people, json for tools.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl rollout status"' -l help -d 'Show the help and exit.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l model-repository -l model-store -r -F -d 'Model repository folder (repeatable).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l host -x -d 'Address for all three ports; 0.0.0.0 accepts remote clients.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l http-port -x -d 'HTTP (KServe v2 REST) port; 0 picks a free one.'

@@ -8,7 +8,7 @@ _tritonctl() {
     cmd_path="tritonctl"
     for ((i = 2; i < CURRENT; i++)); do
         case "$cmd_path ${words[i]}" in
-            "tritonctl config"|"tritonctl config generate"|"tritonctl config show"|"tritonctl deploy"|"tritonctl deploy k8s"|"tritonctl deploy kserve"|"tritonctl infer"|"tritonctl init"|"tritonctl models"|"tritonctl models config"|"tritonctl models list"|"tritonctl models load"|"tritonctl models ready"|"tritonctl models stats"|"tritonctl models unload"|"tritonctl perf"|"tritonctl perf compare"|"tritonctl perf run"|"tritonctl serve"|"tritonctl tune"|"tritonctl validate") cmd_path="$cmd_path ${words[i]}" ;;
+            "tritonctl config"|"tritonctl config generate"|"tritonctl config show"|"tritonctl deploy"|"tritonctl deploy k8s"|"tritonctl deploy kserve"|"tritonctl infer"|"tritonctl init"|"tritonctl models"|"tritonctl models config"|"tritonctl models list"|"tritonctl models load"|"tritonctl models ready"|"tritonctl models stats"|"tritonctl models unload"|"tritonctl perf"|"tritonctl perf compare"|"tritonctl perf run"|"tritonctl rollout"|"tritonctl rollout rollback"|"tritonctl rollout start"|"tritonctl rollout status"|"tritonctl serve"|"tritonctl tune"|"tritonctl validate") cmd_path="$cmd_path ${words[i]}" ;;
         esac
     done
     case "$cmd_path:$prev" in
@@ -105,6 +105,26 @@ _tritonctl() {
         "tritonctl perf run:--json") _files; return ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") _files; return ;;
         "tritonctl perf run:--plot") _files; return ;;
+        "tritonctl rollout rollback:--url"|"tritonctl rollout rollback:-u") return ;;
+        "tritonctl rollout rollback:--protocol"|"tritonctl rollout rollback:-i") compadd -- http grpc; return ;;
+        "tritonctl rollout rollback:--state-file") _files; return ;;
+        "tritonctl rollout start:--to-version") return ;;
+        "tritonctl rollout start:--url"|"tritonctl rollout start:-u") return ;;
+        "tritonctl rollout start:--protocol"|"tritonctl rollout start:-i") compadd -- http grpc; return ;;
+        "tritonctl rollout start:--steps") return ;;
+        "tritonctl rollout start:--inputs") _files; return ;;
+        "tritonctl rollout start:--atol") return ;;
+        "tritonctl rollout start:--rtol") return ;;
+        "tritonctl rollout start:--max-p99-ratio") return ;;
+        "tritonctl rollout start:--max-error-rate") return ;;
+        "tritonctl rollout start:--hold-secs") return ;;
+        "tritonctl rollout start:--shadow-requests") return ;;
+        "tritonctl rollout start:--seed") return ;;
+        "tritonctl rollout start:--state-file") _files; return ;;
+        "tritonctl rollout status:--url"|"tritonctl rollout status:-u") return ;;
+        "tritonctl rollout status:--protocol"|"tritonctl rollout status:-i") compadd -- http grpc; return ;;
+        "tritonctl rollout status:--state-file") _files; return ;;
+        "tritonctl rollout status:--format"|"tritonctl rollout status:-f") compadd -- table json; return ;;
         "tritonctl serve:--model-repository"|"tritonctl serve:--model-store") _files; return ;;
         "tritonctl serve:--host") return ;;
         "tritonctl serve:--http-port") return ;;
@@ -159,7 +179,7 @@ _tritonctl() {
         "tritonctl validate:--output"|"tritonctl validate:-o") _files; return ;;
     esac
     case "$cmd_path" in
-        "tritonctl") opts=('--version' '--install-completion' '--show-completion' '--help'); cmds=('config\:Generate a model'\''s config.pbtxt from its model file, or show the config the server will use.' 'deploy\:Generate Kubernetes or KServe manifests that serve a model repository. Nothing is applied\: review the YAML, then `kubectl apply -f`.' 'infer\:Run one inference and print the outputs.' 'init\:Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.' 'models\:List, inspect, load and unload the models of a running server.' 'perf\:Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.' 'serve\:Serve model repositories with the bundled Triton-compatible server (HTTP \:8000, gRPC \:8001, metrics \:8002, bound to 127.0.0.1 unless --host says otherwise).' 'tune\:Find the config with the best throughput (or latency) by reloading and measuring candidates.' 'validate\:Check model repositories\: layout, config schema, semantics and model files.'); files=0 ;;
+        "tritonctl") opts=('--version' '--install-completion' '--show-completion' '--help'); cmds=('config\:Generate a model'\''s config.pbtxt from its model file, or show the config the server will use.' 'deploy\:Generate Kubernetes or KServe manifests that serve a model repository. Nothing is applied\: review the YAML, then `kubectl apply -f`.' 'infer\:Run one inference and print the outputs.' 'init\:Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.' 'models\:List, inspect, load and unload the models of a running server.' 'perf\:Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.' 'rollout\:Roll a model out to a new version\: shadow check, weighted canary steps, automatic rollback.' 'serve\:Serve model repositories with the bundled Triton-compatible server (HTTP \:8000, gRPC \:8001, metrics \:8002, bound to 127.0.0.1 unless --host says otherwise).' 'tune\:Find the config with the best throughput (or latency) by reloading and measuring candidates.' 'validate\:Check model repositories\: layout, config schema, semantics and model files.'); files=0 ;;
         "tritonctl config") opts=('--help'); cmds=('generate\:Write MODEL_DIR/config.pbtxt from the model file (ONNX, TorchScript, python).' 'show\:Print the effective config\: after server-level entries, defaults and auto-complete.'); files=0 ;;
         "tritonctl config generate") opts=('--print' '--force' '--max-batch-size' '--input' '--output' '--allow-python' '--help'); cmds=(); files=1 ;;
         "tritonctl config show") opts=('--format' '-f' '--server-config' '--help'); cmds=(); files=1 ;;
@@ -178,6 +198,10 @@ _tritonctl() {
         "tritonctl perf") opts=('--help'); cmds=('compare\:Print the throughput and latency differences between two saved runs, level by level.' 'run\:Sweep load levels and report throughput, latency percentiles and the server-side breakdown.'); files=0 ;;
         "tritonctl perf compare") opts=('--plot' '--help'); cmds=(); files=1 ;;
         "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
+        "tritonctl rollout") opts=('--help'); cmds=('rollback\:Put MODEL back as it was before its last rollout (its original version policy and weights).' 'start\:Roll MODEL out to --to-version\: load beside, shadow, canary steps, promote; roll back on failure.' 'status\:Versions, weights and readiness of MODEL on the server, and its last rollout.'); files=0 ;;
+        "tritonctl rollout rollback") opts=('--url' '-u' '--protocol' '-i' '--force' '--state-file' '--help'); cmds=(); files=0 ;;
+        "tritonctl rollout start") opts=('--to-version' '--url' '-u' '--protocol' '-i' '--steps' '--inputs' '--atol' '--rtol' '--max-p99-ratio' '--max-error-rate' '--hold-secs' '--shadow-requests' '--seed' '--dry-run' '--state-file' '--help'); cmds=(); files=0 ;;
+        "tritonctl rollout status") opts=('--url' '-u' '--protocol' '-i' '--state-file' '--format' '-f' '--help'); cmds=(); files=0 ;;
         "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--help'); cmds=(); files=0 ;;
         "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
