@@ -14,7 +14,8 @@ from tritonclient.grpc import model_config_pb2
 
 from server import __version__
 from server.core.dtypes import config_to_wire
-from server.core.registry import READY, UNAVAILABLE, LoadedVersion, ModelRegistry
+from server.core.model_version import LoadedVersion
+from server.core.registry import READY, UNAVAILABLE, ModelRegistry
 from server.core.stats import StatsEntry, statistics_response
 from server.core.types import InferenceRequest, InferenceResult
 from server.errors import InvalidInput, Unavailable

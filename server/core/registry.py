@@ -18,27 +18,19 @@ from outside (app.py and poller in this module) through `load`, `unload` and `po
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
-import os
 import shutil
-import signal
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tritonclient.grpc import model_config_pb2
-
+from server.core.model_version import LoadedVersion, instance_key, resolve_auto_kinds, start_version
 from server.core.placement import InstanceSpec, place_instances
 from server.core.routing import WeightedVersionRouter
 from server.core.scheduler.base import Scheduler
-from server.core.scheduler.default import DefaultScheduler
-from server.core.scheduler.warmup import run_warmup
-from server.core.stats import ModelStats
-from server.core.validation import RequestValidator
 from server.errors import ConfigError, InvalidInput, LoadError, ModelNotFound, ModelNotReady, ServerError
 from server.repository import (
     ModelConfig,
@@ -49,48 +41,12 @@ from server.repository import (
     validate_model_name,
 )
 from server.repository.loader import version_folders
-from server.repository.version_weights import VERSION_WEIGHTS_KEY, config_version_weights
-from server.workers.channel import WorkerChannel
+from server.repository.version_weights import config_version_weights
 
 log = logging.getLogger("tritonctl.server")
 
 READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
 UNLOADED_REASON = "unloaded"
-
-
-@dataclass
-class LoadedVersion:
-    """One live model version: its instances, scheduler, statistics and validator."""
-
-    name: str
-    version: int
-    config: ModelConfig
-    model_dir: Path
-    channels: list[WorkerChannel]
-    scheduler: Scheduler
-    stats: ModelStats
-    validator: RequestValidator
-    instances: list[InstanceSpec]
-    # What the instances depend on (instance_key); a load that leaves it unchanged keeps them.
-    reuse_key: tuple[Any, ...] | None = None
-
-    async def close(self, drain_timeout: float | None = None) -> None:
-        """Stop taking requests, let queued ones finish (up to drain_timeout), stop the workers."""
-        try:
-            await asyncio.wait_for(self.scheduler.stop(drain=True), drain_timeout)
-        except TimeoutError:
-            # Out of time: queued requests fail now; idle instances get a second to finalize,
-            # busy ones are killed, which fails the requests they were executing.
-            stopping = asyncio.ensure_future(self.scheduler.stop(drain=False))
-            closing = [asyncio.ensure_future(channel.close()) for channel in self.channels]
-            _, unfinished = await asyncio.wait(closing, timeout=1.0)
-            if unfinished:
-                for channel in self.channels:
-                    kill_worker(channel)
-                await asyncio.wait(unfinished, timeout=5.0)
-            await asyncio.wait([stopping], timeout=5.0)
-        finally:
-            await asyncio.gather(*(channel.close() for channel in self.channels), return_exceptions=True)
 
 
 @dataclass
@@ -410,66 +366,27 @@ class ModelRegistry:
         if current is not None and slot is not None and slot.state == READY and current.reuse_key == key:
             log.info("'%s' version %d is unchanged: keeping its instances", record.name, number)
             return current
-        loaded = await self._start_version(record.name, number, model_dir, config, specs)
+        loaded = await start_version(
+            record.name,
+            number,
+            model_dir=model_dir,
+            config=config,
+            specs=specs,
+            worker_options=self.worker_options,
+            on_gave_up=functools.partial(self._on_instance_gave_up, record.name, number),
+        )
         loaded.reuse_key = key
         return loaded
 
-    async def _start_version(
-        self, name: str, version: int, model_dir: Path, config: ModelConfig, specs: list[InstanceSpec]
-    ) -> LoadedVersion:
-        from server.workers.supervisor import InstanceSupervisor
-
-        started = time.monotonic()
-        scheduler_box: list[Scheduler] = []  # filled once the instances are up
-        by_name: dict[str, WorkerChannel] = {}
-
-        def on_instance_state(instance: str, state: str, reason: str) -> None:
-            channel = by_name.get(instance)
-            if not scheduler_box or channel is None:
-                return
-            rotate_instance(scheduler_box[0], channel, state == "READY")
-            if state not in ("READY", "STOPPED"):
-                log.warning("'%s' version %d instance %s is %s: %s", name, version, instance, state, reason)
-
-        results = await asyncio.gather(
-            *(
-                InstanceSupervisor.launch(
-                    name, version, model_dir, config, spec, self.worker_options, on_instance_state
-                )
-                for spec in specs
-            ),
-            return_exceptions=True,
-        )
-        channels: list[WorkerChannel] = [result for result in results if isinstance(result, WorkerChannel)]
-        failures = [result for result in results if isinstance(result, BaseException)]
-        if failures:
-            await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
-            first = failures[0]
-            if isinstance(first, ServerError):
-                raise LoadError(first.message)
-            raise LoadError(f"{type(first).__name__}: {first}") from first
-        try:  # model_warmup runs on every instance before the version can become READY
-            await run_warmup(config, channels, model_dir)
-        except BaseException:
-            await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
-            raise
-        stats = ModelStats()
-        stats.record_load(time.monotonic() - started)
-        scheduler = make_scheduler(name, version, config, channels, stats)
-        scheduler_box.append(scheduler)
-        by_name.update((channel.instance_name, channel) for channel in channels)
-        await scheduler.start()
-        return LoadedVersion(
-            name,
-            version,
-            config,
-            model_dir,
-            channels,
-            scheduler,
-            stats,
-            RequestValidator(name, config),
-            specs,
-        )
+    def _on_instance_gave_up(self, name: str, version: int, scheduler: Scheduler, reason: str) -> None:
+        """When no instance of a version is left (restarts gave up), the version is UNAVAILABLE."""
+        record = self.models.get(name)
+        slot = record.versions.get(version) if record is not None else None
+        if slot is None or slot.serving is None or slot.serving.scheduler is not scheduler:
+            return  # a version that was replaced or unloaded meanwhile
+        if not any(channel.alive for channel in slot.serving.channels):
+            slot.state, slot.reason = UNAVAILABLE, f"every instance failed: {reason}"
+            log.error("'%s' version %d is UNAVAILABLE: %s", name, version, slot.reason)
 
     async def _unload_versions(self, record: ModelRecord, numbers: list[int]) -> None:
         closing: list[LoadedVersion] = []
@@ -568,66 +485,3 @@ class ModelRegistry:
             finally:
                 if name in self.models:
                     self.models[name].fingerprint = current
-
-
-def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[Any, ...]:
-    """What a version's running instances depend on: the model folder, the config except the
-    routing fields (version_policy, the version_weights parameter) and the files of the folder
-    except config.pbtxt and the other versions' folders. Equal keys -> a load keeps the instances."""
-    routing_free = ModelConfig()
-    routing_free.CopyFrom(config)
-    routing_free.ClearField("version_policy")
-    if VERSION_WEIGHTS_KEY in routing_free.parameters:
-        del routing_free.parameters[VERSION_WEIGHTS_KEY]
-    files: list[tuple[str, int, int]] = []
-    for top in sorted(model_dir.iterdir()) if model_dir.is_dir() else []:
-        if top.name == "config.pbtxt" or (top.name.isdigit() and top.name != str(version)):
-            continue
-        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
-            if "__pycache__" in path.parts or path.is_dir():  # a folder's mtime moves with __pycache__
-                continue
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            files.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
-    return (str(model_dir.resolve()), routing_free.SerializeToString(deterministic=True), tuple(files))
-
-
-def make_scheduler(
-    name: str, version: int, config: ModelConfig, channels: list[WorkerChannel], stats: ModelStats
-) -> Scheduler:
-    """The dynamic batcher when the config has `dynamic_batching`, else DefaultScheduler."""
-    if config.HasField("dynamic_batching"):
-        from server.core.scheduler.dynamic_batcher import DynamicBatcher
-
-        return DynamicBatcher(config, version, channels, stats)
-    return DefaultScheduler(name, version, channels, stats, max_batch_size=int(config.max_batch_size))
-
-
-def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool) -> None:
-    """Put a (re)started instance back into its scheduler's rotation, or take a failed one out."""
-    add = getattr(scheduler, "add_channel", None)
-    remove = getattr(scheduler, "remove_channel", None)
-    current = getattr(scheduler, "channels", [])
-    if serving and add is not None and channel not in current:
-        add(channel)
-    elif not serving and remove is not None:
-        remove(channel)
-
-
-def kill_worker(channel: WorkerChannel) -> None:
-    """SIGKILL an instance's process (through its supervisor, if any) when waiting is not an option."""
-    inner = getattr(channel, "channel", channel)  # InstanceSupervisor -> its ShmWorkerChannel
-    pid = getattr(inner, "pid", None)
-    if isinstance(pid, int) and pid > 0:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def resolve_auto_kinds(config: ModelConfig, specs: list[InstanceSpec]) -> None:
-    """Write the kind each KIND_AUTO group was placed as back into the config, as Triton reports it."""
-    for index, group in enumerate(config.instance_group):
-        placed = {spec.kind for spec in specs if spec.group_index == index}
-        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO and len(placed) == 1:
-            group.kind = model_config_pb2.ModelInstanceGroup.Kind.Value(placed.pop())

@@ -12,12 +12,12 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from server.core.dataplane import DataPlane, RepositoryEntry
+from server.core.model_version import LoadedVersion
 from server.core.registry import (
     LOADING,
     READY,
     UNAVAILABLE,
     UNLOADED_REASON,
-    LoadedVersion,
     ModelRecord,
     ModelRegistry,
     VersionSlot,

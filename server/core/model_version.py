@@ -1,0 +1,204 @@
+"""One loaded model version: its instance processes, scheduler, statistics and request validator.
+
+`start_version` brings a version up (supervised instances started in parallel, warm-up, the
+scheduler its config asks for); `LoadedVersion.close` drains and stops it. The registry
+(registry.py) decides which versions exist and swaps these objects in and out of its slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2
+
+from server.core.placement import InstanceSpec
+from server.core.scheduler.base import Scheduler
+from server.core.scheduler.default import DefaultScheduler
+from server.core.scheduler.warmup import run_warmup
+from server.core.stats import ModelStats
+from server.core.validation import RequestValidator
+from server.errors import LoadError, ServerError
+from server.repository import ModelConfig
+from server.repository.version_weights import VERSION_WEIGHTS_KEY
+from server.workers.channel import WorkerChannel
+
+log = logging.getLogger("tritonctl.server")
+
+
+@dataclass
+class LoadedVersion:
+    """One live model version: its instances, scheduler, statistics and validator."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    model_dir: Path
+    channels: list[WorkerChannel]
+    scheduler: Scheduler
+    stats: ModelStats
+    validator: RequestValidator
+    instances: list[InstanceSpec]
+    # What the instances depend on (instance_key); a load that leaves it unchanged keeps them.
+    reuse_key: tuple[Any, ...] | None = None
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Stop taking requests, let queued ones finish (up to drain_timeout), stop the workers."""
+        try:
+            await asyncio.wait_for(self.scheduler.stop(drain=True), drain_timeout)
+        except TimeoutError:
+            # Out of time: queued requests fail now; idle instances get a second to finalize,
+            # busy ones are killed, which fails the requests they were executing.
+            stopping = asyncio.ensure_future(self.scheduler.stop(drain=False))
+            closing = [asyncio.ensure_future(channel.close()) for channel in self.channels]
+            _, unfinished = await asyncio.wait(closing, timeout=1.0)
+            if unfinished:
+                for channel in self.channels:
+                    kill_worker(channel)
+                await asyncio.wait(unfinished, timeout=5.0)
+            await asyncio.wait([stopping], timeout=5.0)
+        finally:
+            await asyncio.gather(*(channel.close() for channel in self.channels), return_exceptions=True)
+
+
+async def start_version(
+    name: str,
+    version: int,
+    *,
+    model_dir: Path,
+    config: ModelConfig,
+    specs: list[InstanceSpec],
+    worker_options: Any,
+    on_gave_up: Callable[[Scheduler, str], None],
+) -> LoadedVersion:
+    """Start every instance of one version in parallel, warm them up, give them a scheduler.
+
+    Raises LoadError (every started instance stopped again) when any instance fails to load.
+    `on_gave_up(scheduler, reason)` is called when an instance's supervisor stops restarting it.
+    """
+    from server.workers.supervisor import InstanceSupervisor
+
+    started = time.monotonic()
+    scheduler_box: list[Scheduler] = []  # filled once the instances are up
+    by_name: dict[str, WorkerChannel] = {}
+
+    def on_instance_state(instance: str, state: str, reason: str) -> None:
+        channel = by_name.get(instance)
+        if not scheduler_box or channel is None:
+            return
+        rotate_instance(scheduler_box[0], channel, state == "READY")
+        if state not in ("READY", "STOPPED"):
+            log.warning("'%s' version %d instance %s is %s: %s", name, version, instance, state, reason)
+        if state == "FAILED":
+            on_gave_up(scheduler_box[0], reason)
+
+    results = await asyncio.gather(
+        *(
+            InstanceSupervisor.launch(
+                name, version, model_dir, config, spec, worker_options, on_instance_state
+            )
+            for spec in specs
+        ),
+        return_exceptions=True,
+    )
+    channels: list[WorkerChannel] = [result for result in results if isinstance(result, WorkerChannel)]
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
+        await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+        first = failures[0]
+        if isinstance(first, ServerError):
+            raise LoadError(first.message)
+        raise LoadError(f"{type(first).__name__}: {first}") from first
+    try:  # model_warmup runs on every instance before the version can become READY
+        await run_warmup(config, channels, model_dir)
+    except BaseException:
+        await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+        raise
+    stats = ModelStats()
+    stats.record_load(time.monotonic() - started)
+    scheduler = make_scheduler(name, version, config, channels, stats)
+    scheduler_box.append(scheduler)
+    by_name.update((channel.instance_name, channel) for channel in channels)
+    await scheduler.start()
+    return LoadedVersion(
+        name,
+        version,
+        config,
+        model_dir,
+        channels,
+        scheduler,
+        stats,
+        RequestValidator(name, config),
+        specs,
+    )
+
+
+def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[Any, ...]:
+    """What a version's running instances depend on: the model folder, the config except the
+    routing fields (version_policy, the version_weights parameter) and the files of the folder
+    except config.pbtxt and the other versions' folders. Equal keys -> a load keeps the instances."""
+    routing_free = ModelConfig()
+    routing_free.CopyFrom(config)
+    routing_free.ClearField("version_policy")
+    if VERSION_WEIGHTS_KEY in routing_free.parameters:
+        del routing_free.parameters[VERSION_WEIGHTS_KEY]
+    files: list[tuple[str, int, int]] = []
+    for top in sorted(model_dir.iterdir()) if model_dir.is_dir() else []:
+        if top.name == "config.pbtxt" or (top.name.isdigit() and top.name != str(version)):
+            continue
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            if "__pycache__" in path.parts or path.is_dir():  # a folder's mtime moves with __pycache__
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            files.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
+    return (str(model_dir.resolve()), routing_free.SerializeToString(deterministic=True), tuple(files))
+
+
+def make_scheduler(
+    name: str, version: int, config: ModelConfig, channels: list[WorkerChannel], stats: ModelStats
+) -> Scheduler:
+    """The dynamic batcher when the config has `dynamic_batching`, else DefaultScheduler."""
+    if config.HasField("dynamic_batching"):
+        from server.core.scheduler.dynamic_batcher import DynamicBatcher
+
+        return DynamicBatcher(config, version, channels, stats)
+    return DefaultScheduler(name, version, channels, stats, max_batch_size=int(config.max_batch_size))
+
+
+def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool) -> None:
+    """Put a (re)started instance back into its scheduler's rotation, or take a failed one out."""
+    add = getattr(scheduler, "add_channel", None)
+    remove = getattr(scheduler, "remove_channel", None)
+    current = getattr(scheduler, "channels", [])
+    if serving and add is not None and channel not in current:
+        add(channel)
+    elif not serving and remove is not None:
+        remove(channel)
+
+
+def kill_worker(channel: WorkerChannel) -> None:
+    """SIGKILL an instance's process (through its supervisor, if any) when waiting is not an option."""
+    inner = getattr(channel, "channel", channel)  # InstanceSupervisor -> its ShmWorkerChannel
+    pid = getattr(inner, "pid", None)
+    if isinstance(pid, int) and pid > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def resolve_auto_kinds(config: ModelConfig, specs: list[InstanceSpec]) -> None:
+    """Write the kind each KIND_AUTO group was placed as back into the config, as Triton reports it."""
+    for index, group in enumerate(config.instance_group):
+        placed = {spec.kind for spec in specs if spec.group_index == index}
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO and len(placed) == 1:
+            group.kind = model_config_pb2.ModelInstanceGroup.Kind.Value(placed.pop())
