@@ -199,6 +199,10 @@ def perf_analyzer_env() -> dict[str, str]:
     return dict(os.environ, LD_LIBRARY_PATH=str(libs[0]) if libs else "")
 
 
+class Unstable(RuntimeError):
+    """perf_analyzer found no stable window (busy shared machine); not a request error."""
+
+
 def run_perf_analyzer(
     url: str,
     protocol: str,
@@ -218,10 +222,14 @@ def run_perf_analyzer(
             str(binary),
             *("-m", model, "-u", url, "-i", protocol),
             *("--concurrency-range", f"{concurrency}:{concurrency}"),
+            # -s 100: on a shared machine only wild swings count as unstable; medians over
+            # alternating rounds do the rest.
             *("-p", str(interval_ms), "-s", "100", "-r", "5", "-f", str(report)),
             *extra,
         ]
         done = subprocess.run(command, env=perf_analyzer_env(), capture_output=True, text=True, check=False)
+        if "Failed to obtain stable measurement" in done.stdout and "error" not in done.stdout.lower():
+            raise Unstable(f"perf_analyzer: no stable measurement at c={concurrency} on {url}")
         if done.returncode != 0 or not report.exists():
             raise RuntimeError(
                 f"perf_analyzer failed ({done.returncode}): {done.stdout[-800:]}{done.stderr[-800:]}"
@@ -258,7 +266,11 @@ def measure(rounds: int, interval_ms: int, stacks: Sequence[str]) -> dict[tuple[
             try:
                 wait_for_port(port)
                 for concurrency in (1, 8):
-                    row = run_perf_analyzer(f"127.0.0.1:{port}", "http", concurrency, interval_ms)
+                    try:
+                        row = run_perf_analyzer(f"127.0.0.1:{port}", "http", concurrency, interval_ms)
+                    except Unstable as exc:
+                        print(f"round {round_index + 1} {stack} c={concurrency}: skipped ({exc})")
+                        continue
                     throughput = row["Inferences/Second"]
                     results.setdefault((stack, concurrency), []).append(throughput)
                     print(
