@@ -32,12 +32,25 @@ def identity_config_json(name: str, instance_count: int) -> str:
     )
 
 
+def move_config_to_server_config(repo: Path, model_dir: Path) -> None:
+    """Configure a model in the repository's server-level config.pbtxt instead of its folder."""
+    config_file = model_dir / "config.pbtxt"
+    entry = config_file.read_text()
+    config_file.unlink()
+    (repo / "config.pbtxt").write_text(
+        f"model_config_list: [ {{ config: {{ {entry} }} }} ]\n"
+        'backend_config: [ { backend: "python" parameters: { key: "shm-default-size" value: "8388608" } } ]\n'
+    )
+
+
 def test_mode_none_serves_the_good_models_and_lists_the_failing_one(tmp_path: Path) -> None:
     write_python_model(tmp_path, "identity", "identity", dims=[4])
     write_python_model(tmp_path, "broken", "init_fails", dims=[4])
+    move_config_to_server_config(tmp_path, write_python_model(tmp_path, "listed", "identity", dims=[4]))
     with start_server(tmp_path, "--exit-on-error=false") as server:
         client = http_client(server)
         assert infer_identity(client, "identity", 3.0) == ("1", 3.0)
+        assert infer_identity(client, "listed", 8.0) == ("1", 8.0)  # configured in the server config
         entries = index(client)
         assert entries[("identity", "1")] == ("READY", "")
         state, reason = entries[("broken", "1")]
