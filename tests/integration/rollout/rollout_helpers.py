@@ -83,7 +83,7 @@ class Traffic:
 
     server: RunningServer
     threads: int = 3
-    pause_s: float = 0.01
+    pause_s: float = 0.03
     answered: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)

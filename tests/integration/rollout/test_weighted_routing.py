@@ -43,6 +43,15 @@ def infer(client: httpclient.InferenceServerClient, version: str = "") -> str:
     return str(client.infer(MODEL, [tensor], model_version=version).get_response()["model_version"])
 
 
+BAD_WEIGHTS = {
+    "1:50,3:50": "version_weights names version(s) 3, which the version_policy does not load "
+    "(it loads: 1, 2)",
+    "1:0,2:0": "version_weights must give at least one version a weight above 0",
+    "1:ninety": "version_weights item '1:ninety' must be VERSION:WEIGHT",
+    "1:-5": "version_weights item '1:-5' must be VERSION:WEIGHT",
+}
+
+
 def test_weights_split_unversioned_requests_and_routing_changes_keep_instances(tmp_path: Path) -> None:
     write_ranker(tmp_path, loaded=[1])
     with start_server(tmp_path, "--model-control-mode=explicit", f"--load-model={MODEL}") as server:
@@ -70,46 +79,26 @@ def test_weights_split_unversioned_requests_and_routing_changes_keep_instances(t
         assert worker_pids(server) == workers
         assert {infer(client) for _ in range(10)} == {"2"}
 
+        # Bad weights are refused with the validator's words and change nothing.
+        for bad, message in BAD_WEIGHTS.items():
+            with pytest.raises(InferenceServerException, match=re.escape(message)) as info:
+                client.load_model(MODEL, config=routed_config(client, [1, 2], bad))
+            assert "E345-bad-version-weights" in str(info.value)
+        assert {infer(client) for _ in range(4)} == {"2"}
+        assert worker_pids(server) == workers
+
         # Promote: v1 leaves the policy, drains and stops; v2's instance is the same process.
         grpc.load_model(MODEL, config=routed_config(client, [2], None))
         assert version_states(server) == {"1": "UNAVAILABLE", "2": "READY"}
         assert len(worker_pids(server) & workers) == 1
         assert "version_weights" not in client.get_model_config(MODEL).get("parameters", {})
-        grpc.close()
-        client.close()
 
-
-BAD_WEIGHTS = {
-    "1:50,3:50": "version_weights names version(s) 3, which the version_policy does not load "
-    "(it loads: 1, 2)",
-    "1:0,2:0": "version_weights must give at least one version a weight above 0",
-    "1:ninety": "version_weights item '1:ninety' must be VERSION:WEIGHT",
-    "1:-5": "version_weights item '1:-5' must be VERSION:WEIGHT",
-}
-
-
-def test_bad_weights_are_refused_with_the_validators_words_and_change_nothing(tmp_path: Path) -> None:
-    write_ranker(tmp_path, loaded=[1, 2])
-    with start_server(tmp_path, "--model-control-mode=explicit", f"--load-model={MODEL}") as server:
-        client = httpclient.InferenceServerClient(server.http_url)
-        workers = worker_pids(server)
-        for weights, message in BAD_WEIGHTS.items():
-            with pytest.raises(InferenceServerException, match=re.escape(message)) as info:
-                client.load_model(MODEL, config=routed_config(client, [1, 2], weights))
-            assert "E345-bad-version-weights" in str(info.value)
-        assert {infer(client) for _ in range(4)} == {"2"}  # still the highest version, unweighted
-        assert worker_pids(server) == workers
-        client.close()
-
-
-def test_policy_changes_under_traffic_fail_no_request(tmp_path: Path) -> None:
-    write_ranker(tmp_path, loaded=[1])
-    with start_server(tmp_path, "--model-control-mode=explicit", f"--load-model={MODEL}") as server:
-        client = httpclient.InferenceServerClient(server.http_url)
+        # Policy and weight changes under live traffic (HTTP and gRPC threads) fail no request.
         with Traffic(server) as traffic:
-            for versions, weights in (([1, 2], "1:100"), ([1, 2], "1:50,2:50"), ([2], None), ([1], None)):
-                client.load_model(MODEL, config=routed_config(client, versions, weights))
+            for versions, weights in (([1, 2], "2:100"), ([1, 2], "1:50,2:50"), ([1], None)):
+                grpc.load_model(MODEL, config=routed_config(client, versions, weights))
         assert traffic.failures == []
         assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0
         assert version_states(server) == {"1": "READY", "2": "UNAVAILABLE"}
+        grpc.close()
         client.close()
