@@ -27,11 +27,12 @@ from server.backends.base import (
     RequestInput,
     RequestOutputs,
 )
-from server.core.dtypes import numpy_to_wire, serialize_bytes
+from server.core.dtypes import WIRE_TO_NUMPY, numpy_to_wire, serialize_bytes
 from server.errors import BackendError, LoadError, ServerError
 from server.workers.shm import Receiver, Segment, align, decode, encode, send, spill_size, spilled_arena
 
 PARENT_POLL_S = 0.5
+_WIRE_BY_DTYPE = {dtype: name for name, dtype in WIRE_TO_NUMPY.items() if name not in ("BF16", "BYTES")}
 
 
 class Worker:
@@ -239,10 +240,12 @@ def _select_outputs(request: Request, outputs: RequestOutputs) -> list[tuple[str
         if output is None:
             raise BackendError(f"the model did not produce the requested output '{name}'")
         array = output.array
-        try:
-            datatype = output.datatype or numpy_to_wire(array.dtype)
-        except ServerError as exc:
-            raise BackendError(f"output '{name}': {exc.message}") from None
+        datatype = output.datatype or _WIRE_BY_DTYPE.get(array.dtype)
+        if datatype is None:
+            try:
+                datatype = numpy_to_wire(array.dtype)
+            except ServerError as exc:
+                raise BackendError(f"output '{name}': {exc.message}") from None
         shape = [int(dim) for dim in array.shape]
         data: Any = serialize_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array)
         selected.append((name, datatype, shape, data))

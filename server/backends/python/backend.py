@@ -119,7 +119,9 @@ class PythonBackend(Backend):
                 )
             )
         try:
-            responses = self._run(self.model.execute(requests))
+            responses = self.model.execute(requests)
+            if self._async_execute:
+                responses = self._run(responses)
         except pb.TritonModelException as exc:
             raise BackendError(str(exc)) from None
         if not isinstance(responses, list | tuple) or len(responses) != len(requests):
@@ -149,7 +151,7 @@ class PythonBackend(Backend):
         for tensor in response.output_tensors():
             array, datatype = tensor._output()
             outputs[tensor.name()] = OutputArray(array, datatype)
-        parameters = json.loads(response.parameters())
+        parameters = response._parameter_dict()
         if parameters:
             outputs.parameters = parameters
         return outputs

@@ -233,7 +233,7 @@ class InferenceRequest:
         self._model_version = model_version
         self._flags = flags
         self._timeout = timeout
-        self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters or {})
+        self._parameters = parameters  # rendered as JSON only when the model asks
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -258,7 +258,7 @@ class InferenceRequest:
 
     def parameters(self) -> str:
         """The request's parameters as a JSON string (Triton's shape)."""
-        return self._parameters
+        return self._parameters if isinstance(self._parameters, str) else json.dumps(self._parameters or {})
 
     def is_cancelled(self) -> bool:
         return False
@@ -287,7 +287,7 @@ class InferenceResponse:
     ) -> None:
         self._output_tensors = list(output_tensors or [])
         self._error = error
-        self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters or {})
+        self._parameters = parameters
 
     def output_tensors(self) -> list[Tensor]:
         return self._output_tensors
@@ -299,7 +299,13 @@ class InferenceResponse:
         return self._error
 
     def parameters(self) -> str:
-        return self._parameters
+        return self._parameters if isinstance(self._parameters, str) else json.dumps(self._parameters or {})
+
+    def _parameter_dict(self) -> dict[str, Any]:
+        if isinstance(self._parameters, str):
+            result: dict[str, Any] = json.loads(self._parameters)
+            return result
+        return self._parameters or {}
 
 
 def get_input_tensor_by_name(inference_request: InferenceRequest, name: str) -> Tensor | None:
