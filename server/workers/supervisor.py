@@ -115,6 +115,7 @@ def _worker_environment(spec: InstanceSpec) -> dict[str, str]:
     env = dict(os.environ)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"  # a model's print() reaches the server log when it happens
     if spec.kind == KIND_GPU and spec.device_id is not None:
         from server.core.gpus import cuda_visible_devices_value, discover_gpus
 

@@ -82,7 +82,9 @@ class PythonBackend(Backend):
             "model_config": json.dumps(config_json),
             "model_instance_kind": _KIND_WORDS.get(self.context.instance_kind, "CPU"),
             "model_instance_name": self.context.instance_name,
-            "model_instance_device_id": str(self.context.device_id or 0),
+            # The worker sees only its own GPU (CUDA_VISIBLE_DEVICES), so the ordinal a model can use
+            # is 0: `torch.device(f"cuda:{args['model_instance_device_id']}")` then finds the right GPU.
+            "model_instance_device_id": "0",
             "model_repository": str(self.context.model_dir),
             "model_version": str(self.context.version),
             "model_name": self.context.model_name,
