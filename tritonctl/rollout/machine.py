@@ -95,6 +95,7 @@ class RolloutMachine:
         observer: Observer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        latency_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.server = server
         self.model = model
@@ -105,6 +106,7 @@ class RolloutMachine:
         self.observer = observer or Observer()
         self._sleep = sleep
         self._clock = clock
+        self._latency_clock = latency_clock
 
     # -- preflight -------------------------------------------------------------------------------
     def plan(self) -> RolloutPlan:
@@ -195,6 +197,7 @@ class RolloutMachine:
             samples=samples,
             count=settings.shadow_requests,
             gates=settings.gates,
+            clock=self._latency_clock,
         )
         self.observer.shadow(report)
         record.note(
