@@ -228,7 +228,8 @@ def run_perf_analyzer(
             *extra,
         ]
         done = subprocess.run(command, env=perf_analyzer_env(), capture_output=True, text=True, check=False)
-        if "Failed to obtain stable measurement" in done.stdout and "error" not in done.stdout.lower():
+        output = done.stdout + done.stderr
+        if "Failed to obtain stable measurement" in output and "error" not in output.lower():
             raise Unstable(f"perf_analyzer: no stable measurement at c={concurrency} on {url}")
         if done.returncode != 0 or not report.exists():
             raise RuntimeError(

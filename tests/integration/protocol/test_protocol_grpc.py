@@ -244,12 +244,9 @@ def test_errors_then_keeps_serving(
 
 
 def test_metadata_errors_have_status_codes(client: grpcclient.InferenceServerClient) -> None:
-    for call in (
-        lambda: client.get_model_metadata("no_such_model"),
-        lambda: client.get_model_config("no_such_model"),
-    ):
+    for call in (client.get_model_metadata, client.get_model_config):
         with pytest.raises(InferenceServerException) as error:
-            call()
+            call("no_such_model")
         assert error.value.status() == "StatusCode.NOT_FOUND"
     assert not client.is_model_ready("no_such_model")
 
