@@ -223,14 +223,15 @@ class Server:
 
     async def _start_front_ends(self) -> None:
         options, dataplane = self.options, self.dataplane
+        assert dataplane is not None
         if options.allow_http:
             from server.protocol.http.server import start_http
 
-            self.front_ends["HTTP"] = await start_http(dataplane, options)  # type: ignore[arg-type]
+            self.front_ends["HTTP"] = await start_http(dataplane, options)
         if options.allow_grpc:
             from server.protocol.grpc.server import start_grpc
 
-            self.front_ends["gRPC"] = await start_grpc(dataplane, options)  # type: ignore[arg-type]
+            self.front_ends["gRPC"] = await start_grpc(dataplane, options)
         if options.allow_metrics:
             from server.metrics import start_metrics
 
