@@ -248,6 +248,13 @@ class Server:
         while True:
             await asyncio.sleep(self.options.repository_poll_secs)
             try:
+                # The server-level config is part of what is polled (its model entries, backend_config).
+                self.registry.server_configs = await asyncio.to_thread(load_server_configs, self.options)
+            except ConfigError as exc:
+                log.error(
+                    "poll: the server-level config is broken, keeping the previous one: %s", exc.message
+                )
+            try:
                 await self.registry.poll_once()
             except Exception:  # a poll must never stop the server
                 log.exception("polling the model repository failed")
