@@ -186,7 +186,7 @@ _tritonctl() {
         "tritonctl deploy k8s") opts="--name --namespace -n --replicas --min --max --gpus --image --cpu --memory --shm-size --queue-target-us --server-arg --storage-initializer-image --output-dir -o --help"; cmds="" ;;
         "tritonctl deploy kserve") opts="--name --namespace -n --replicas --min --max --gpus --image --cpu --memory --shm-size --queue-target-us --server-arg --runtime-name --cluster-runtime --no-cluster-runtime --prometheus-url --output-dir -o --help"; cmds="" ;;
         "tritonctl infer") opts="--input -I --url -u --protocol -i --version -v --output -o --format -f --help"; cmds="" ;;
-        "tritonctl init") opts="--template -t --model -m --max-batch-size --instance-count --instance-kind --gpus --dynamic-batching --no-dynamic-batching --max-queue-delay-us --from --input --output --force --help"; cmds="" ;;
+        "tritonctl init") opts="--template -t --model -m --max-batch-size --instance-count --instance-kind --gpus --dynamic-batching --no-dynamic-batching --max-queue-delay-us --from --input --output --allow-python --force --help"; cmds="" ;;
         "tritonctl models") opts="--help"; cmds="config list load ready stats unload" ;;
         "tritonctl models config") opts="--version -v --url -u --protocol -i --help"; cmds="" ;;
         "tritonctl models list") opts="--url -u --protocol -i --ready --format -f --help"; cmds="" ;;

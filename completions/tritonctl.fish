@@ -94,6 +94,7 @@ complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l max-que
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l from -r -F -d 'Your model file: copied into version 1; the config is generated from it.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l input -x -d 'With --from: an input as NAME:DTYPE:DIMS (TorchScript, python).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l output -x -d 'With --from: an output as NAME:DTYPE:DIMS.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l allow-python -d 'With --from model.py: run its auto_complete_config (executes it).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l force -d 'Overwrite an existing model folder.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl init"' -l help -d 'Show the help and exit.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl models"' -a config -d 'The model'\''s configuration as the server completed it (JSON).'

@@ -92,6 +92,12 @@ def init(
         list[str] | None,
         typer.Option("--output", help="With --from: an output as NAME:DTYPE:DIMS.", show_default=False),
     ] = None,
+    allow_python: Annotated[
+        bool,
+        typer.Option(
+            "--allow-python", help="With --from model.py: run its auto_complete_config (executes it)."
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model folder.")] = False,
 ) -> None:
     """Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.
@@ -114,6 +120,7 @@ def init(
             inputs=tuple(parse_tensor_spec(s) for s in inputs or ()),
             outputs=tuple(parse_tensor_spec(s) for s in outputs or ()),
             force=force,
+            allow_python=allow_python,
         )
         written = init_model(repository, template.value, model, options)
     except ValueError:

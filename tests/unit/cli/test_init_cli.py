@@ -178,3 +178,25 @@ def test_from_torchscript_needs_inputs_and_cleans_up(tmp_path: Path) -> None:
         "INPUT__1:FP32:4",
     )
     assert _validate(repo) == 0
+
+
+def test_from_python_file_with_explicit_tensors_or_auto_complete(tmp_path: Path) -> None:
+    source = tmp_path / "user_model.py"
+    source.write_text(
+        "class TritonPythonModel:\n"
+        "    @staticmethod\n"
+        "    def auto_complete_config(config):\n"
+        '        config.add_input({"name": "IN", "data_type": "TYPE_FP32", "dims": [2]})\n'
+        '        config.add_output({"name": "OUT", "data_type": "TYPE_FP32", "dims": [2]})\n'
+        "        return config\n\n"
+        "    def execute(self, requests):\n"
+        "        return []\n"
+    )
+    repo = tmp_path / "repo"
+    refused = runner.invoke(app, ["init", str(repo), "-t", "python", "-m", "p", "--from", str(source)])
+    assert refused.exit_code == 1 and "--allow-python" in refused.output
+    _init(repo, "python", "p", "--from", str(source), "--allow-python")
+    assert [t.name for t in load_model_config(repo / "p", autocomplete=False).input] == ["IN"]
+    _init(repo, "python", "q", "--from", str(source), "--input", "A:FP32:2", "--output", "B:FP32:2")
+    assert [t.name for t in load_model_config(repo / "q", autocomplete=False).output] == ["B"]
+    assert _validate(repo) == 0
