@@ -6,7 +6,8 @@ in-process identity DataPlane (FP32[16], no worker hop), so the numbers isolate 
     asyncio    our raw asyncio.Protocol + httptools parser on uvloop (server/protocol/http/server.py)
     starlette  a catch-all Starlette route on uvicorn (httptools + uvloop), calling the same HttpApp
 
-Candidates alternate round by round (the machine is shared; ratios, not absolute numbers).
+Candidates alternate round by round (the machine is shared; ratios, not absolute numbers). Besides
+throughput, the server's CPU time per request is reported: it hardly depends on the neighbours' load.
 Usage:  .venv/bin/python -m benchmarks.http_stack [--rounds 3] [--interval-ms 2000]
 Needs:  perf_analyzer (make perf-analyzer), starlette + uvicorn (pip install -e '.[bench]').
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import os
 import signal
 import socket
@@ -24,11 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
@@ -256,8 +260,23 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def measure(rounds: int, interval_ms: int, stacks: Sequence[str]) -> dict[tuple[str, int], list[float]]:
-    results: dict[tuple[str, int], list[float]] = {}
+def served_count(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{MODEL}/stats", timeout=10) as answer:
+        return int(json.loads(answer.read())["model_stats"][0]["inference_count"])
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+Results = dict[tuple[str, str, int], list[float]]  # (metric, stack, concurrency) -> per-round values
+
+
+def measure(rounds: int, interval_ms: int, stacks: Sequence[str]) -> Results:
+    """Throughput, and the server's CPU time per request: the latter hardly depends on what else
+    runs on the machine, so it is the steadier comparison on a shared box."""
+    results: Results = {}
     for round_index in range(rounds):
         for stack in stacks if round_index % 2 == 0 else list(reversed(stacks)):
             port = free_port()
@@ -267,15 +286,20 @@ def measure(rounds: int, interval_ms: int, stacks: Sequence[str]) -> dict[tuple[
             try:
                 wait_for_port(port)
                 for concurrency in (1, 8):
+                    count, cpu = served_count(port), cpu_seconds(process.pid)
                     try:
                         row = run_perf_analyzer(f"127.0.0.1:{port}", "http", concurrency, interval_ms)
                     except Unstable as exc:
                         print(f"round {round_index + 1} {stack} c={concurrency}: skipped ({exc})")
                         continue
+                    served = served_count(port) - count
+                    cpu_us = (cpu_seconds(process.pid) - cpu) * 1e6 / max(served, 1)
                     throughput = row["Inferences/Second"]
-                    results.setdefault((stack, concurrency), []).append(throughput)
+                    results.setdefault(("infer/s", stack, concurrency), []).append(throughput)
+                    results.setdefault(("cpu us/req", stack, concurrency), []).append(cpu_us)
                     print(
-                        f"round {round_index + 1} {stack:9s} c={concurrency}: {throughput:8.0f} infer/s",
+                        f"round {round_index + 1} {stack:9s} c={concurrency}: {throughput:8.0f} infer/s, "
+                        f"server CPU {cpu_us:6.1f} us/request",
                         flush=True,
                     )
             finally:
@@ -300,15 +324,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     stacks = ["asyncio", "starlette"]
     results = measure(args.rounds, args.interval_ms, stacks)
-    print("\n| stack | c=1 infer/s (median) | c=8 infer/s (median) |\n|---|---|---|")
+
+    def median(metric: str, stack: str, concurrency: int) -> float:
+        values = results.get((metric, stack, concurrency))
+        return statistics.median(values) if values else float("nan")
+
+    print("\n| stack | c=1 infer/s | c=8 infer/s | c=1 server CPU us/req | c=8 server CPU us/req |")
+    print("|---|---|---|---|---|")
     for stack in stacks:
-        medians = [statistics.median(results[(stack, c)]) for c in (1, 8)]
-        print(f"| {stack} | {medians[0]:.0f} | {medians[1]:.0f} |")
+        cells = [f"{median('infer/s', stack, c):.0f}" for c in (1, 8)]
+        cells += [f"{median('cpu us/req', stack, c):.1f}" for c in (1, 8)]
+        print(f"| {stack} | {' | '.join(cells)} |")
     for concurrency in (1, 8):
-        ratio = statistics.median(results[("asyncio", concurrency)]) / statistics.median(
-            results[("starlette", concurrency)]
+        speed = median("infer/s", "asyncio", concurrency) / median("infer/s", "starlette", concurrency)
+        cost = median("cpu us/req", "starlette", concurrency) / median("cpu us/req", "asyncio", concurrency)
+        print(
+            f"c={concurrency}: asyncio {speed:.2f}x the throughput, starlette {cost:.2f}x the CPU per request"
         )
-        print(f"asyncio / starlette at c={concurrency}: {ratio:.2f}x")
     return 0
 
 
