@@ -92,7 +92,7 @@ class RequestValidator:
                 raise InvalidInput(f"unexpected inference output '{output.name}' for model '{model}'")
         self._check_input_names(request)
         batch_size = self._batch_size(request)
-        if batch_size > self.max_batch_size:
+        if batch_size > self.max_batch_size or batch_size < 0:  # Triton reads -1 as a huge unsigned size
             raise InvalidInput(
                 f"{request_prefix(request)}inference request batch-size must be <= "
                 f"{self.max_batch_size} for '{model}'"

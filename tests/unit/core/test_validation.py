@@ -133,6 +133,9 @@ def test_batch_too_large_and_batch_mismatch() -> None:
     assert error_of(check, request("add_sub", fp32("INPUT0", [9, 4]), fp32("INPUT1", [9, 4]))) == (
         PREFIX + "inference request batch-size must be <= 8 for 'add_sub'"
     )
+    assert error_of(
+        check, request("add_sub", fp32("INPUT0", [-1, 4], [1, 4]), fp32("INPUT1", [-1, 4], [1, 4]))
+    ) == (PREFIX + "inference request batch-size must be <= 8 for 'add_sub'")
     # Triton names whichever input its map visits second; we name the first that disagrees.
     assert error_of(check, request("add_sub", fp32("INPUT0", [2, 4]), fp32("INPUT1", [1, 4]))) == (
         PREFIX + "input 'INPUT1' batch size does not match other inputs for 'add_sub'"
