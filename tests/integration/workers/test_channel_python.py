@@ -171,3 +171,20 @@ def test_request_parameters_and_error_codes_travel(workers: Workers) -> None:
     )
     assert isinstance(outcome.results[0], InvalidInput) and outcome.results[0].message == "bad input here"
     assert outcome.results[1].parameters == {"seen": "x"}  # type: ignore[union-attr]
+
+
+def test_control_records_too_big_for_one_message_travel_through_the_arena(workers: Workers) -> None:
+    from tests.support.models import write_python_source
+
+    model_dir = write_python_model(workers.root, "echo_ids", "identity")
+    write_python_source(model_dir, ERROR_CODE_MODEL)  # answers each request with parameters {"seen": id}
+    channel = workers.start(model_dir, shm_default_size=4096)
+    ids = [f"{i:04d}-" + "x" * 400 for i in range(300)]  # ~120 kB of ids: above the inline limit both ways
+    outcome = workers.run(
+        channel.submit(
+            [request("m", request_id=i, INPUT0=np.full((1, 1), n, np.float32)) for n, i in enumerate(ids)]
+        )
+    )
+    for n, (request_id, result) in enumerate(zip(ids, outcome.results, strict=True)):
+        assert result.id == request_id and result.parameters == {"seen": request_id}  # type: ignore[union-attr]
+        np.testing.assert_array_equal(output(result, "OUTPUT0"), np.full((1, 1), n, np.float32))
