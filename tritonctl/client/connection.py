@@ -52,6 +52,7 @@ class TensorSpec:
     name: str
     datatype: str
     shape: list[int]  # -1 for variable dimensions (the batch dimension included)
+    optional: bool = False  # the config marks the input `optional: true`
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,20 @@ class TritonConnection:
         else:
             raw = self._call(lambda: self._client.get_model_metadata(model, version, as_json=True))
 
+        # Metadata does not say which inputs may be left out; the config does.
+        optional = {
+            item.get("name")
+            for item in self.model_config(model, version).get("input", [])
+            if item.get("optional")
+        }
+
         def specs(items: list[dict[str, Any]]) -> list[TensorSpec]:
-            return [TensorSpec(t["name"], t["datatype"], [int(d) for d in t.get("shape", [])]) for t in items]
+            return [
+                TensorSpec(
+                    t["name"], t["datatype"], [int(d) for d in t.get("shape", [])], t["name"] in optional
+                )
+                for t in items
+            ]
 
         return ModelSignature(
             raw["name"],
@@ -230,6 +243,8 @@ class OutputTensor:
 
     def to_json(self) -> dict[str, Any]:
         values = self.data
+        if values.dtype.name == "bfloat16":  # ml_dtypes: print as ordinary floats
+            values = values.astype(np.float32)
         if values.dtype == np.object_:
             values = np.vectorize(_text, otypes=[object])(values) if values.size else values
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape, "data": values.tolist()}

@@ -59,14 +59,19 @@ def to_tensor(spec: TensorSpec, value: Any, model: str) -> npt.NDArray[Any]:
     if spec.datatype == "BYTES":
         array = np.array(value, dtype=np.object_)
         array = np.vectorize(_as_bytes, otypes=[np.object_])(array) if array.size else array
+    elif spec.datatype == "BF16":
+        import ml_dtypes  # tritonclient sends BF16 from ml_dtypes.bfloat16 arrays
+
+        try:
+            array = np.asarray(value, dtype=ml_dtypes.bfloat16)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"value of input '{spec.name}' cannot be read as BF16: {exc}") from None
     else:
         dtype = WIRE_TO_NUMPY.get(spec.datatype)
         if dtype is None:
             raise InvalidInput(
                 f"input '{spec.name}' has datatype {spec.datatype}, which tritonctl cannot build"
             )
-        if spec.datatype == "BF16":
-            raise InvalidInput(f"input '{spec.name}' is BF16: pass it from a .npy file of raw uint16 words")
         try:
             array = np.asarray(value, dtype=dtype)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -110,7 +115,7 @@ def build_inputs(
             raise InvalidInput(f"input '{name}' is given twice")
         spec = signature.input(name)
         result[name] = (spec.datatype, to_tensor(spec, read_value(raw), signature.name))
-    missing = [spec.name for spec in signature.inputs if spec.name not in result]
+    missing = [spec.name for spec in signature.inputs if spec.name not in result and not spec.optional]
     if missing:
         raise InvalidInput(
             f"model '{signature.name}' needs input(s) {', '.join(missing)}: add --input NAME=VALUE for each"

@@ -58,6 +58,19 @@ def test_infer_with_npy_and_json_files_and_output_selection(server: RunningServe
     assert outputs[0]["data"] == [[2, 2, 2, 2], [1, 1, 1, 1]]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_infer_half_precision_and_optional_inputs(server: RunningServer, protocol: str) -> None:
+    code, out, err = run(
+        "infer", "py_dtypes", "--input", "IN_FP16=[0.5, 1.5]", "--input", "IN_BF16=[2.0, -1.0]",
+        "--input", "IN_BOOL=[true, false]", "-u", url(server, protocol), "-i", protocol, "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    outputs = {o["name"]: o for o in json.loads(out)["outputs"]}
+    assert outputs["OUT_FP16"]["data"] == [0.5, 1.5]
+    assert outputs["OUT_BF16"] == {"name": "OUT_BF16", "datatype": "BF16", "shape": [2], "data": [2.0, -1.0]}
+    assert outputs["OUT_BOOL"]["data"] == [True, False]
+
+
 def test_infer_table_and_strings(server: RunningServer) -> None:
     code, out, err = run("infer", "py_strings", "--input", 'INPUT0=["abc", "de"]', "-u", server.http_url)
     assert code == 0, err
