@@ -180,6 +180,9 @@ def _report_outcome(console: Console, outcome: RolloutOutcome) -> int:
             f"[green bold]promoted[/]: version {record.to_version} of {record.model} serves all traffic"
         )
         return 0
+    if not outcome.changed:
+        console.print(f"[red bold]not started[/]: {record.reason}")
+        return EXIT_ROLLED_BACK
     if record.phase is Phase.ROLLBACK_FAILED:
         console.print(f"[red bold]rollback failed[/]: {record.reason}")
         console.print(

@@ -3,7 +3,8 @@
 ServerError
 └── RolloutError          a rollout cannot start or cannot go on (nothing to roll back yet)
     ├── RolloutUsageError the flags do not make sense (the CLI exits 2)
-    └── GateFailed        a shadow or canary gate failed: the rollout rolls back
+    ├── GateFailed        a shadow or canary gate failed: the rollout rolls back
+    └── NothingChanged    the server refused the first change: nothing to roll back
 """
 
 from __future__ import annotations
@@ -23,3 +24,7 @@ class RolloutUsageError(RolloutError):
 
 class GateFailed(RolloutError):
     """The candidate version failed a gate (outputs, latency, errors, readiness)."""
+
+
+class NothingChanged(RolloutError):
+    """The server refused the rollout's first load (e.g. not in explicit mode); it is as it was."""

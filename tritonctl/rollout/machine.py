@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.errors import ServerError
-from tritonctl.rollout.errors import GateFailed, RolloutError
+from tritonctl.rollout.errors import GateFailed, NothingChanged, RolloutError
 from tritonctl.rollout.gates import CanaryVerdict, VersionCounters, counters_by_version, judge_canary
 from tritonctl.rollout.plan import RolloutPlan, draw_plan, ready_versions, routed_config, step_weights
 from tritonctl.rollout.shadow import InferServer, ShadowReport, run_shadow, shadow_samples
@@ -61,6 +61,7 @@ class RolloutOutcome:
     record: RolloutRecord
     shadow: ShadowReport | None = None
     interrupted: bool = False
+    changed: bool = True  # False: the server refused the first load, so nothing was rolled back
 
     @property
     def promoted(self) -> bool:
@@ -119,7 +120,11 @@ class RolloutMachine:
             )
         index = self.server.repository_index()
         config = self.server.model_config(self.model)
-        return draw_plan(self.model, self.settings, index, config)
+        plan = draw_plan(self.model, self.settings, index, config)
+        if self.settings.inputs_file is not None:  # a bad --inputs file is a usage error before any change
+            current = self.server.signature(self.model, str(plan.from_version))
+            shadow_samples(current, plan.batched, self.settings.inputs_file, self.settings.seed, 1)
+        return plan
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, plan: RolloutPlan) -> RolloutOutcome:
@@ -140,6 +145,10 @@ class RolloutMachine:
             shadow = self._shadow(record, plan)
             self._canary(record, plan)
             self._promote(record, plan)
+        except NothingChanged as exc:
+            record.reason = str(exc)
+            self._enter(record, Phase.ROLLED_BACK, f"nothing to roll back: {exc}")
+            return RolloutOutcome(record, shadow, changed=False)
         except KeyboardInterrupt:
             self._roll_back(record, "interrupted (Ctrl-C)")
             return RolloutOutcome(record, shadow, interrupted=True)
@@ -172,7 +181,7 @@ class RolloutMachine:
             self._load(record, plan, [old, new], {old: 100})
         except ServerError as exc:
             if "not allowed" in str(exc):  # control mode none/poll: the server changed nothing
-                raise RolloutError(
+                raise NothingChanged(
                     f"the server refuses model loads ({exc}): start it with --model-control-mode=explicit"
                 ) from None
             raise GateFailed(f"version {new} did not load: {exc}") from None
@@ -185,9 +194,8 @@ class RolloutMachine:
             record, Phase.SHADOW, f"shadow check: {settings.shadow_requests} requests to both versions"
         )
         signature = self.server.signature(self.model, str(plan.to_version))
-        batched = int(plan.original_config.get("max_batch_size", 0) or 0) > 0
         samples = shadow_samples(
-            signature, batched, settings.inputs_file, settings.seed, settings.shadow_requests
+            signature, plan.batched, settings.inputs_file, settings.seed, settings.shadow_requests
         )
         report = run_shadow(
             self.server,

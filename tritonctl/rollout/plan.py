@@ -124,6 +124,10 @@ class RolloutPlan:
     target_known: str  # what the index says about the target version before the rollout
 
     @property
+    def batched(self) -> bool:
+        return int(self.original_config.get("max_batch_size", 0) or 0) > 0
+
+    @property
     def original_policy(self) -> str:
         return describe_policy(self.original_config)
 

@@ -7,6 +7,7 @@ step. The real server under the same machine is covered by tests/integration/rol
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from server.errors import BackendError, LoadError, ServerError
+from server.errors import BackendError, LoadError, ServerError, Unavailable
 from tritonctl.client import InferAnswer, ModelSignature, OutputTensor, TensorSpec
+from tritonctl.rollout.errors import RolloutUsageError
 from tritonctl.rollout.machine import Observer, RolloutMachine, rollback
 from tritonctl.rollout.plan import Gates, RolloutSettings, config_weights
 from tritonctl.rollout.state import Phase, StateStore
@@ -260,3 +262,28 @@ def test_plan_refuses_while_another_rollout_of_the_model_runs(tmp_path: Path) ->
     with pytest.raises(ServerError, match="still running"):
         rollback(server, store, "m")  # type: ignore[arg-type]
     assert rollback(server, store, "m", force=True).phase is Phase.ROLLED_BACK  # type: ignore[arg-type]
+
+
+def test_a_server_that_refuses_loads_is_left_alone(tmp_path: Path) -> None:
+    server = FakeServer()
+
+    def refuse(model: str, config_json: str | None = None) -> None:
+        raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
+
+    server.load_model = refuse  # type: ignore[method-assign]
+    rollout, seen = machine(server, tmp_path)
+    outcome = rollout.run(rollout.plan())
+    assert not outcome.changed and outcome.record.phase is Phase.ROLLED_BACK
+    assert "start it with --model-control-mode=explicit" in outcome.record.reason
+    assert Phase.ROLLING_BACK not in seen.phases and server.ready == {1}
+
+
+def test_a_bad_inputs_file_stops_the_plan_before_any_change(tmp_path: Path) -> None:
+    server = FakeServer()
+    rollout, _ = machine(server, tmp_path)
+    bad = tmp_path / "inputs.json"
+    bad.write_text('{"data": [{"WRONG": [1, 2, 3, 4]}]}')
+    rollout.settings = dataclasses.replace(rollout.settings, inputs_file=bad)
+    with pytest.raises(RolloutUsageError, match="names unknown inputs"):
+        rollout.plan()
+    assert server.loads == []
