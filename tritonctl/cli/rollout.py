@@ -206,6 +206,8 @@ def _printer(console: Console) -> Observer:
         def canary_step(self, percent: int, verdict: CanaryVerdict, baseline: VersionCounters) -> None:
             new = verdict.candidate
             ratio = f", mean latency ratio {verdict.latency_ratio:.2f}" if verdict.latency_ratio else ""
+            if not new.requests:
+                ratio += " [yellow](no unversioned traffic reached it: nothing for the gates to judge)[/]"
             console.print(
                 f"{'':>13} {percent}% held: {new.requests} requests to the new version, {new.fail} failed"
                 f"{ratio} (current version: {baseline.requests} since the canary began)"
