@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # More pipelined requests than this on one connection pause reading until the queue drains.
 _MAX_PIPELINED = 32
+# Binary outputs up to this size are joined with the header into one write.
+_JOIN_LIMIT = 64 * 1024
 
 
 def _status_line(status: int) -> bytes:
@@ -212,10 +214,12 @@ class HttpConnection(asyncio.Protocol):
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
         head.append(response.body)
-        if response.tail:
-            transport.writelines([b"".join(head), *response.tail])
+        tail = response.tail
+        # One write (one send syscall) for small answers; big tensors go as they are, uncopied.
+        if tail and sum(memoryview(part).nbytes for part in tail) > _JOIN_LIMIT:
+            transport.writelines([b"".join(head), *tail])
         else:
-            transport.write(b"".join(head))
+            transport.write(b"".join([*head, *tail]))
 
     # -- shutdown --------------------------------------------------------------------------------
     @property
