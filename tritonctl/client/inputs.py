@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from server.core.dtypes import WIRE_TO_NUMPY
 from server.errors import InvalidInput
 from tritonctl.client.connection import ModelSignature, TensorSpec
 
@@ -59,15 +58,10 @@ def to_tensor(spec: TensorSpec, value: Any, model: str) -> npt.NDArray[Any]:
     if spec.datatype == "BYTES":
         array = np.array(value, dtype=np.object_)
         array = np.vectorize(_as_bytes, otypes=[np.object_])(array) if array.size else array
-    elif spec.datatype == "BF16":
-        import ml_dtypes  # tritonclient sends BF16 from ml_dtypes.bfloat16 arrays
-
-        try:
-            array = np.asarray(value, dtype=ml_dtypes.bfloat16)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"value of input '{spec.name}' cannot be read as BF16: {exc}") from None
     else:
-        dtype = WIRE_TO_NUMPY.get(spec.datatype)
+        from tritonclient.utils import triton_to_np_dtype  # BF16 -> ml_dtypes.bfloat16, like tritonclient
+
+        dtype = triton_to_np_dtype(spec.datatype)
         if dtype is None:
             raise InvalidInput(
                 f"input '{spec.name}' has datatype {spec.datatype}, which tritonctl cannot build"
