@@ -151,6 +151,11 @@ class LoadGenerator:
                 raise PerfError("a load generator process stopped reporting")
             self.pump(time.monotonic_ns() + 20_000_000)
 
+    def set_payloads(self, payloads: list[bytes]) -> None:
+        """Requests to send from the next level on (a generator can outlive one sweep, as in tune)."""
+        for conn in self._connections:
+            conn.send(("payloads", payloads))
+
     def set_level(self, level: LoadLevel) -> None:
         """Switch every process to `level`, split evenly between them; returns at once."""
         self._generation += 1

@@ -89,12 +89,13 @@ class _Worker:
         self.recorder = _Recorder(conn)
         self.generation = 0
         self.running = True
+        self.payloads = job.payloads
         self.next_payload = job.index
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.rng = np.random.default_rng(job.seed + 7919 * job.index)
 
     def _payload(self) -> bytes:
-        payloads = self.job.payloads
+        payloads = self.payloads
         payload = payloads[self.next_payload % len(payloads)]
         self.next_payload += 1
         return payload
@@ -145,6 +146,8 @@ class _Worker:
             message = self.conn.recv()
             if message[0] == "level":
                 self._start_level(message[1], message[2], message[3])
+            elif message[0] == "payloads":
+                self.payloads = message[1]
             elif message[0] == "idle":
                 self.generation = message[1]
             elif message[0] == "exit":
@@ -187,6 +190,8 @@ def worker_main(conn: Connection) -> None:
         pass
     finally:
         conn.close()
+    # Records are flushed and the parent has let go: skip the slow interpreter and gRPC teardown.
+    os._exit(0)
 
 
 @dataclass

@@ -158,39 +158,55 @@ class _LevelMeasurement:
         return merge_windows(level, windows, batch, stable, delta)
 
 
+def open_generator(settings: PerfSettings, payloads: list[bytes]) -> LoadGenerator:
+    """Start `settings.workers` load processes (they stay idle until a level is set)."""
+    jobs = [
+        WorkerJob(
+            settings.protocol,
+            settings.url,
+            payloads,
+            index,
+            settings.workers,
+            settings.distribution,
+            settings.inputs.seed,
+        )
+        for index in range(settings.workers)
+    ]
+    return LoadGenerator(jobs)
+
+
 def run_sweep(
     settings: PerfSettings,
     observer: SweepObserver | None = None,
     control: ControlClient | None = None,
+    generator: LoadGenerator | None = None,
 ) -> SweepReport:
-    """Measure every level of `settings.levels` in order (stopping early past the latency budget)."""
+    """Measure every level of `settings.levels` in order (stopping early past the latency budget).
+
+    `control` and `generator` may be shared across sweeps (tune does); otherwise they are opened
+    here and closed at the end.
+    """
     observer = observer or SilentObserver()
     own_control = control is None
+    own_generator = generator is None
     control = control or connect(settings.protocol, settings.url)
     report = SweepReport(settings.model, settings.protocol, settings.url, settings.inputs.batch_size)
-    generator: LoadGenerator | None = None
     try:
         _, payloads = prepare_payloads(settings, control)
         report.statistics_available = control.statistics(settings.model, settings.model_version) is not None
         if not report.statistics_available:
             report.warnings.append("the server has no statistics endpoint: no server-side breakdown")
-        jobs = [
-            WorkerJob(
-                settings.protocol,
-                settings.url,
-                payloads,
-                index,
-                settings.workers,
-                settings.distribution,
-                settings.inputs.seed,
-            )
-            for index in range(settings.workers)
-        ]
-        generator = LoadGenerator(jobs)
+        if generator is None:
+            generator = open_generator(settings, payloads)
+        else:
+            generator.set_payloads(payloads)
         measure = _LevelMeasurement(settings, generator, control, report.statistics_available, observer)
         for index, level in enumerate(settings.levels):
             observer.level_started(level, index, len(settings.levels))
-            result = measure.run(level)
+            try:
+                result = measure.run(level)
+            finally:
+                generator.idle()
             report.results.append(result)
             observer.level_finished(result)
             if not result.stable:
@@ -206,9 +222,8 @@ def run_sweep(
                     f"of {budget:g} ms; sweep stopped"
                 )
                 break
-            generator.idle()
     finally:
-        if generator is not None:
+        if own_generator and generator is not None:
             generator.close()
         if own_control:
             control.close()

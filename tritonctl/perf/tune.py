@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from tritonctl.perf.collector import LoadGenerator
 from tritonctl.perf.control import ControlClient, connect
 from tritonctl.perf.errors import ModelControlRefused, PerfError, PerfUsageError
 from tritonctl.perf.measure import LevelResult
-from tritonctl.perf.runner import SilentObserver, SweepObserver, SweepReport, run_sweep
+from tritonctl.perf.runner import SilentObserver, SweepObserver, SweepReport, open_generator, run_sweep
 from tritonctl.perf.settings import PerfSettings
 
 if TYPE_CHECKING:
@@ -275,6 +276,7 @@ class _Tuner:
         self.evaluated: dict[Candidate, CandidateResult] = {}
         self.order: list[CandidateResult] = []
         self.touched = False  # a load was attempted: the original config must be put back
+        self.generator: LoadGenerator | None = None  # shared by every sweep: starting processes costs seconds
 
     def measure(self, candidate: Candidate, config: model_config_pb2.ModelConfig | None) -> CandidateResult:
         result = CandidateResult(candidate, config)
@@ -288,7 +290,9 @@ class _Tuner:
                 except ModelControlRefused:
                     self.touched = not first  # refused outright: nothing was changed
                     raise
-            result.report = run_sweep(self.settings.perf, sweep_observer, self.control)
+            if self.generator is None:
+                self.generator = open_generator(self.settings.perf, [])
+            result.report = run_sweep(self.settings.perf, sweep_observer, self.control, self.generator)
         except ModelControlRefused:
             raise
         except PerfError as exc:  # this candidate failed (load refused, every request failed): go on
@@ -296,6 +300,11 @@ class _Tuner:
         evaluate(result, self.settings.constraints)
         self.observer.candidate_finished(result)
         return result
+
+    def close(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
+            self.generator = None
 
     def visit(self, candidate: Candidate) -> CandidateResult:
         if candidate in self.evaluated:
@@ -336,17 +345,20 @@ def run_tune(settings: TuneSettings, observer: TuneObserver | None = None) -> Tu
     perf = replace(settings.perf, latency_budget_ms=None)  # the budget filters levels, it does not cut sweeps
     settings = replace(settings, perf=perf)
     control = connect(perf.protocol, perf.url)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(control.close)
         original = control.model_config(perf.model, perf.model_version)
         if original is None:
             raise PerfError(
                 f"the server gives no config for {perf.model!r}: tune needs the model config endpoint"
             )
         tuner = _Tuner(settings, control, observer, original)
+        stack.callback(tuner.close)
         baseline = tuner.measure(Candidate(), None)
         if baseline.error is not None:
             raise PerfError(f"measuring the model as loaded failed: {baseline.error}")
         report = TuneReport(perf.model, original, baseline, tuner.order, settings.constraints.objective)
+        report.restored = True  # nothing to restore until a candidate is loaded
         with _sigterm_as_interrupt():
             try:
                 if settings.search == "quick":
@@ -362,8 +374,6 @@ def run_tune(settings: TuneSettings, observer: TuneObserver | None = None) -> Tu
                     if restore_error is not None:
                         report.warnings.append(restore_error)
         return report
-    finally:
-        control.close()
 
 
 def _restore(control: ControlClient, model: str, original: model_config_pb2.ModelConfig) -> str | None:

@@ -1,4 +1,6 @@
-"""`tritonctl perf` against real servers: sweeps in both loop modes, outputs, errors (short windows)."""
+"""`tritonctl perf` against real servers: sweeps in both loop modes, outputs, errors (short windows).
+
+The servers here run in the default model-control mode, which also lets `tune` show its refusal."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.integration.perf.conftest import Target
+from tests.integration.perf.targets import Target
 from tritonctl.cli.main import app
 
 pytestmark = pytest.mark.integration
@@ -44,15 +46,15 @@ def check_results(document: dict[str, Any], level_key: str, levels: list[float],
             assert entry["server_us"] is None
 
 
-def test_concurrency_sweep_over_grpc(target: Target, tmp_path: Path) -> None:
+def test_concurrency_sweep_over_grpc(static_target: Target, tmp_path: Path) -> None:
     out = tmp_path / "run.json"
     table = tmp_path / "run.csv"
     plot = tmp_path / "run.png"
-    args = ["identity", "-u", target.grpc_url, "--concurrency-range", "1:2"]
+    args = ["identity", "-u", static_target.grpc_url, "--concurrency-range", "1:2"]
     result = run_perf(*args, *QUICK, "--json", str(out), "--csv", str(table), "--plot", str(plot))
     document = json.loads(out.read_text())
     check_results(document, "concurrency", [1, 2], server=True)
-    assert document["protocol"] == "grpc" and document["url"] == target.grpc_url
+    assert document["protocol"] == "grpc" and document["url"] == static_target.grpc_url
     rows = list(csv.DictReader(table.read_text().splitlines()))
     assert [row["Concurrency"] for row in rows] == ["1", "2"]
     assert float(rows[0]["Inferences/Second"]) == pytest.approx(
@@ -63,9 +65,9 @@ def test_concurrency_sweep_over_grpc(target: Target, tmp_path: Path) -> None:
     assert "identity" in result.output
 
 
-def test_request_rate_sweep_over_http(target: Target, tmp_path: Path) -> None:
+def test_request_rate_sweep_over_http(static_target: Target, tmp_path: Path) -> None:
     out = tmp_path / "rate.json"
-    args = ["identity", "-i", "http", "-u", target.http_url, "--request-rate-range", "40:80:40"]
+    args = ["identity", "-i", "http", "-u", static_target.http_url, "--request-rate-range", "40:80:40"]
     run_perf(*args, "--request-distribution", "poisson", *QUICK, "--json", str(out))
     document = json.loads(out.read_text())
     check_results(document, "request_rate", [40.0, 80.0], server=True)
@@ -74,20 +76,39 @@ def test_request_rate_sweep_over_http(target: Target, tmp_path: Path) -> None:
         assert entry["throughput"] == pytest.approx(entry["request_rate"], rel=0.5)
 
 
-def test_count_windows_with_batches(target: Target, tmp_path: Path) -> None:
+def test_count_windows_with_batches(static_target: Target, tmp_path: Path) -> None:
     out = tmp_path / "count.json"
-    args = ["mlp", "-u", target.grpc_url, "--request-count", "20", "-b", "4", "--concurrency-range", "2"]
+    args = [
+        "mlp",
+        "-u",
+        static_target.grpc_url,
+        "--request-count",
+        "20",
+        "-b",
+        "4",
+        "--concurrency-range",
+        "2",
+    ]
     run_perf(*args, "--warmup-ms", "100", "-r", "3", "-s", "90", "--json", str(out))
     check_results(json.loads(out.read_text()), "concurrency", [2], server=True)
 
 
-def test_every_request_refused_exits_1_with_the_server_message(target: Target) -> None:
+def test_every_request_refused_exits_1_with_the_server_message(static_target: Target) -> None:
     # INPUT0 is FP32[16]: sending 3 values makes the server refuse every request.
-    result = runner.invoke(app, ["perf", "identity", "-u", target.grpc_url, "--shape", "INPUT0:3", *QUICK])
+    result = runner.invoke(
+        app, ["perf", "identity", "-u", static_target.grpc_url, "--shape", "INPUT0:3", *QUICK]
+    )
     assert result.exit_code == 1, result.output
     assert "every request failed" in result.output and "INVALID_ARGUMENT" in result.output
 
 
-def test_unknown_model_exits_1(target: Target) -> None:
-    result = runner.invoke(app, ["perf", "no_such_model", "-i", "http", "-u", target.http_url, *QUICK])
+def test_unknown_model_exits_1(static_target: Target) -> None:
+    result = runner.invoke(app, ["perf", "no_such_model", "-i", "http", "-u", static_target.http_url, *QUICK])
     assert result.exit_code == 1 and "no_such_model" in result.output
+
+
+def test_tune_explains_that_it_needs_explicit_mode(static_target: Target) -> None:
+    args = ["tune", "mlp", "-u", static_target.grpc_url, "--instances", "2", *QUICK]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "explicit model-control mode" in result.output
