@@ -340,13 +340,14 @@ class ModelRegistry:
             weights = config_version_weights(config)
             record.router = WeightedVersionRouter(weights) if weights else None
         stale = [number for number in record.versions if number not in versions]
-        if not any(record.versions[number].state == READY for number in versions):
-            # Nothing new came up: versions that are still serving stay, so a broken edit (or a
-            # half-copied version folder) never takes a model down.
+        if not all(record.versions[number].state == READY for number in versions):
+            # Not every new version came up: versions that are still serving stay (removed only
+            # once the whole new set is ready), so a broken edit, a half-copied version folder or
+            # a failed rollout step never takes a model down.
             for number in stale:
                 slot = record.versions[number]
                 if slot.serving is not None:
-                    slot.reason = "still serving: the versions that should replace it failed to load"
+                    slot.reason = "still serving: a version that should replace it failed to load"
             stale = [number for number in stale if record.versions[number].serving is None]
         await self._unload_versions(record, stale)
 

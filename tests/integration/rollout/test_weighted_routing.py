@@ -100,5 +100,11 @@ def test_weights_split_unversioned_requests_and_routing_changes_keep_instances(t
         assert traffic.failures == []
         assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0
         assert version_states(server) == {"1": "READY", "2": "UNAVAILABLE"}
+
+        # A new set that does not fully come up (4 fails to start) removes nothing: 1 keeps serving.
+        with pytest.raises(InferenceServerException, match="version 4 cannot start on purpose"):
+            grpc.load_model(MODEL, config=routed_config(client, [2, 4], None))
+        assert version_states(server) == {"1": "READY", "2": "READY", "4": "UNAVAILABLE"}
+        assert {infer(client, "1") for _ in range(3)} == {"1"}
         grpc.close()
         client.close()
