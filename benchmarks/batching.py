@@ -144,6 +144,9 @@ class InstantChannel(WorkerChannel):
     async def close(self) -> None:
         return None
 
+    def kill(self) -> None:
+        return None
+
 
 async def per_request_us(stats: ModelStats, requests: int, concurrency: int) -> float:
     from tritonclient.grpc import model_config_pb2

@@ -8,10 +8,7 @@ scheduler its config asks for); `LoadedVersion.close` drains and stops it. The r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +18,8 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2
 
 from server.core.placement import InstanceSpec
+from server.core.scheduler import create_scheduler
 from server.core.scheduler.base import Scheduler
-from server.core.scheduler.default import DefaultScheduler
 from server.core.scheduler.warmup import run_warmup
 from server.core.stats import ModelStats
 from server.core.validation import RequestValidator
@@ -50,6 +47,12 @@ class LoadedVersion:
     # What the instances depend on (instance_key); a load that leaves it unchanged keeps them.
     reuse_key: tuple[Any, ...] | None = None
 
+    @property
+    def has_live_instance(self) -> bool:
+        """False while every instance is down (crashed and restarting, or given up): the version
+        is then not ready, like Triton's (issue #7). A version without instances (ensemble) is."""
+        return not self.channels or any(channel.alive for channel in self.channels)
+
     async def close(self, drain_timeout: float | None = None) -> None:
         """Stop taking requests, let queued ones finish (up to drain_timeout), stop the workers."""
         try:
@@ -62,7 +65,7 @@ class LoadedVersion:
             _, unfinished = await asyncio.wait(closing, timeout=1.0)
             if unfinished:
                 for channel in self.channels:
-                    kill_worker(channel)
+                    channel.kill()
                 await asyncio.wait(unfinished, timeout=5.0)
             await asyncio.wait([stopping], timeout=5.0)
         finally:
@@ -124,7 +127,7 @@ async def start_version(
         raise
     stats = ModelStats()
     stats.record_load(time.monotonic() - started)
-    scheduler = make_scheduler(name, version, config, channels, stats)
+    scheduler = create_scheduler(config, version, channels, stats)
     scheduler_box.append(scheduler)
     by_name.update((channel.instance_name, channel) for channel in channels)
     await scheduler.start()
@@ -165,17 +168,6 @@ def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[An
     return (str(model_dir.resolve()), routing_free.SerializeToString(deterministic=True), tuple(files))
 
 
-def make_scheduler(
-    name: str, version: int, config: ModelConfig, channels: list[WorkerChannel], stats: ModelStats
-) -> Scheduler:
-    """The dynamic batcher when the config has `dynamic_batching`, else DefaultScheduler."""
-    if config.HasField("dynamic_batching"):
-        from server.core.scheduler.dynamic_batcher import DynamicBatcher
-
-        return DynamicBatcher(config, version, channels, stats)
-    return DefaultScheduler(name, version, channels, stats, max_batch_size=int(config.max_batch_size))
-
-
 def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool) -> None:
     """Put a (re)started instance back into its scheduler's rotation, or take a failed one out."""
     add = getattr(scheduler, "add_channel", None)
@@ -185,15 +177,6 @@ def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool)
         add(channel)
     elif not serving and remove is not None:
         remove(channel)
-
-
-def kill_worker(channel: WorkerChannel) -> None:
-    """SIGKILL an instance's process (through its supervisor, if any) when waiting is not an option."""
-    inner = getattr(channel, "channel", channel)  # InstanceSupervisor -> its ShmWorkerChannel
-    pid = getattr(inner, "pid", None)
-    if isinstance(pid, int) and pid > 0:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def resolve_auto_kinds(config: ModelConfig, specs: list[InstanceSpec]) -> None:

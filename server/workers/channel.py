@@ -48,3 +48,9 @@ class WorkerChannel(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop the worker (finalize the model), release shared memory. Idempotent."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """SIGKILL the worker process now, when waiting for it is no option (shutdown ran out of
+        time). The batches it is executing fail with WorkerCrashed; `close()` still releases the
+        rest. Idempotent, and harmless on a worker that is already gone."""

@@ -323,6 +323,11 @@ class ShmWorkerChannel(WorkerChannel):
         self._sock.close()
         _LIVE_PROCESSES.discard(self.process)
 
+    def kill(self) -> None:
+        """SIGKILL the process; its closed socket then fails the batches in flight (WorkerCrashed)."""
+        if self.process.poll() is None:
+            self.process.kill()
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Finish the batches in flight, let the model finalize, then stop the process."""
         if self._closing:

@@ -274,6 +274,12 @@ class InstanceSupervisor(WorkerChannel):
         if self._on_state_change is not None:
             self._on_state_change(self.instance_name, state, reason)
 
+    def kill(self) -> None:
+        """SIGKILL the current worker. While closing, that ends it; otherwise it counts as a crash
+        and the instance is restarted like after any other."""
+        if self._channel is not None:
+            self._channel.kill()
+
     async def close(self) -> None:
         if self.state == "STOPPED":
             return

@@ -198,6 +198,45 @@ def test_close_runs_finalize_and_the_process_exits_cleanly(workers: Workers, tmp
     workers.run(channel.close())  # idempotent
 
 
+def test_kill_ends_a_busy_instance_that_is_closing(workers: Workers) -> None:
+    # What shutdown does when its exit timeout runs out: close() waits for the busy batch,
+    # kill() ends the worker at once; the batch fails and the supervisor does not restart it.
+    model_dir = write_python_model(workers.root, "slow_killed", "slow", delay_ms=60_000)
+    config = load_model_config(model_dir)
+    spec = place_instances(config, [])[0]
+    states: list[str] = []
+
+    async def scenario() -> tuple[int, float]:
+        supervisor = await InstanceSupervisor.launch(
+            "slow_killed",
+            1,
+            model_dir,
+            config,
+            spec,
+            WorkerOptions(),
+            lambda _n, state, _r: states.append(state),
+        )
+        assert supervisor.channel is not None
+        pid = supervisor.channel.pid
+        busy = asyncio.ensure_future(supervisor.submit([request("m", INPUT0=OK)]))
+        await asyncio.sleep(0.2)
+        closing = asyncio.ensure_future(supervisor.close())
+        await asyncio.sleep(0.2)
+        assert not closing.done() and not busy.done()
+        started = time.monotonic()
+        supervisor.kill()
+        with pytest.raises(WorkerCrashed, match="SIGKILL"):
+            await busy
+        await asyncio.wait_for(closing, 10)
+        supervisor.kill()  # harmless once gone
+        return pid, time.monotonic() - started
+
+    pid, took = workers.run(scenario(), timeout=30)
+    assert took < 5
+    assert states == ["READY", "STOPPED"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 ORPHAN_SCRIPT = """
 import asyncio, sys
 from pathlib import Path

@@ -55,6 +55,9 @@ class LocalInstance(WorkerChannel):
     async def close(self) -> None:
         self._alive = False
 
+    def kill(self) -> None:
+        self._alive = False
+
 
 def in_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
     """Run an async test body in a fresh event loop (the project does not use pytest-asyncio)."""

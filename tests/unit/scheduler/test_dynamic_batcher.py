@@ -60,6 +60,9 @@ class EchoChannel(WorkerChannel):
     async def close(self) -> None:
         self._alive = False
 
+    def kill(self) -> None:
+        self._alive = False
+
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout=10))

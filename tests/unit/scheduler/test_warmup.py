@@ -60,6 +60,9 @@ class RecordingChannel(WorkerChannel):
     async def close(self) -> None:
         return None
 
+    def kill(self) -> None:
+        return None
+
 
 def write_input_file(tmp_path: Path) -> Path:
     (tmp_path / "warmup").mkdir()
