@@ -1,0 +1,122 @@
+"""The model repositories every system serves, written fresh into a temporary folder each run.
+
+The same folder serves ours and the real Triton wherever the model is a python-backend model; for
+the ONNX MLP, Triton gets a copy whose config points at a python-backend `model.py` that calls
+onnxruntime (its bundled build has no ONNX backend). MLServer gets the P1 identity as a custom
+runtime that decodes and encodes with its NumpyCodec, as an MLServer user would write it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2
+
+from benchmarks.peers.tools import ROOT
+
+sys.path.insert(0, str(ROOT))
+from tests.support.models import build_config, write_config, write_python_model
+from tests.tools.real_triton import onnx_python_wrapper
+
+IDENTITY = "identity"
+MLP = "mlp"
+IMAGE = "image"
+P1_DIMS = [16]
+P3_DIMS = [3, 224, 224]
+MLP_SIZES = (256, 1024, 1024, 10)
+MAX_BATCH_SIZE = 64
+FP32 = model_config_pb2.DataType.Value("TYPE_FP32")
+
+
+def write_identity(repo: Path, name: str = IDENTITY, dims: list[int] | None = None) -> Path:
+    """Python-backend identity, FP32, `max_batch_size 64`, `dynamic_batching {}` (P1, P3, P4)."""
+    return write_python_model(
+        repo, name, "identity", max_batch_size=MAX_BATCH_SIZE, dynamic_batching=True, dims=dims or P1_DIMS
+    )
+
+
+def write_many_identities(repo: Path, count: int) -> list[str]:
+    """`count` small identity models for the start-up scenario (P4)."""
+    names = [f"identity_{index:02d}" for index in range(count)]
+    for name in names:
+        write_identity(repo, name)
+    return names
+
+
+def export_mlp(path: Path) -> None:
+    """The MLP 256-1024-1024-10 with torch -> ONNX (`dynamo=False`: one file, no onnxscript), fixed seed."""
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in itertools.pairwise(MLP_SIZES):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1]).eval()  # no ReLU after the last layer
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, MLP_SIZES[0]),),
+        str(path),
+        input_names=["INPUT0"],
+        output_names=["OUTPUT0"],
+        dynamic_axes={"INPUT0": {0: "batch"}, "OUTPUT0": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def write_mlp_repos(ours: Path, triton: Path) -> Path:
+    """P2: the same ONNX file for our onnxruntime backend and Triton's python wrapper; returns its path."""
+    model_dir = ours / MLP
+    onnx_path = model_dir / "1" / "model.onnx"
+    export_mlp(onnx_path)
+    config = build_config(
+        MLP,
+        platform="onnxruntime_onnx",
+        inputs=[("INPUT0", FP32, [MLP_SIZES[0]])],
+        outputs=[("OUTPUT0", FP32, [MLP_SIZES[-1]])],
+        max_batch_size=MAX_BATCH_SIZE,
+        dynamic_batching=True,
+    )
+    write_config(model_dir, config)
+    shutil.copytree(model_dir, triton / MLP)
+    onnx_python_wrapper(triton / MLP)
+    return onnx_path
+
+
+_MLSERVER_RUNTIME = '''\
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class IdentityRuntime(MLModel):
+    """OUTPUT0 = INPUT0, through MLServer's numpy codec like a real runtime."""
+
+    async def load(self) -> bool:
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        data = NumpyCodec.decode_input(payload.inputs[0])
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("OUTPUT0", data)])
+'''
+
+
+def write_mlserver_identity(folder: Path) -> None:
+    """MLServer's layout: `<folder>/identity/model-settings.json`; the runtime module sits in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "identity_runtime.py").write_text(_MLSERVER_RUNTIME)
+    tensor = {"datatype": "FP32", "shape": [-1, *P1_DIMS]}
+    settings = {
+        "name": IDENTITY,
+        "implementation": "identity_runtime.IdentityRuntime",
+        "inputs": [{"name": "INPUT0", **tensor}],
+        "outputs": [{"name": "OUTPUT0", **tensor}],
+    }
+    model_dir = folder / IDENTITY
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model-settings.json").write_text(json.dumps(settings, indent=2))
