@@ -116,10 +116,10 @@ class DataPlane:
         if self._exiting:
             return False
         try:
-            self.registry.get(name, version)
+            loaded = self.registry.get(name, version)
         except Exception:  # any lookup failure means "not ready", never an error here
             return False
-        return True
+        return loaded.has_live_instance
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         loaded = self.registry.get(name, version)

@@ -147,6 +147,8 @@ class ModelRegistry:
             for slot in record.versions.values():
                 if slot.state != READY and not (slot.state == UNAVAILABLE and slot.reason == UNLOADED_REASON):
                     return False
+                if slot.serving is not None and not slot.serving.has_live_instance:
+                    return False  # every instance crashed: restarting (issue #7)
         return True
 
     def model_names_on_disk(self) -> list[str]:
