@@ -1,5 +1,6 @@
 """One real server (explicit model control) for every front-end test, over a repository of
-python, ONNX and TorchScript toy models; `loadable_*` models start unloaded for load/unload tests."""
+python, ONNX and TorchScript toy models; `loadable_*` models start unloaded for the load/unload
+tests, `never_loaded` is never loaded."""
 
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def write_protocol_repository(repo: Path) -> None:
     write_torchscript_model(repo, "ts_add_sub", "add_sub", dims=[4])
     write_python_model(repo, "loadable_py", "identity", dims=[4])
     write_onnx_model(repo, "loadable_onnx", "identity", dims=[4])
+    write_python_model(repo, "never_loaded", "identity", dims=[4])  # no test loads it
 
 
 @pytest.fixture(scope="session")

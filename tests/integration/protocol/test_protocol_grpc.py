@@ -84,8 +84,8 @@ def test_model_metadata_config_and_stats(
 def test_repository_index(client: grpcclient.InferenceServerClient) -> None:
     index = {entry.name: entry for entry in client.get_model_repository_index().models}
     assert (index["onnx_add_sub"].version, index["onnx_add_sub"].state) == ("1", "READY")
-    assert index["loadable_onnx"].state == ""
-    assert not client.is_model_ready("loadable_onnx")
+    assert index["never_loaded"].state == ""
+    assert not client.is_model_ready("never_loaded")
 
 
 # -- inference -------------------------------------------------------------------------------------

@@ -106,11 +106,11 @@ def test_statistics_count_inferences(client: httpclient.InferenceServerClient, r
 def test_repository_index_and_readiness(client: httpclient.InferenceServerClient, raw: httpx.Client) -> None:
     index = {entry["name"]: entry for entry in client.get_model_repository_index()}
     assert index["py_identity"] == {"name": "py_identity", "version": "1", "state": "READY"}
-    assert index["loadable_py"] == {"name": "loadable_py"}  # never loaded: only its name, like Triton
+    assert index["never_loaded"] == {"name": "never_loaded"}  # only its name, like Triton
     ready_only = raw.post("/v2/repository/index", json={"ready": True}).json()
-    assert "loadable_py" not in {entry["name"] for entry in ready_only}
-    assert not client.is_model_ready("loadable_py")
-    answer = raw.get("/v2/models/loadable_py/ready")
+    assert "never_loaded" not in {entry["name"] for entry in ready_only}
+    assert not client.is_model_ready("never_loaded")
+    answer = raw.get("/v2/models/never_loaded/ready")
     assert answer.status_code == 400
     assert answer.json() == {"error": "Model version not ready"}
 
