@@ -108,6 +108,7 @@ class BackendContext:
     backend_parameters: dict[str, str]  # the server-level backend_config for this backend
     log_verbose: int = 0
     config_json: str = ""  # the config in Triton's JSON shape (GET .../config), made by the main process
+    auto_complete: bool = True  # False: the server was told not to auto-complete configs
 
     @property
     def version_dir(self) -> Path:

@@ -20,11 +20,12 @@ from tritonclient.grpc import model_config_pb2
 from server.core.placement import InstanceSpec
 from server.core.scheduler import create_scheduler
 from server.core.scheduler.base import Scheduler
+from server.core.scheduler.ensemble import ComposingLookup, EnsembleScheduler
 from server.core.scheduler.warmup import run_warmup
 from server.core.stats import ModelStats
 from server.core.validation import RequestValidator
 from server.errors import LoadError, ServerError
-from server.repository import ModelConfig
+from server.repository import ModelConfig, check_model_config
 from server.repository.version_weights import VERSION_WEIGHTS_KEY
 from server.workers.channel import WorkerChannel
 
@@ -120,7 +121,9 @@ async def start_version(
         if isinstance(first, ServerError):
             raise LoadError(first.message)
         raise LoadError(f"{type(first).__name__}: {first}") from first
-    try:  # model_warmup runs on every instance before the version can become READY
+    try:
+        config = served_config(name, config, channels, model_dir)
+        # model_warmup runs on every instance before the version can become READY
         await run_warmup(config, channels, model_dir)
     except BaseException:
         await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
@@ -142,6 +145,50 @@ async def start_version(
         RequestValidator(name, config),
         specs,
     )
+
+
+async def start_ensemble_version(
+    name: str, version: int, *, model_dir: Path, config: ModelConfig, lookup: ComposingLookup
+) -> LoadedVersion:
+    """An ensemble version: no instances, a scheduler that runs its steps over the composing
+    models that `lookup` finds (the registry's READY versions, looked up per request)."""
+    stats = ModelStats()
+    scheduler = EnsembleScheduler(config, version, stats, lookup)
+    await scheduler.start()
+    stats.record_load(0.0)
+    return LoadedVersion(
+        name, version, config, model_dir, [], scheduler, stats, RequestValidator(name, config), []
+    )
+
+
+def served_config(
+    name: str, config: ModelConfig, channels: list[WorkerChannel], model_dir: Path
+) -> ModelConfig:
+    """The config the version serves: as the model completed it while loading (a python model's
+    `auto_complete_config`), checked by the same rules as any config, else as given. Triton
+    serves the completed config (GET .../config, metadata, request checks, batching)."""
+    completed = next((c.completed_config for c in channels if c.completed_config is not None), None)
+    if completed is None:
+        return config
+    completed.name = name
+    errors = [d for d in check_model_config(completed, model_dir) if d.severity == "error"]
+    if errors:
+        details = "\n".join(str(d) for d in errors)
+        raise LoadError(f"the config completed by auto_complete_config is invalid: {details}")
+    return completed
+
+
+def with_routing_of(served: ModelConfig, config: ModelConfig) -> ModelConfig:
+    """`served` with the routing fields (version_policy, version_weights) of a newer `config`:
+    what a kept version shows after a load that changed only those (see instance_key)."""
+    updated = ModelConfig()
+    updated.CopyFrom(served)
+    updated.version_policy.CopyFrom(config.version_policy)
+    if VERSION_WEIGHTS_KEY in config.parameters:
+        updated.parameters[VERSION_WEIGHTS_KEY].CopyFrom(config.parameters[VERSION_WEIGHTS_KEY])
+    elif VERSION_WEIGHTS_KEY in updated.parameters:
+        del updated.parameters[VERSION_WEIGHTS_KEY]
+    return updated
 
 
 def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[Any, ...]:

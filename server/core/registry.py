@@ -18,16 +18,31 @@ from outside (app.py and poller in this module) through `load`, `unload` and `po
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from server.core.model_version import LoadedVersion, instance_key, resolve_auto_kinds, start_version
+from server.core.ensembles import (
+    check_ensemble,
+    composing_failure,
+    composing_names,
+    is_ensemble,
+    reachable_configs,
+)
+from server.core.model_files import folder_fingerprint, write_override_files
+from server.core.model_version import (
+    LoadedVersion,
+    instance_key,
+    resolve_auto_kinds,
+    start_ensemble_version,
+    start_version,
+    with_routing_of,
+)
 from server.core.placement import InstanceSpec, place_instances
 from server.core.routing import WeightedVersionRouter
 from server.core.scheduler.base import Scheduler
@@ -42,6 +57,7 @@ from server.repository import (
 )
 from server.repository.loader import version_folders
 from server.repository.version_weights import config_version_weights
+from server.workers.options import WorkerOptions
 
 log = logging.getLogger("tritonctl.server")
 
@@ -85,6 +101,9 @@ class ModelRegistry:
         drain_timeout: float = 30.0,
     ) -> None:
         self.repositories = [path.resolve() for path in repositories]
+        if isinstance(worker_options, WorkerOptions) and not autocomplete:
+            # --disable-auto-complete-config: python models' auto_complete_config is not called either
+            worker_options = dataclasses.replace(worker_options, auto_complete_config=False)
         self.worker_options = worker_options
         self.visible_gpus = visible_gpus
         self.server_configs: dict[Path, Any] = dict(server_configs or {})
@@ -185,7 +204,7 @@ class ModelRegistry:
             temp_dir: Path | None = None
             try:
                 if files:
-                    temp_dir = self._write_override_files(name, config_json, files)
+                    temp_dir = write_override_files(name, config_json, files)
                     model_dir = temp_dir / name
                 else:
                     found = self.find_model_dir(name)
@@ -201,8 +220,12 @@ class ModelRegistry:
                     raise LoadError(
                         f"at least one version must be available under the version policy of model '{name}'"
                     )
-                specs = place_instances(config, self.visible_gpus)
-                resolve_auto_kinds(config, specs)
+                specs: list[InstanceSpec] = []
+                if is_ensemble(config):
+                    await self._prepare_ensemble(name, config)
+                else:
+                    specs = place_instances(config, self.visible_gpus)
+                    resolve_auto_kinds(config, specs)
             except ServerError as exc:
                 if temp_dir is not None:
                     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -319,7 +342,8 @@ class ModelRegistry:
             slot = record.versions[number]
             if isinstance(result, LoadedVersion):
                 previous = slot.serving
-                result.config = config  # a kept version shows the new policy and weights
+                if result is previous:  # a kept version shows the new policy and weights
+                    result.config = with_routing_of(result.config, config)
                 slot.serving, slot.state, slot.reason = result, READY, ""
                 record.config = config
                 if previous is not None and previous is not result:
@@ -369,6 +393,12 @@ class ModelRegistry:
         if current is not None and slot is not None and slot.state == READY and current.reuse_key == key:
             log.info("'%s' version %d is unchanged: keeping its instances", record.name, number)
             return current
+        if is_ensemble(config):
+            ensemble = await start_ensemble_version(
+                record.name, number, model_dir=model_dir, config=config, lookup=self._composing_version
+            )
+            ensemble.reuse_key = key
+            return ensemble
         loaded = await start_version(
             record.name,
             number,
@@ -380,6 +410,44 @@ class ModelRegistry:
         )
         loaded.reuse_key = key
         return loaded
+
+    async def _prepare_ensemble(self, name: str, config: ModelConfig) -> None:
+        """Load the composing models that do not serve yet (Triton loads them with the ensemble),
+        then check the steps against the configs they serve; raises LoadError."""
+        on_disk = await asyncio.to_thread(reachable_configs, config, self._config_on_disk)
+        check_ensemble(name, on_disk, codes=("E403",))  # a loop would wait on itself below
+        for model in composing_names(config):
+            record = self.models.get(model)
+            if record is not None and record.lock.locked():
+                async with record.lock:
+                    pass  # a load of it is under way: its outcome decides
+            if not any(slot.state == READY for slot in (record or ModelRecord(model)).versions.values()):
+                try:
+                    await self.load(model)
+                except ServerError as exc:
+                    raise composing_failure(name, model, exc.message) from None
+        served: dict[str, ModelConfig | None] = {name: config}
+        for step in reversed(config.ensemble_scheduling.step):
+            version = "" if step.model_version < 0 else str(step.model_version)
+            try:
+                served[step.model_name] = self.get(step.model_name, version).config
+            except ServerError as exc:
+                raise composing_failure(name, step.model_name, exc.message) from None
+        check_ensemble(name, served)
+
+    def _config_on_disk(self, name: str) -> ModelConfig | None:
+        model_dir = self.find_model_dir(name)
+        if model_dir is None:
+            return None
+        server_config = self.server_configs.get(model_dir.parent.resolve())
+        try:
+            return load_model_config(model_dir, server_config, autocomplete=False)
+        except ServerError:
+            return None
+
+    def _composing_version(self, name: str, version: str) -> LoadedVersion:
+        """The version an ensemble step goes to (version "" follows version_weights, if set)."""
+        return self.get(name, version, route=True)
 
     def _on_instance_gave_up(self, name: str, version: int, scheduler: Scheduler, reason: str) -> None:
         """When no instance of a version is left (restarts gave up), the version is UNAVAILABLE."""
@@ -417,33 +485,6 @@ class ModelRegistry:
             shutil.rmtree(record.temp_dir, ignore_errors=True)
         record.temp_dir = new
 
-    def _write_override_files(self, name: str, config_json: str | None, files: dict[str, bytes]) -> Path:
-        """Write `file:<relative path>` overrides into a fresh temporary folder, never elsewhere."""
-        if not config_json:
-            raise LoadError(
-                f"failed to load '{name}': Load parameter 'config' must be specified for model file override"
-            )
-        root = Path(tempfile.mkdtemp(prefix="tritonctl-override-"))
-        model_dir = root / name
-        try:
-            for key, content in files.items():
-                relative = PurePosixPath(key.removeprefix("file:"))
-                if (
-                    not relative.parts
-                    or relative.is_absolute()
-                    or "\\" in key
-                    or any(part in ("", ".", "..") for part in relative.parts)
-                ):
-                    raise LoadError(f"file override '{key}' must be a relative path inside the model folder")
-                target = model_dir.joinpath(*relative.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "xb") as handle:  # "x": never follow or replace anything
-                    handle.write(content)
-        except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
-            raise
-        return root
-
     # ------------------------------------------------------------------ poll mode
 
     def fingerprint(self, name: str) -> tuple[Any, ...] | None:
@@ -451,22 +492,14 @@ class ModelRegistry:
         model_dir = self.find_model_dir(name)
         if model_dir is None:
             return None
-        items: list[tuple[str, int, int]] = []
-        for path in sorted(model_dir.rglob("*")):
-            if "__pycache__" in path.parts:
-                continue
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            items.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
+        items = folder_fingerprint(model_dir)
         server_config = self.server_configs.get(model_dir.parent.resolve())
         entry = b""
         if server_config is not None:
             for item in server_config.model_config_list:
                 if item.config.name == name:
                     entry = item.config.SerializeToString()
-        return (tuple(items), entry)
+        return (items, entry)
 
     async def poll_once(self) -> None:
         """Load new models, reload changed ones, unload removed ones (poll mode)."""

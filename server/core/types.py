@@ -32,6 +32,23 @@ class RequestedOutput:
 
 
 @dataclass(slots=True)
+class ComposingTimings:
+    """Compute time that the steps of one ensemble request spent in their models.
+
+    Triton reports an ensemble's compute durations as these sums; schedulers add to the
+    `timings` of a request that carries one (an ensemble step) and leave other requests alone."""
+
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+    def add(self, compute_input_ns: int, compute_infer_ns: int, compute_output_ns: int) -> None:
+        self.compute_input_ns += compute_input_ns
+        self.compute_infer_ns += compute_infer_ns
+        self.compute_output_ns += compute_output_ns
+
+
+@dataclass(slots=True)
 class InferenceRequest:
     """A decoded inference request. `version` "" means: let the version policy (or weights) choose."""
 
@@ -42,6 +59,7 @@ class InferenceRequest:
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     arrival_ns: int = field(default_factory=time.monotonic_ns)
+    timings: ComposingTimings | None = None  # set on an ensemble step: where its times are summed
 
     def batch_rows(self, max_batch_size: int) -> int:
         """Rows this request contributes to a batch (1 for models without batching)."""

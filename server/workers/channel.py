@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from server.core.types import InferenceRequest, InferenceResult
 from server.errors import ServerError
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 @dataclass(slots=True)
@@ -31,6 +35,9 @@ class WorkerChannel(abc.ABC):
 
     #: e.g. "resnet_0_cpu" / "resnet_1_gpu0": shown in logs, the index and metrics.
     instance_name: str
+    #: The config as the model completed it while loading (a python model's auto_complete_config);
+    #: None when it left the config as given. The registry serves this one, as Triton does.
+    completed_config: ModelConfig | None = None
 
     @abc.abstractmethod
     async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:

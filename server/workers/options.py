@@ -21,6 +21,9 @@ class WorkerOptions:
     # backend -> key -> value, from the server-level backend_config / --backend-config.
     backend_parameters: dict[str, dict[str, str]] = field(default_factory=dict)
     log_verbose: int = 0
+    # False with --disable-auto-complete-config / --strict-model-config: python models'
+    # auto_complete_config is then not called (as in Triton).
+    auto_complete_config: bool = True
     # How long a worker may take to import its framework and load the model.
     load_timeout_s: float = 300.0
     # Batches a channel hands to its worker before waiting for an answer: 2 lets the main process

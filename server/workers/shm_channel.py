@@ -13,9 +13,9 @@ and a slot is reused only after its previous batch's answer has been copied out.
 
 Control records (orjson; tensor bytes never travel in them, nothing is pickled):
   init   {"op":"init", model_name, version, model_dir, backend, config (base64 ModelConfig),
-          instance {name, kind, device_id}, backend_parameters, log_verbose, slots,
-          shm_default_size, shm_growth_size, parent_pid}
-  ready  {"op":"ready", pid, config?}     load_failed {"op":"load_failed", "error": [class, message]}
+          config_json, instance {name, kind, device_id}, backend_parameters, log_verbose,
+          auto_complete, slots, shm_default_size, shm_growth_size, parent_pid}
+  ready  {"op":"ready", pid, config_json?}     load_failed {"op":"load_failed", "error": [class, message]}
   exec   {"op":"exec", seq, slot, requests: [{id, outputs: [names]|null, params?}],
           inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}]}
   done   {"op":"done", seq, t: [compute_input_ns, compute_infer_ns, compute_output_ns],
@@ -97,7 +97,6 @@ class ShmWorkerChannel(WorkerChannel):
         self._closing = False
         self._loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[str] = self._loop.create_future()  # resolves with the reason
-        self.completed_config: Any = None  # set when a python model's auto_complete_config changed it
         _LIVE_PROCESSES.add(process)
 
     @property

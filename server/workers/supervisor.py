@@ -79,6 +79,7 @@ async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agre
             "instance": {"name": spec.name, "kind": spec.kind, "device_id": spec.device_id},
             "backend_parameters": options.backend_parameters.get(backend, {}),
             "log_verbose": options.log_verbose,
+            "auto_complete": options.auto_complete_config,
             "slots": max(1, options.max_in_flight),
             "shm_default_size": options.shm_default_size,
             "shm_growth_size": options.shm_growth_size,
@@ -228,6 +229,7 @@ class InstanceSupervisor(WorkerChannel):
         except LoadError as exc:
             self._set_state("FAILED", exc.message)
             raise
+        self.completed_config = self._channel.completed_config
         self._set_state("READY", "")
         self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 

@@ -281,6 +281,7 @@ def _create_backend(init: dict[str, Any]) -> Backend:
         backend_parameters=init.get("backend_parameters", {}),
         log_verbose=int(init.get("log_verbose", 0)),
         config_json=init.get("config_json", ""),
+        auto_complete=bool(init.get("auto_complete", True)),
     )
     backend = create_backend(init["backend"], context)
     if backend is None:

@@ -62,7 +62,7 @@ class PythonBackend(Backend):
             raise LoadError(f"'{path}' does not define class TritonPythonModel")
 
         config_json = self._config_json()
-        if hasattr(model_class, "auto_complete_config"):
+        if self.context.auto_complete and hasattr(model_class, "auto_complete_config"):
             completed = model_class.auto_complete_config(
                 pb_utils.ModelConfig(json.loads(json.dumps(config_json)))
             )

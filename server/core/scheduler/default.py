@@ -89,6 +89,10 @@ class DefaultScheduler(Scheduler):
                 compute_infer_ns=outcome.compute_infer_ns,
                 compute_output_ns=outcome.compute_output_ns,
             )
+            if request.timings is not None:  # an ensemble step: the ensemble reports the sums
+                request.timings.add(
+                    outcome.compute_input_ns, outcome.compute_infer_ns, outcome.compute_output_ns
+                )
             return result
         except WorkerCrashed:
             self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="BACKEND")

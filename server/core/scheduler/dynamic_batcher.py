@@ -248,6 +248,9 @@ class DynamicBatcher(Scheduler):
                 answered += 1
                 request_ns_total += request_ns
                 queue_ns_total += execution.dispatch_ns - item.enqueue_ns
+                timings = item.request.timings
+                if timings is not None:  # an ensemble step: the ensemble reports the sums
+                    timings.add(outcome.compute_input_ns, outcome.compute_infer_ns, outcome.compute_output_ns)
                 future.set_result(result)
         if answered:  # one statistics call per batch keeps counting off the per-request path
             self.stats.record_successes(

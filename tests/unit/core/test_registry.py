@@ -12,6 +12,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from server.core.dataplane import DataPlane, RepositoryEntry
+from server.core.model_files import write_override_files
 from server.core.model_version import LoadedVersion
 from server.core.registry import (
     LOADING,
@@ -161,23 +162,21 @@ def test_a_model_without_version_folder_is_a_load_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "key", ["file:../escape.py", "file:/etc/passwd", "file:1/../../x", "file:", "file:a\\b"]
 )
-def test_file_overrides_never_leave_their_temporary_folder(tmp_path: Path, key: str) -> None:
-    models = registry(tmp_path)
+def test_file_overrides_never_leave_their_temporary_folder(key: str) -> None:
     with pytest.raises(LoadError, match="must be a relative path inside the model folder"):
-        models._write_override_files("m", "{}", {key: b"x"})
+        write_override_files("m", "{}", {key: b"x"})
 
 
 def test_file_overrides_need_a_config_and_land_in_a_fresh_folder(tmp_path: Path) -> None:
-    models = registry(tmp_path)
     with pytest.raises(LoadError, match="Load parameter 'config' must be specified for model file override"):
-        models._write_override_files("m", None, {"file:1/model.py": b"x"})
-    root = models._write_override_files("m", "{}", {"file:1/model.py": b"code", "1/extra.txt": b"e"})
+        write_override_files("m", None, {"file:1/model.py": b"x"})
+    root = write_override_files("m", "{}", {"file:1/model.py": b"code", "1/extra.txt": b"e"})
     try:
         assert (root / "m" / "1" / "model.py").read_bytes() == b"code"
         assert (root / "m" / "1" / "extra.txt").read_bytes() == b"e"
         assert not root.is_relative_to(tmp_path)
     finally:
-        models._swap_temp_dir(ModelRecord("m", temp_dir=root), None)
+        registry(tmp_path)._swap_temp_dir(ModelRecord("m", temp_dir=root), None)
     assert not root.exists()
 
 
