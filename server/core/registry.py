@@ -244,8 +244,10 @@ class ModelRegistry:
             if failures:
                 raise LoadError(f"load failed for model '{name}': " + "\n".join(failures))
 
-    async def unload(self, name: str) -> None:
-        """Unload every version of the model; it stays in the index as UNAVAILABLE "unloaded"."""
+    async def unload(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload every version of the model; it stays in the index as UNAVAILABLE "unloaded".
+        With `unload_dependents`, an ensemble's composing models go too (but not those that
+        another loaded ensemble still runs)."""
         record = self.models.get(name)
         if record is None:
             return  # Triton answers success for a model that is not loaded (or does not exist)
@@ -256,6 +258,16 @@ class ModelRegistry:
             record.error = ""
             record.fingerprint = None
             self._swap_temp_dir(record, None)
+        if unload_dependents and record.config is not None and is_ensemble(record.config):
+            still_used = {
+                model
+                for loaded in self.loaded_versions()
+                if is_ensemble(loaded.config)
+                for model in composing_names(loaded.config)
+            }
+            for model in composing_names(record.config):
+                if model not in still_used:
+                    await self.unload(model, unload_dependents=True)
 
     async def remove(self, name: str) -> None:
         """Unload the model and forget it (its folder is gone)."""

@@ -1,6 +1,6 @@
 """Ensembles served by the real server, driven by tritonclient: steps in dependency order over a
 python preprocess and an ONNX add_sub, batching passed through, errors with Triton's prefix,
-statistics of the ensemble's own, composing models loaded with the ensemble (explicit mode), and
+statistics of the ensemble's own, composing models loaded (and unloaded) with the ensemble, and
 `tritonctl init --template ensemble` serving at once."""
 
 from __future__ import annotations
@@ -181,4 +181,11 @@ def test_ensembles_serve_over_their_composing_models(tmp_path: Path) -> None:
         assert stats["inference_count"] == 3 + 1 + 8 and stats["execution_count"] == 10
         assert int(inference["compute_infer"]["ns"]) > 0
         assert model_stats(client, "add_sub")["inference_stats"]["success"]["count"] == 10  # type: ignore[index]
+
+        # unload_dependents takes the composing models along; a plain unload leaves them serving.
+        client.unload_model("tmpl", unload_dependents=True)
+        client.unload_model("pipeline")
+        states = {e["name"]: e.get("state") for e in client.get_model_repository_index()}
+        assert [states[n] for n in ("tmpl", "tmpl_scale", "tmpl_offset", "pipeline")] == ["UNAVAILABLE"] * 4
+        assert states["preprocess"] == states["add_sub"] == "READY"
         client.close()
