@@ -46,6 +46,7 @@ class WorkerJob:
     count: int
     distribution: str = "constant"
     seed: int = 0
+    grpc_client: str = "raw"
 
 
 class _Recorder:
@@ -85,7 +86,7 @@ class _Worker:
 
         self.job = job
         self.conn = conn
-        self.sender: Sender = make_sender(job.protocol, job.url)
+        self.sender: Sender = make_sender(job.protocol, job.url, job.grpc_client)
         self.recorder = _Recorder(conn)
         self.generation = 0
         self.running = True

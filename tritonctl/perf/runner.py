@@ -169,6 +169,7 @@ def open_generator(settings: PerfSettings, payloads: list[bytes]) -> LoadGenerat
             settings.workers,
             settings.distribution,
             settings.inputs.seed,
+            settings.grpc_client,
         )
         for index in range(settings.workers)
     ]

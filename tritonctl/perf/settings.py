@@ -75,6 +75,7 @@ class PerfSettings:
     measurement: MeasurementSettings = field(default_factory=MeasurementSettings)
     inputs: InputSettings = field(default_factory=InputSettings)
     workers: int = 1
+    grpc_client: Literal["raw", "grpcio"] = "raw"
 
 
 def normalize_url(url: str | None, protocol: Protocol) -> str:

@@ -1,11 +1,11 @@
 """The two async senders the load generator drives: one prebuilt request in, one outcome out.
 
 `send(payload)` returns None on success or a short error text for a request the server refused;
-it raises TransportError only when the connection itself fails. gRPC rides grpc.aio with
-serializers switched off (the payload is already a serialized ModelInferRequest; the reply is
-never parsed, its status says enough). HTTP is a lean keep-alive HTTP/1.1 client on asyncio +
-httptools: httpx/aiohttp spend more CPU per request than the server under test, which would make
-the generator the bottleneck.
+it raises TransportError only when the connection itself fails. gRPC goes through h2grpc.py by
+default, or grpc.aio with serializers switched off (`--grpc-client grpcio`); either way the payload
+is an already serialized ModelInferRequest and the reply is never parsed (its status says enough).
+HTTP is a lean keep-alive HTTP/1.1 client on asyncio + httptools: httpx/aiohttp spend more CPU per
+request than the server under test, which would make the generator the bottleneck.
 """
 
 from __future__ import annotations
@@ -160,5 +160,12 @@ class HttpSender:
         self._idle.clear()
 
 
-def make_sender(protocol: str, url: str) -> Sender:
-    return GrpcSender(url) if protocol == "grpc" else HttpSender(url)
+def make_sender(protocol: str, url: str, grpc_client: str = "raw") -> Sender:
+    """HTTP: the keep-alive client above. gRPC: our lean HTTP/2 client (`raw`, see h2grpc.py) or grpcio."""
+    if protocol == "http":
+        return HttpSender(url)
+    if grpc_client == "grpcio":
+        return GrpcSender(url)
+    from tritonctl.perf.h2grpc import H2GrpcSender
+
+    return H2GrpcSender(url)
