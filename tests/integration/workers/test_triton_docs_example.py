@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from server.core.placement import place_instances
+from server.errors import LoadError
 from server.workers.options import WorkerOptions
 from server.workers.supervisor import start_worker
 from tests.integration.workers.pool import Workers, output, request
@@ -113,3 +114,17 @@ def test_docs_style_python_model_runs_unchanged(workers: Workers) -> None:
     given_config = json.loads(args["model_config"])  # the auto-completed config, in Triton's JSON shape
     assert given_config["name"] == "add_sub"
     assert [entry["name"] for entry in given_config["output"]] == ["OUTPUT0", "OUTPUT1"]
+
+
+def test_auto_complete_config_is_not_called_when_the_server_says_so(workers: Workers) -> None:
+    # --disable-auto-complete-config / --strict-model-config: the model gets its config as written.
+    model_dir = workers.root / "strict_add_sub"
+    model_dir.mkdir()
+    (model_dir / "config.pbtxt").write_text('name: "strict_add_sub"\nbackend: "python"\n')
+    write_python_source(model_dir, DOCS_STYLE_MODEL)
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), ModelConfig())
+    spec = place_instances(config, [])[0]
+    options = WorkerOptions(auto_complete_config=False)
+    with pytest.raises(LoadError, match="'NoneType' object is not subscriptable"):
+        # initialize() looks up OUTPUT0's config, which only auto_complete_config would have added
+        workers.run(start_worker("strict_add_sub", 1, model_dir, config, spec, options))
