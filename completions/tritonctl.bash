@@ -101,6 +101,7 @@ _tritonctl() {
         "tritonctl perf run:--string-length") return 0 ;;
         "tritonctl perf run:--http-encoding") COMPREPLY=($(compgen -W "binary json" -- "$cur")); return 0 ;;
         "tritonctl perf run:--workers") return 0 ;;
+        "tritonctl perf run:--grpc-client") COMPREPLY=($(compgen -W "raw grpcio" -- "$cur")); return 0 ;;
         "tritonctl perf run:--json") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl perf run:--plot") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
@@ -147,6 +148,16 @@ _tritonctl() {
         "tritonctl serve:--metrics-interval-ms") return 0 ;;
         "tritonctl serve:--allow-cpu-metrics") return 0 ;;
         "tritonctl serve:--http-max-input-size") return 0 ;;
+        "tritonctl serve:--max-pending-requests") return 0 ;;
+        "tritonctl serve:--max-pending-bytes") return 0 ;;
+        "tritonctl serve:--grpc-max-message-size") return 0 ;;
+        "tritonctl serve:--http-restricted-api") return 0 ;;
+        "tritonctl serve:--grpc-restricted-protocol") return 0 ;;
+        "tritonctl serve:--grpc-use-ssl") return 0 ;;
+        "tritonctl serve:--grpc-use-ssl-mutual") return 0 ;;
+        "tritonctl serve:--grpc-server-cert") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl serve:--grpc-server-key") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl serve:--grpc-root-cert") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return 0 ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") COMPREPLY=($(compgen -W "grpc http" -- "$cur")); return 0 ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return 0 ;;
@@ -196,12 +207,12 @@ _tritonctl() {
         "tritonctl models unload") opts="--url -u --protocol -i --help"; cmds="" ;;
         "tritonctl perf") opts="--help"; cmds="compare run" ;;
         "tritonctl perf compare") opts="--plot --help"; cmds="" ;;
-        "tritonctl perf run") opts="--url -u --protocol -i --model-version -x --concurrency-range --request-rate-range --request-distribution --latency-budget-ms -l --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --percentile --input-data --shape --dtype --batch-size -b --seed --string-length --http-encoding --workers --json --csv -f --plot --help"; cmds="" ;;
+        "tritonctl perf run") opts="--url -u --protocol -i --model-version -x --concurrency-range --request-rate-range --request-distribution --latency-budget-ms -l --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --percentile --input-data --shape --dtype --batch-size -b --seed --string-length --http-encoding --workers --grpc-client --json --csv -f --plot --help"; cmds="" ;;
         "tritonctl rollout") opts="--help"; cmds="rollback start status" ;;
         "tritonctl rollout rollback") opts="--url -u --protocol -i --force --state-file --help"; cmds="" ;;
         "tritonctl rollout start") opts="--to-version --url -u --protocol -i --steps --inputs --atol --rtol --max-p99-ratio --max-error-rate --hold-secs --shadow-requests --seed --dry-run --state-file --help"; cmds="" ;;
         "tritonctl rollout status") opts="--url -u --protocol -i --state-file --format -f --help"; cmds="" ;;
-        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --help"; cmds="" ;;
+        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --max-pending-requests --max-pending-bytes --grpc-max-message-size --http-restricted-api --grpc-restricted-protocol --grpc-use-ssl --grpc-use-ssl-mutual --grpc-server-cert --grpc-server-key --grpc-root-cert --help"; cmds="" ;;
         "tritonctl tune") opts="--url -u --protocol -i --model-version -x --instances --max-batch-size --max-queue-delay-us --objective --latency-budget-ms --min-throughput --search --concurrency-range --request-rate-range --request-distribution --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --input-data --shape --dtype --batch-size -b --seed --workers --write-config --report --help"; cmds="" ;;
         "tritonctl validate") opts="--format -f --strict --check-models --no-check-models --server-config --output -o --help"; cmds="" ;;
     esac

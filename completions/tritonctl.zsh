@@ -102,6 +102,7 @@ _tritonctl() {
         "tritonctl perf run:--string-length") return ;;
         "tritonctl perf run:--http-encoding") compadd -- binary json; return ;;
         "tritonctl perf run:--workers") return ;;
+        "tritonctl perf run:--grpc-client") compadd -- raw grpcio; return ;;
         "tritonctl perf run:--json") _files; return ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") _files; return ;;
         "tritonctl perf run:--plot") _files; return ;;
@@ -148,6 +149,16 @@ _tritonctl() {
         "tritonctl serve:--metrics-interval-ms") return ;;
         "tritonctl serve:--allow-cpu-metrics") return ;;
         "tritonctl serve:--http-max-input-size") return ;;
+        "tritonctl serve:--max-pending-requests") return ;;
+        "tritonctl serve:--max-pending-bytes") return ;;
+        "tritonctl serve:--grpc-max-message-size") return ;;
+        "tritonctl serve:--http-restricted-api") return ;;
+        "tritonctl serve:--grpc-restricted-protocol") return ;;
+        "tritonctl serve:--grpc-use-ssl") return ;;
+        "tritonctl serve:--grpc-use-ssl-mutual") return ;;
+        "tritonctl serve:--grpc-server-cert") _files; return ;;
+        "tritonctl serve:--grpc-server-key") _files; return ;;
+        "tritonctl serve:--grpc-root-cert") _files; return ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") compadd -- grpc http; return ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return ;;
@@ -197,12 +208,12 @@ _tritonctl() {
         "tritonctl models unload") opts=('--url' '-u' '--protocol' '-i' '--help'); cmds=(); files=0 ;;
         "tritonctl perf") opts=('--help'); cmds=('compare\:Print the throughput and latency differences between two saved runs, level by level.' 'run\:Sweep load levels and report throughput, latency percentiles and the server-side breakdown.'); files=0 ;;
         "tritonctl perf compare") opts=('--plot' '--help'); cmds=(); files=1 ;;
-        "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
+        "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--grpc-client' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout") opts=('--help'); cmds=('rollback\:Put MODEL back as it was before its last rollout (its original version policy and weights).' 'start\:Roll MODEL out to --to-version\: load beside, shadow, canary steps, promote; roll back on failure.' 'status\:Versions, weights and readiness of MODEL on the server, and its last rollout.'); files=0 ;;
         "tritonctl rollout rollback") opts=('--url' '-u' '--protocol' '-i' '--force' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout start") opts=('--to-version' '--url' '-u' '--protocol' '-i' '--steps' '--inputs' '--atol' '--rtol' '--max-p99-ratio' '--max-error-rate' '--hold-secs' '--shadow-requests' '--seed' '--dry-run' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout status") opts=('--url' '-u' '--protocol' '-i' '--state-file' '--format' '-f' '--help'); cmds=(); files=0 ;;
-        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--help'); cmds=(); files=0 ;;
+        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--help'); cmds=(); files=0 ;;
         "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
     esac

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.core.dataplane import DataPlane
+from server.core.limits import PendingLimits
 from server.core.registry import READY, ModelRegistry
 from server.errors import ConfigError, ServerError
 from server.options import ServerOptions, backend_config_map
@@ -187,6 +188,7 @@ class Server:
             control_mode=options.model_control_mode,
             strict_readiness=options.strict_readiness,
             server_name=options.server_id,
+            limits=PendingLimits(options.max_pending_requests, options.max_pending_bytes),
         )
         for root in options.model_repositories:
             if not root.is_dir():

@@ -7,8 +7,10 @@ container's `tritonserver`) both build it.
 Triton's flags are `--name=value` or `--name value`; booleans take a value (`--allow-grpc=false`),
 and we also accept a bare `--allow-grpc`. Triton flags that have no meaning here (pinned memory
 pools, backend directories, tracing...) are accepted and ignored with a warning, so existing
-command lines keep working; flags that would silently change security or the protocol (TLS,
-SageMaker/Vertex endpoints, restricted APIs) are refused, and so is any flag Triton does not have.
+command lines keep working; flags that would silently change the protocol (SageMaker/Vertex
+endpoints) are refused, and so is any flag Triton does not have, except our own few
+(`--max-pending-requests`, `--max-pending-bytes`, `--grpc-max-message-size`; README "Reliability
+and security"). TLS for gRPC and restricted APIs take Triton's flags.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.core.limits import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_REQUESTS
 from server.errors import ConfigError
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
+DEFAULT_GRPC_MAX_MESSAGE_SIZE = (1 << 31) - 1  # Triton's (INT32_MAX)
 CONTROL_MODES = ("none", "poll", "explicit")
 
 # Triton flags accepted for compatibility but without effect here (the value is still parsed).
@@ -53,8 +57,6 @@ _IGNORED_FLAGS = (
     "grpc-http2-max-ping-strikes",
     "grpc-infer-response-compression-level",
     "grpc-header-forward-pattern",
-    "grpc-restricted-protocol",
-    "http-restricted-api",
     "reuse-http-port",
     "reuse-grpc-port",
     "trace-config",
@@ -74,11 +76,6 @@ _IGNORED_FLAGS = (
 
 # Triton flags we refuse: honouring them silently would change security or the wire protocol.
 _REFUSED_FLAGS = {
-    "grpc-use-ssl": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
-    "grpc-use-ssl-mutual": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
-    "grpc-server-cert": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
-    "grpc-server-key": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
-    "grpc-root-cert": "TLS is not supported: terminate TLS in front of the server (ingress, proxy)",
     "allow-sagemaker": "the SageMaker endpoint is not supported",
     "sagemaker-port": "the SageMaker endpoint is not supported",
     "sagemaker-safe-port-range": "the SageMaker endpoint is not supported",
@@ -97,6 +94,8 @@ _BOOL_FLAGS = (
     "allow-cpu-metrics",
     "strict-readiness",
     "exit-on-error",
+    "grpc-use-ssl",
+    "grpc-use-ssl-mutual",
 )
 # Flags whose parsed value goes straight into the ServerOptions field of the same name.
 _VALUE_FIELDS = (
@@ -114,6 +113,9 @@ _VALUE_FIELDS = (
     "metrics_interval_ms",
     "repository_poll_secs",
     "exit_timeout_secs",
+    "max_pending_requests",
+    "max_pending_bytes",
+    "grpc_max_message_size",
 )
 _TRUE = {"true", "1", "yes", "on", "y"}
 _FALSE = {"false", "0", "no", "off", "n"}
@@ -151,6 +153,17 @@ class ServerOptions:
     allow_gpu_metrics: bool = True
     allow_cpu_metrics: bool = True
     server_id: str = "triton"
+    # Reliability and security (issue #7; README "Reliability and security").
+    max_pending_requests: int = DEFAULT_MAX_PENDING_REQUESTS  # server-wide, 0 = no cap
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES  # input bytes of those requests, 0 = no cap
+    grpc_max_message_size: int = DEFAULT_GRPC_MAX_MESSAGE_SIZE
+    http_restricted_api: list[str] = field(default_factory=list)  # "GROUP[,GROUP]:KEY=VALUE"
+    grpc_restricted_protocol: list[str] = field(default_factory=list)
+    grpc_use_ssl: bool = False
+    grpc_use_ssl_mutual: bool = False  # implies grpc_use_ssl; needs grpc_root_cert
+    grpc_server_cert: Path | None = None
+    grpc_server_key: Path | None = None
+    grpc_root_cert: Path | None = None
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
 
@@ -188,6 +201,34 @@ class ServerOptions:
                 raise ConfigError(f"--{name}-port must be within 0..65535, got {port}")
         for entry in self.backend_config:
             parse_backend_config_entry(entry)
+        self._check_security()
+
+    def _check_security(self) -> None:
+        from server.protocol.restricted import GRPC_HEADER_PREFIX, parse_restrictions
+
+        parse_restrictions(self.http_restricted_api, flag="--http-restricted-api")
+        parse_restrictions(
+            self.grpc_restricted_protocol, flag="--grpc-restricted-protocol", header_prefix=GRPC_HEADER_PREFIX
+        )
+        for flag, value in (
+            ("--max-pending-requests", self.max_pending_requests),
+            ("--max-pending-bytes", self.max_pending_bytes),
+        ):
+            if value < 0:
+                raise ConfigError(f"{flag} must be 0 (no cap) or more, got {value}")
+        if not 0 < self.grpc_max_message_size <= DEFAULT_GRPC_MAX_MESSAGE_SIZE:
+            raise ConfigError(
+                f"--grpc-max-message-size must be within 1..{DEFAULT_GRPC_MAX_MESSAGE_SIZE}, "
+                f"got {self.grpc_max_message_size}"
+            )
+        if self.grpc_use_ssl_mutual:
+            self.grpc_use_ssl = True  # as in Triton
+            if self.grpc_root_cert is None:
+                raise ConfigError(
+                    "--grpc-use-ssl-mutual needs --grpc-root-cert (the CA of client certificates)"
+                )
+        if self.grpc_use_ssl and (self.grpc_server_cert is None or self.grpc_server_key is None):
+            raise ConfigError("gRPC TLS: --grpc-use-ssl needs --grpc-server-cert and --grpc-server-key")
 
 
 def parse_backend_config_entry(entry: str) -> tuple[str, str, str]:
@@ -258,6 +299,13 @@ def _build_parser() -> _ArgumentParser:
     add("--http-max-input-size", dest="http_max_input_size", type=int)
     add("--id", dest="server_id")
     add("--metrics-interval-ms", dest="metrics_interval_ms", type=int)
+    add("--max-pending-requests", dest="max_pending_requests", type=int)
+    add("--max-pending-bytes", dest="max_pending_bytes", type=int)
+    add("--grpc-max-message-size", dest="grpc_max_message_size", type=int)
+    add("--http-restricted-api", dest="http_restricted_api", action="append", default=[])
+    add("--grpc-restricted-protocol", dest="grpc_restricted_protocol", action="append", default=[])
+    for flag in ("grpc-server-cert", "grpc-server-key", "grpc-root-cert"):
+        add(f"--{flag}", dest=flag.replace("-", "_"))
     for flag in _IGNORED_FLAGS:
         add(f"--{flag}", dest=f"ignored:{flag}", action="append", nargs="?", const="")
     for flag in _REFUSED_FLAGS:
@@ -303,6 +351,11 @@ def parse_tritonserver_args(argv: list[str]) -> ServerOptions:
     options.backend_config = list(values["backend_config"])
     if values["server_config"] is not None:
         options.server_config = Path(values["server_config"])
+    options.http_restricted_api = list(values["http_restricted_api"])
+    options.grpc_restricted_protocol = list(values["grpc_restricted_protocol"])
+    for name in ("grpc_server_cert", "grpc_server_key", "grpc_root_cert"):
+        if values[name]:
+            setattr(options, name, Path(values[name]))
 
     for key, value in values.items():
         if value is None:

@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2
 
 from server import __version__
 from server.core.dtypes import config_to_wire
+from server.core.limits import PendingLimits
 from server.core.model_version import LoadedVersion
 from server.core.registry import READY, UNAVAILABLE, ModelRegistry
 from server.core.stats import StatsEntry, statistics_response
@@ -84,8 +85,10 @@ class DataPlane:
         control_mode: str = "none",
         strict_readiness: bool = True,
         server_name: str = "triton",
+        limits: PendingLimits | None = None,
     ) -> None:
         self.registry = registry
+        self.limits = limits  # server-wide cap on pending requests and bytes (limits.py)
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
         self.server_name = server_name
@@ -143,7 +146,14 @@ class DataPlane:
         loaded = self.registry.get(request.model, request.version, route=True)  # version_weights
         loaded.validator.validate(request)
         request.version = str(loaded.version)
-        return await loaded.scheduler.infer(request)
+        limits = self.limits
+        if limits is None:
+            return await loaded.scheduler.infer(request)
+        size = limits.admit(request)  # ServerOverloaded (503) beyond --max-pending-*
+        try:
+            return await loaded.scheduler.infer(request)
+        finally:
+            limits.release(size)
 
     # -- statistics ------------------------------------------------------------------------------
     def model_statistics(self, name: str = "", version: str = "") -> service_pb2.ModelStatisticsResponse:
@@ -195,9 +205,9 @@ class DataPlane:
         await self.registry.load(name, config_json, files)
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
-        # unload_dependents concerns ensembles, which have no dependents to unload here.
+        """Unload a model; with unload_dependents, an ensemble's composing models as well."""
         self._check_model_control()
-        await self.registry.unload(name)
+        await self.registry.unload(name, unload_dependents=unload_dependents)
 
     def _check_model_control(self) -> None:
         if self._exiting:

@@ -116,6 +116,45 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
     http_max_input_size: Annotated[int, typer.Option(help="Largest HTTP request body in bytes.")] = 64
     * 1024
     * 1024,
+    max_pending_requests: Annotated[
+        int, typer.Option(help="Server-wide cap on pending inference requests; beyond it 503 (0 = no cap).")
+    ] = 8192,
+    max_pending_bytes: Annotated[
+        int, typer.Option(help="Server-wide cap on their input bytes; beyond it 503 (0 = no cap).")
+    ] = 1 << 30,
+    grpc_max_message_size: Annotated[
+        int, typer.Option(help="Largest gRPC message in bytes (Triton's: 2147483647).")
+    ] = (1 << 31) - 1,
+    http_restricted_api: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="GROUPS:KEY=VALUE: these API groups need header KEY=VALUE (repeatable), "
+            "e.g. model-repository,statistics:admin-key=s3cret.",
+            show_default=False,
+        ),
+    ] = None,
+    grpc_restricted_protocol: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="GROUPS:KEY=VALUE: these gRPC groups need metadata "
+            "triton-grpc-protocol-KEY=VALUE (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    grpc_use_ssl: Annotated[str, typer.Option(help="Serve gRPC over TLS.", metavar="BOOL")] = "false",
+    grpc_use_ssl_mutual: Annotated[
+        str,
+        typer.Option(help="TLS with client certificates checked against --grpc-root-cert.", metavar="BOOL"),
+    ] = "false",
+    grpc_server_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain) of the gRPC server.", show_default=False)
+    ] = None,
+    grpc_server_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of the gRPC server.", show_default=False)
+    ] = None,
+    grpc_root_cert: Annotated[
+        Path | None, typer.Option(help="PEM CA that client certificates must chain to.", show_default=False)
+    ] = None,
 ) -> None:
     """Serve model repositories over Triton's HTTP and gRPC protocols (plus Prometheus metrics)."""
     from server.app import serve as run_server
@@ -146,6 +185,16 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         metrics_interval_ms=metrics_interval_ms,
         http_max_input_size=http_max_input_size,
         allow_cpu_metrics=_flag(allow_cpu_metrics, "--allow-cpu-metrics"),
+        max_pending_requests=max_pending_requests,
+        max_pending_bytes=max_pending_bytes,
+        grpc_max_message_size=grpc_max_message_size,
+        http_restricted_api=list(http_restricted_api or []),
+        grpc_restricted_protocol=list(grpc_restricted_protocol or []),
+        grpc_use_ssl=_flag(grpc_use_ssl, "--grpc-use-ssl"),
+        grpc_use_ssl_mutual=_flag(grpc_use_ssl_mutual, "--grpc-use-ssl-mutual"),
+        grpc_server_cert=grpc_server_cert,
+        grpc_server_key=grpc_server_key,
+        grpc_root_cert=grpc_root_cert,
     )
     try:
         options.check()

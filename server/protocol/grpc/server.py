@@ -6,11 +6,13 @@ import logging
 from typing import Protocol
 
 import grpc
-from tritonclient.grpc import service_pb2_grpc
 
 from server.errors import ConfigError
 from server.protocol.api import DataPlaneApi
+from server.protocol.grpc.guard import add_guarded_service
 from server.protocol.grpc.service import InferenceService
+from server.protocol.grpc.tls import server_credentials
+from server.protocol.restricted import GRPC_HEADER_PREFIX, parse_restrictions
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +51,24 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
             ("grpc.so_reuseport", 0),
         ]
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(dataplane), server)
+    restrictions = parse_restrictions(
+        getattr(options, "grpc_restricted_protocol", []),
+        flag="--grpc-restricted-protocol",
+        header_prefix=GRPC_HEADER_PREFIX,
+    )
+    # Malformed messages -> INVALID_ARGUMENT, restricted groups -> UNAVAILABLE (guard.py).
+    add_guarded_service(server, InferenceService(dataplane), restrictions)
+    credentials = server_credentials(options)  # TLS (tls.py), None when off
     address = f"{options.grpc_host}:{options.grpc_port}"
     try:
-        port = server.add_insecure_port(address)
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
     if port == 0:
         raise ConfigError(f"cannot listen for gRPC on {address}: the address is in use or invalid")
     await server.start()
-    logger.info("gRPC service listening on %s:%d", options.grpc_host, port)
+    logger.info("gRPC service listening on %s:%d%s", options.grpc_host, port, " (TLS)" if credentials else "")
     return GrpcServer(server, port)

@@ -28,6 +28,7 @@ from server.protocol.http.views import (
     repository_index_json,
     statistics_json,
 )
+from server.protocol.restricted import Restrictions, http_denial
 from server.protocol.tensor_codec import classify
 
 logger = logging.getLogger(__name__)
@@ -85,11 +86,16 @@ Handler = Callable[[HttpRequest, str, str], Awaitable[HttpResponse]]
 class HttpApp:
     """Routes a request to the DataPlane and maps ServerError to Triton's status and body."""
 
-    def __init__(self, dataplane: DataPlaneApi, max_input_size: int) -> None:
+    def __init__(
+        self, dataplane: DataPlaneApi, max_input_size: int, restrictions: Restrictions | None = None
+    ) -> None:
         self.dataplane = dataplane
         self.max_input_size = max_input_size
+        self.restrictions = restrictions or {}  # --http-restricted-api (server/protocol/restricted.py)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if self.restrictions and (denied := http_denial(self.restrictions, request.path, request.headers)):
+            return error_response(403, denied)
         try:
             response = await self._route(request)
         except ServerError as exc:

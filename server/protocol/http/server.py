@@ -21,6 +21,7 @@ import httptools
 
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, error_response
+from server.protocol.restricted import parse_restrictions
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 _MAX_PIPELINED = 32
 # Binary outputs up to this size are joined with the header into one write.
 _JOIN_LIMIT = 64 * 1024
+# Request line plus headers; httptools itself has no limit, so a client could grow them forever.
+MAX_HEAD_SIZE = 64 * 1024
 
 
 def _status_line(status: int) -> bytes:
@@ -77,6 +80,10 @@ class HttpConnection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._body_size = 0
+        # Bytes of whole reads that ended with the head still incomplete (httptools buffers a
+        # header value itself until its line ends, so the count is kept here, per read).
+        self._head_size = 0
+        self._in_head = False
         self._rejected: HttpResponse | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -103,12 +110,19 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        head_before = self._in_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject_and_close(error_response(400, "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             self._reject_and_close(error_response(400, f"malformed HTTP request: {exc}"))
+        if head_before and self._in_head and not self._closing:
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD_SIZE:
+                self._reject_and_close(
+                    error_response(431, f"request line and headers exceed {MAX_HEAD_SIZE} bytes")
+                )
 
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -116,6 +130,8 @@ class HttpConnection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
+        self._head_size = 0
+        self._in_head = True
         self._rejected = None
 
     def on_url(self, url: bytes) -> None:
@@ -125,6 +141,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._limit:
             self._rejected = _too_large(int(length), self._limit)
@@ -276,7 +293,10 @@ class HttpOptions(Protocol):
 
 async def start_http(dataplane: DataPlaneApi, options: HttpOptions) -> HttpServer:
     """Listen on `options.http_host:options.http_port` (port 0: any free port, see `.port`)."""
-    app = HttpApp(dataplane, options.http_max_input_size)
+    restrictions = parse_restrictions(
+        getattr(options, "http_restricted_api", []), flag="--http-restricted-api"
+    )
+    app = HttpApp(dataplane, options.http_max_input_size, restrictions)
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(

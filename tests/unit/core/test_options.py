@@ -98,7 +98,7 @@ def test_legacy_poll_flag_selects_poll_mode() -> None:
     ("argv", "message"),
     [
         (["--model-repository=/m", "--no-such-flag=1"], "unrecognized option"),
-        (["--model-repository=/m", "--grpc-use-ssl=true"], "TLS is not supported"),
+        (["--model-repository=/m", "--grpc-use-ssl=true"], "--grpc-use-ssl needs --grpc-server-cert"),
         (["--model-repository=/m", "--allow-sagemaker=true"], "SageMaker endpoint is not supported"),
         ([], "--model-repository must be specified"),
         (["--model-repository=/m", "--model-control-mode=sometimes"], "--model-control-mode"),
