@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import re
 import shutil
@@ -24,12 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
 from benchmarks.peers import repos
+from benchmarks.peers.floor import ENGINES
 from benchmarks.peers.systems import OURS, TRITON, System, start_ours, start_triton
 from benchmarks.peers.tools import ROOT, Tools, ensure_tools
 
@@ -38,10 +37,26 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
 def _inference_count(system: System) -> int:
-    url = f"http://{system.http_url}/v2/models/{repos.IDENTITY}/stats"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        stats = json.loads(response.read())
-    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+    """Requests the server counted (gRPC statistics: the floor server has no HTTP)."""
+    from tritonclient.grpc import InferenceServerClient
+
+    with InferenceServerClient(system.grpc_url) as client:
+        stats = client.get_inference_statistics(repos.IDENTITY)
+    return int(stats.model_stats[0].inference_stats.success.count)
+
+
+def start_floor(engine: str) -> System:
+    """The minimal identity server of benchmarks/peers/floor.py on one gRPC engine, as a subprocess."""
+    command = [sys.executable, "-m", "benchmarks.peers.floor", "--engine", engine]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout is not None
+    port = int(process.stdout.readline())
+
+    def stop() -> None:
+        process.terminate()
+        process.wait(10)
+
+    return System(f"floor {engine}", f"127.0.0.1:{port}", "", process.pid, stop)
 
 
 def _role(process: psutil.Process, root_pid: int) -> str:
@@ -114,7 +129,7 @@ def measure_cost(
             tid: (used - before_threads.get(tid, 0.0)) * 1e6 / requests
             for tid, used in _thread_cpu(system.pid).items()
         }
-        names = _thread_names(system.pid) if name == OURS else {}
+        names = _thread_names(system.pid) if name != TRITON else {}
         busy = sorted(threads.items(), key=lambda item: -item[1])[:4]
         thread_rows.append(
             f"  {name} main-process threads, CPU us/req: "
@@ -240,6 +255,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="cost measurements per system")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C/C++ frames too)")
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (only samples holding the GIL)")
+    parser.add_argument("--floor", action="store_true", help="also measure minimal gRPC servers (floor.py)")
     parser.add_argument("--no-profile", action="store_true", help="only the CPU-per-request part")
     args = parser.parse_args()
     if not args.no_profile and not shutil.which(str(PY_SPY)):
@@ -249,8 +265,14 @@ def main() -> int:
         repo = Path(folder)
         repos.write_identity(repo)
         ours, triton = start_ours(repo), start_triton(repo, tools)
+        systems = {OURS: ours, TRITON: triton}
+        if args.floor:
+            if args.protocol != "grpc":
+                raise SystemExit("--floor is a gRPC server: use it with --protocol grpc")
+            for engine in ENGINES:
+                floor = start_floor(engine)
+                systems[floor.name] = floor
         try:
-            systems = {OURS: ours, TRITON: triton}
             print(
                 f"\n{args.protocol} c={args.concurrency}, {args.seconds:g} s per run, CPU us per request:\n"
             )
@@ -270,8 +292,8 @@ def main() -> int:
                 )
                 print(f"\nprofile: {summary.relative_to(ROOT)} (raw stacks beside it)")
         finally:
-            ours.stop()
-            triton.stop()
+            for system in systems.values():
+                system.stop()
     return 0
 
 
