@@ -41,8 +41,9 @@ typecheck: $(STAMP)
 test: $(STAMP) perf-analyzer lint typecheck
 	$(PY) -m pytest -q
 
+# Peers (real Triton, MLServer) install into .tools/ on first use; e.g. make bench BENCH_ARGS=--quick
 bench: $(STAMP) perf-analyzer
-	$(PY) -m benchmarks.peers
+	$(PY) -m benchmarks.peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
