@@ -40,6 +40,7 @@ def write_override_files(name: str, config_json: str | None, files: dict[str, by
                 not relative.parts
                 or relative.is_absolute()
                 or "\\" in key
+                or "\x00" in key
                 or any(part in ("", ".", "..") for part in relative.parts)
             ):
                 raise LoadError(f"file override '{key}' must be a relative path inside the model folder")

@@ -43,6 +43,7 @@ from server.core.model_version import (
     start_version,
     with_routing_of,
 )
+from server.core.override_paths import check_override_config
 from server.core.placement import InstanceSpec, place_instances
 from server.core.routing import WeightedVersionRouter
 from server.core.scheduler.base import Scheduler
@@ -307,6 +308,7 @@ class ModelRegistry:
                     "directory name must equal model name"
                 )
             normalize_identity(config, name, model_dir)
+            check_override_config(config)  # no file path from the network leaves the model (issue #7)
             if self.autocomplete:
                 config = fill_defaults(autocomplete_config(config, model_dir))
         else:

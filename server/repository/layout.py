@@ -43,7 +43,7 @@ KNOWN_BACKENDS = ("onnxruntime", "pytorch", "tensorrt", "python", "ensemble")
 
 def validate_model_name(name: str) -> str:
     """Return `name` if it is a safe model name (no path separators, not "." or ".."); else ConfigError."""
-    if name in (".", "..") or not _MODEL_NAME.match(name):
+    if name in (".", "..") or not _MODEL_NAME.fullmatch(name):  # fullmatch: "$" would allow "name\n"
         raise ConfigError(
             f"invalid model name {name!r}: use 1-128 letters, digits, '_', '.', '-' "
             "(not starting with '.' or '-', no '/')"
@@ -52,7 +52,7 @@ def validate_model_name(name: str) -> str:
 
 
 def is_valid_model_name(name: str) -> bool:
-    return name not in (".", "..") and _MODEL_NAME.match(name) is not None
+    return name not in (".", "..") and _MODEL_NAME.fullmatch(name) is not None
 
 
 def backend_of(config: Any) -> str | None:
