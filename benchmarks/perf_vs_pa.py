@@ -7,7 +7,7 @@ throughput of each and their ratio. On a machine where client and server share t
 that spends more CPU per request leaves less to the server: that is exactly what this measures.
 
 Usage:  .venv/bin/python -m benchmarks.perf_vs_pa [--server triton|ours] [--rounds 3]
-            [--interval-ms 2000] [--workers 1] [--concurrency 1,8] [--protocols grpc,http]
+            [--interval-ms 2000] [--workers 0 (auto)] [--concurrency 1,8] [--protocols grpc,http]
 Needs:  perf_analyzer (make perf-analyzer); for --server triton, .tools/triton (PEERS.md).
 """
 
@@ -25,6 +25,7 @@ from benchmarks.http_stack import Unstable, run_perf_analyzer
 
 MODEL = "identity"
 Key = tuple[str, str, int]  # (client, protocol, concurrency)
+Results = dict[Key, dict[int, float]]  # key -> round -> infer/s
 
 
 @contextlib.contextmanager
@@ -49,24 +50,33 @@ def running_server(kind: str, root: Path) -> Iterator[tuple[str, str]]:
 def run_tritonctl(url: str, protocol: str, concurrency: int, interval_ms: int, workers: int) -> float:
     """tritonctl perf with perf_analyzer's settings from run_perf_analyzer (-p, -s 100, -r 5)."""
     from tritonctl.perf.runner import run_sweep
-    from tritonctl.perf.settings import LoadLevel, MeasurementSettings, PerfSettings
+    from tritonctl.perf.settings import LoadLevel, MeasurementSettings, PerfSettings, auto_workers
+
+    levels = (LoadLevel("concurrency", concurrency),)
 
     settings = PerfSettings(
         model=MODEL,
         url=url,
         protocol=protocol,  # type: ignore[arg-type]
-        levels=(LoadLevel("concurrency", concurrency),),
+        levels=levels,
         measurement=MeasurementSettings(
             interval_ms=interval_ms, stability_percentage=100.0, max_trials=5, warmup_ms=0
         ),
-        workers=workers,
+        workers=workers or auto_workers(levels),
     )
     (result,) = run_sweep(settings).results
     return result.throughput
 
 
-def measure(args: argparse.Namespace) -> dict[Key, list[float]]:
-    results: dict[Key, list[float]] = {}
+def measure_one(client: str, url: str, protocol: str, concurrency: int, args: argparse.Namespace) -> float:
+    if client == "perf_analyzer":
+        row = run_perf_analyzer(url, protocol, concurrency, args.interval_ms, model=MODEL)
+        return row["Inferences/Second"]
+    return run_tritonctl(url, protocol, concurrency, args.interval_ms, args.workers)
+
+
+def measure(args: argparse.Namespace) -> Results:
+    results: Results = {}
     with tempfile.TemporaryDirectory() as tmp, running_server(args.server, Path(tmp)) as (http_url, grpc_url):
         urls = {"http": http_url, "grpc": grpc_url}
         for round_index in range(args.rounds):
@@ -76,43 +86,42 @@ def measure(args: argparse.Namespace) -> dict[Key, list[float]]:
                     if round_index % 2:
                         clients.reverse()
                     for client in clients:
-                        url = urls[protocol]
+                        label = f"round {round_index + 1} {protocol} c={concurrency} {client}"
                         try:
-                            if client == "perf_analyzer":
-                                value = run_perf_analyzer(url, protocol, concurrency, args.interval_ms, model=MODEL)[
-                                    "Inferences/Second"
-                                ]
-                            else:
-                                value = run_tritonctl(url, protocol, concurrency, args.interval_ms, args.workers)
+                            value = measure_one(client, urls[protocol], protocol, concurrency, args)
                         except Unstable as exc:
-                            print(f"round {round_index + 1}: {exc}; skipped")
+                            print(f"{label}: {exc}; skipped")
                             continue
-                        results.setdefault((client, protocol, concurrency), []).append(value)
-                        print(f"round {round_index + 1} {protocol} c={concurrency} {client}: {value:.0f} infer/s")
+                        results.setdefault((client, protocol, concurrency), {})[round_index] = value
+                        print(f"{label}: {value:.0f} infer/s")
     return results
 
 
-def report(args: argparse.Namespace, results: dict[Key, list[float]]) -> str:
+def report(args: argparse.Namespace, results: Results) -> str:
+    server = "real Triton 2.51 (pytriton bundle)" if args.server == "triton" else "ours"
     lines = [
-        f"- Command: `.venv/bin/python -m benchmarks.perf_vs_pa --server {args.server} --rounds {args.rounds} "
-        f"--interval-ms {args.interval_ms} --workers {args.workers}`",
-        f"- Server: {'real Triton 2.51 (pytriton bundle)' if args.server == 'triton' else 'ours'}, "
-        f"python-backend identity FP32[16], batch 1; machine: {platform.machine()}, "
-        f"{platform.python_version()}",
+        f"- Command: `.venv/bin/python -m benchmarks.perf_vs_pa --server {args.server} "
+        f"--rounds {args.rounds} --interval-ms {args.interval_ms} --workers {args.workers}`",
+        f"- Server: {server}, python-backend identity FP32[16], batch 1; "
+        f"{platform.machine()}, Python {platform.python_version()}",
         "",
-        "| protocol | concurrency | perf_analyzer infer/s | tritonctl perf infer/s | ratio |",
-        "|---|---|---|---|---|",
+        "| protocol | concurrency | perf_analyzer infer/s | tritonctl perf infer/s | ratio of medians "
+        "| median of per-round ratios |",
+        "|---|---|---|---|---|---|",
     ]
     for protocol in args.protocols:
         for concurrency in args.concurrency:
-            pa = results.get(("perf_analyzer", protocol, concurrency), [])
-            ours = results.get(("tritonctl", protocol, concurrency), [])
-            if not pa or not ours:
+            pa = results.get(("perf_analyzer", protocol, concurrency), {})
+            ours = results.get(("tritonctl", protocol, concurrency), {})
+            rounds = sorted(set(pa) & set(ours))
+            if not rounds:
                 continue
-            pa_median, ours_median = statistics.median(pa), statistics.median(ours)
+            pa_median, ours_median = statistics.median(pa.values()), statistics.median(ours.values())
+            # Paired: both clients of one round ran back to back, under the same machine load.
+            paired = statistics.median(ours[r] / pa[r] for r in rounds)
             lines.append(
                 f"| {protocol} | {concurrency} | {pa_median:.0f} | {ours_median:.0f} | "
-                f"**{ours_median / pa_median:.2f}** |"
+                f"{ours_median / pa_median:.2f} | **{paired:.2f}** |"
             )
     return "\n".join(lines)
 
@@ -122,7 +131,7 @@ def main() -> None:
     parser.add_argument("--server", choices=("triton", "ours"), default="triton")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval-ms", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=1, help="tritonctl perf load processes")
+    parser.add_argument("--workers", type=int, default=0, help="tritonctl perf load processes (0: auto)")
     parser.add_argument("--concurrency", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8])
     parser.add_argument("--protocols", type=lambda s: s.split(","), default=["grpc", "http"])
     args = parser.parse_args()

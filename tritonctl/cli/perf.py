@@ -183,7 +183,11 @@ GrpcClientOption = Annotated[
 ]
 WorkersOption = Annotated[
     int,
-    typer.Option("--workers", help="Load generator processes (more when one process cannot keep up).", min=1),
+    typer.Option(
+        "--workers",
+        help="Load generator processes; 0 = auto (2 to 4 by CPU count, at most the concurrency).",
+        min=0,
+    ),
 ]
 
 
@@ -233,6 +237,7 @@ def make_settings(
         InputSettings,
         MeasurementSettings,
         PerfSettings,
+        auto_workers,
         check_input_source,
         normalize_url,
         parse_datatype,
@@ -265,7 +270,7 @@ def make_settings(
             string_length=string_length,
             http_encoding=http_encoding.value,
         ),
-        workers=workers,
+        workers=workers or auto_workers(levels),
         grpc_client=grpc_client.value,
     )
 
@@ -368,7 +373,7 @@ def run(
             "--http-encoding", help="HTTP tensors: Triton's binary extension, or plain JSON (KServe v2)."
         ),
     ] = HttpEncoding.binary,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = 0,
     grpc_client: GrpcClientOption = GrpcClient.raw,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write results as JSON.", dir_okay=False, show_default=False)

@@ -197,7 +197,7 @@ def tune(
     dtype: DtypeOption = None,
     batch_size: BatchOption = 1,
     seed: SeedOption = 0,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = 0,
     write_config: Annotated[
         Path | None,
         typer.Option(

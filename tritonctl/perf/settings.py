@@ -7,6 +7,7 @@ carry over. Everything here is pure: the CLI builds a `PerfSettings` and the run
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,16 @@ class PerfSettings:
     inputs: InputSettings = field(default_factory=InputSettings)
     workers: int = 1
     grpc_client: Literal["raw", "grpcio"] = "raw"
+
+
+def auto_workers(levels: tuple[LoadLevel, ...]) -> int:
+    """Load processes when the user does not say: several, because one asyncio process gets one
+    thread's share of a crowded CPU (perf_analyzer runs a thread per context), but never more than
+    the concurrency (idle processes only cost start-up time)."""
+    want = max(2, min(4, (os.cpu_count() or 1) // 2))
+    if levels and levels[0].mode == "concurrency":
+        want = min(want, int(max(level.value for level in levels)))
+    return max(1, want)
 
 
 def normalize_url(url: str | None, protocol: Protocol) -> str:

@@ -72,3 +72,14 @@ def test_urls() -> None:
 
 def test_level_labels() -> None:
     assert LoadLevel("concurrency", 4).label == "concurrency 4"
+
+
+def test_auto_workers_never_exceed_the_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tritonctl.perf.settings import auto_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert auto_workers(parse_range("1", "concurrency")) == 1
+    assert auto_workers(parse_range("1:8", "concurrency")) == 4
+    assert auto_workers(parse_range("100", "request_rate")) == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert auto_workers(parse_range("8", "concurrency")) == 2
