@@ -13,9 +13,15 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from helpers import LoadThreads, identity_inputs, shm_segments, wait_for, worker_pids
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.reliability.helpers import (
+    LoadThreads,
+    identity_inputs,
+    shm_segments,
+    wait_for,
+    worker_pids,
+)
 from tests.support.models import INIT_FAILURE_MESSAGE, write_python_model, write_python_source
 from tests.support.server import start_server
 

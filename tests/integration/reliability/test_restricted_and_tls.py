@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from certificates import make_certificates
-from helpers import identity_inputs
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.reliability.certificates import make_certificates
+from tests.integration.reliability.helpers import identity_inputs
 from tests.support.models import write_python_model
 from tests.support.server import start_server
 
