@@ -36,13 +36,13 @@ OUT = ROOT / "benchmarks" / "out"
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
-def _inference_count(system: System) -> int:
-    """Requests the server counted (gRPC statistics: the floor server has no HTTP)."""
+def _counts(system: System) -> tuple[int, int]:
+    """(requests, executions) the server counted (gRPC statistics: the floor server has no HTTP)."""
     from tritonclient.grpc import InferenceServerClient
 
     with InferenceServerClient(system.grpc_url) as client:
-        stats = client.get_inference_statistics(repos.IDENTITY)
-    return int(stats.model_stats[0].inference_stats.success.count)
+        stats = client.get_inference_statistics(repos.IDENTITY).model_stats[0]
+    return int(stats.inference_stats.success.count), int(stats.execution_count)
 
 
 def start_floor(engine: str) -> System:
@@ -119,12 +119,13 @@ def measure_cost(
     """One row per system: requests/s and CPU us per request of each process role and of the client."""
     rows, thread_rows = [], []
     for name, system in systems.items():
-        before_cpu, before_count = _cpu_seconds(system.pid), _inference_count(system)
+        before_cpu, (before_count, before_runs) = _cpu_seconds(system.pid), _counts(system)
         before_threads = _thread_cpu(system.pid)
         started = time.monotonic()
         client_cpu = _load(tools, system, protocol, concurrency, seconds)
         elapsed = time.monotonic() - started
-        after_cpu, requests = _cpu_seconds(system.pid), _inference_count(system) - before_count
+        after_cpu, (after_count, after_runs) = _cpu_seconds(system.pid), _counts(system)
+        requests = after_count - before_count
         threads = {
             tid: (used - before_threads.get(tid, 0.0)) * 1e6 / requests
             for tid, used in _thread_cpu(system.pid).items()
@@ -141,7 +142,8 @@ def measure_cost(
         roles = ", ".join(f"{role} {cost:.0f}" for role, cost in sorted(per_role.items()))
         rows.append(
             f"| {name} | {requests / elapsed:.0f} | {sum(per_role.values()):.0f} | {roles} | "
-            f"{client_cpu * 1e6 / requests:.0f} | {os.getloadavg()[0]:.1f} |"
+            f"{requests / max(after_runs - before_runs, 1):.1f} | {client_cpu * 1e6 / requests:.0f} | "
+            f"{os.getloadavg()[0]:.1f} |"
         )
     return "\n".join(rows) + "\n" + "\n".join(thread_rows)
 
@@ -276,8 +278,10 @@ def main() -> int:
             print(
                 f"\n{args.protocol} c={args.concurrency}, {args.seconds:g} s per run, CPU us per request:\n"
             )
-            print("| system | infer/s | server CPU us/req | by process | perf_analyzer CPU us/req | load |")
-            print("|---|---|---|---|---|---|")
+            print(
+                "| system | infer/s | server CPU us/req | by process | avg batch | client CPU us/req | load |"
+            )
+            print("|---|---|---|---|---|---|---|")
             for _ in range(args.rounds):
                 print(measure_cost(tools, systems, args.protocol, args.concurrency, args.seconds), flush=True)
             if not args.no_profile:
