@@ -114,15 +114,15 @@ class _Worker:
                 await asyncio.sleep(0.001)  # a refusing server must not turn the generator into a spin loop
 
     async def _open_schedule(self, generation: int, rate: float) -> None:
+        # `rate` is this process's share; constant schedules of the processes interleave evenly.
         interval = 1e9 / rate
         poisson = self.job.distribution == "poisson"
         due = time.monotonic_ns() + (0.0 if poisson else interval * self.job.index / self.job.count)
-        share = interval * self.job.count  # this process sends 1/count of the requests
         while self.generation == generation:
             now = time.monotonic_ns()
             while due <= now:
                 self._keep(asyncio.ensure_future(self._one(generation, int(due))))
-                due += float(self.rng.exponential(share)) if poisson else share
+                due += float(self.rng.exponential(interval)) if poisson else interval
             # A plain sleep: the loop's timers are precise enough, and spinning until the due time
             # would take CPU from a server that shares the machine. Lateness counts as latency.
             await asyncio.sleep(max(due - time.monotonic_ns(), 0) / 1e9)
