@@ -1,6 +1,4 @@
-"""`tritonctl perf` against real servers: sweeps in both loop modes, outputs, errors (short windows).
-
-The servers here run in the default model-control mode, which also lets `tune` show its refusal."""
+"""`tritonctl perf` against real servers: sweeps in both loop modes, outputs, errors (short windows)."""
 
 from __future__ import annotations
 
@@ -46,15 +44,15 @@ def check_results(document: dict[str, Any], level_key: str, levels: list[float],
             assert entry["server_us"] is None
 
 
-def test_concurrency_sweep_over_grpc(static_target: Target, tmp_path: Path) -> None:
+def test_concurrency_sweep_over_grpc(target: Target, tmp_path: Path) -> None:
     out = tmp_path / "run.json"
     table = tmp_path / "run.csv"
     plot = tmp_path / "run.png"
-    args = ["identity", "-u", static_target.grpc_url, "--concurrency-range", "1:2"]
+    args = ["identity", "-u", target.grpc_url, "--concurrency-range", "1:2"]
     result = run_perf(*args, *QUICK, "--json", str(out), "--csv", str(table), "--plot", str(plot))
     document = json.loads(out.read_text())
     check_results(document, "concurrency", [1, 2], server=True)
-    assert document["protocol"] == "grpc" and document["url"] == static_target.grpc_url
+    assert document["protocol"] == "grpc" and document["url"] == target.grpc_url
     rows = list(csv.DictReader(table.read_text().splitlines()))
     assert [row["Concurrency"] for row in rows] == ["1", "2"]
     assert float(rows[0]["Inferences/Second"]) == pytest.approx(
@@ -65,9 +63,9 @@ def test_concurrency_sweep_over_grpc(static_target: Target, tmp_path: Path) -> N
     assert "identity" in result.output
 
 
-def test_request_rate_sweep_over_http(static_target: Target, tmp_path: Path) -> None:
+def test_request_rate_sweep_over_http(target: Target, tmp_path: Path) -> None:
     out = tmp_path / "rate.json"
-    args = ["identity", "-i", "http", "-u", static_target.http_url, "--request-rate-range", "40:80:40"]
+    args = ["identity", "-i", "http", "-u", target.http_url, "--request-rate-range", "40:80:40"]
     run_perf(*args, "--request-distribution", "poisson", *QUICK, "--json", str(out))
     document = json.loads(out.read_text())
     check_results(document, "request_rate", [40.0, 80.0], server=True)
@@ -76,12 +74,12 @@ def test_request_rate_sweep_over_http(static_target: Target, tmp_path: Path) -> 
         assert entry["throughput"] == pytest.approx(entry["request_rate"], rel=0.5)
 
 
-def test_count_windows_with_batches(static_target: Target, tmp_path: Path) -> None:
+def test_count_windows_with_batches(target: Target, tmp_path: Path) -> None:
     out = tmp_path / "count.json"
     args = [
         "mlp",
         "-u",
-        static_target.grpc_url,
+        target.grpc_url,
         "--request-count",
         "20",
         "-b",
@@ -93,18 +91,24 @@ def test_count_windows_with_batches(static_target: Target, tmp_path: Path) -> No
     check_results(json.loads(out.read_text()), "concurrency", [2], server=True)
 
 
-def test_every_request_refused_exits_1_with_the_server_message(static_target: Target) -> None:
+def test_every_request_refused_exits_1_with_the_server_message(target: Target) -> None:
     # INPUT0 is FP32[16]: sending 3 values makes the server refuse every request.
-    result = runner.invoke(
-        app, ["perf", "identity", "-u", static_target.grpc_url, "--shape", "INPUT0:3", *QUICK]
-    )
+    result = runner.invoke(app, ["perf", "identity", "-u", target.grpc_url, "--shape", "INPUT0:3", *QUICK])
     assert result.exit_code == 1, result.output
     assert "every request failed" in result.output and "INVALID_ARGUMENT" in result.output
 
 
-def test_unknown_model_exits_1(static_target: Target) -> None:
-    result = runner.invoke(app, ["perf", "no_such_model", "-i", "http", "-u", static_target.http_url, *QUICK])
+def test_unknown_model_exits_1(target: Target) -> None:
+    result = runner.invoke(app, ["perf", "no_such_model", "-i", "http", "-u", target.http_url, *QUICK])
     assert result.exit_code == 1 and "no_such_model" in result.output
+
+
+def test_latency_budget_stops_the_sweep(target: Target, tmp_path: Path) -> None:
+    out = tmp_path / "budget.json"
+    args = ["identity", "-u", target.grpc_url, "--concurrency-range", "1:4", "--latency-budget-ms", "0.001"]
+    result = run_perf(*args, *QUICK, "--json", str(out))
+    assert [entry["concurrency"] for entry in json.loads(out.read_text())["results"]] == [1]
+    assert "over the latency budget" in result.output
 
 
 def test_tune_explains_that_it_needs_explicit_mode(static_target: Target) -> None:
