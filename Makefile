@@ -6,7 +6,7 @@ PA_VENV := .tools/pa
 EXAMPLES := examples/repository
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test setup perf-analyzer examples completions lint typecheck unit integration bench clean
+.PHONY: serve test setup perf-analyzer examples completions lint typecheck unit integration bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test: $(STAMP) perf-analyzer lint typecheck
 # Peers (real Triton, MLServer) install into .tools/ on first use; e.g. make bench BENCH_ARGS=--quick
 bench: $(STAMP) perf-analyzer
 	$(PY) -m benchmarks.peers $(BENCH_ARGS)
+
+# Reliability (RELIABILITY.md): 100k+ hostile HTTP/gRPC requests with zero crashes; a steady-load soak
+# with the RSS of the server and its workers sampled (10 minutes by default).
+fuzz: $(STAMP)
+	$(PY) -m benchmarks.fuzz_long --requests 100000 --json benchmarks/out/fuzz_long.json
+
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak --json benchmarks/out/soak.json
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

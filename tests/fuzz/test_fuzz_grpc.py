@@ -1,0 +1,47 @@
+"""gRPC fuzzing against the real server (short, deterministic run; `make fuzz` runs 100k+).
+
+Every call must be answered, never with INTERNAL / UNKNOWN, and the server must stay live."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tests.fuzz.grpc_cases import GrpcCase, call, check, grpc_cases
+from tests.support.server import RunningServer
+
+pytestmark = pytest.mark.integration
+
+SHORT = settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+
+
+@pytest.fixture(scope="module")
+def channel(fuzz_server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(fuzz_server.grpc_url) as opened:
+        yield opened
+
+
+@SHORT
+@given(case=grpc_cases())
+def test_grpc_calls_never_fail_internally_or_kill_the_server(
+    fuzz_server: RunningServer, channel: grpc.Channel, case: GrpcCase
+) -> None:
+    check(case, call(channel, case))
+    assert fuzz_server.process.poll() is None, fuzz_server.log[-3000:]
+
+
+def test_the_server_is_still_healthy_after_fuzzing(fuzz_server: RunningServer) -> None:
+    assert fuzz_server.get("/v2/health/ready")[0] == 200
