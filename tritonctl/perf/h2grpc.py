@@ -22,45 +22,37 @@ from urllib.parse import unquote
 
 import hpack
 
+from server.protocol.h2frames import (  # framing shared with our HTTP/2 gRPC server
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    GRPC_STATUS,
+    HEADERS,
+    LAST_STREAM_ID,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_FRAME_SIZE,
+    WINDOW_UPDATE,
+    frame,
+    grpc_message,
+)
+from server.protocol.h2frames import hpack_int as _hpack_int
+from server.protocol.h2frames import hpack_string as _hpack_string
 from tritonctl.perf.transport import TransportError
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
-SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x3, 0x4, 0x5
-REFUSED_STREAM = 0x7
 REFUSED = "refused"  # outcome of a stream the server refused before processing it: sent again
-MAX_WINDOW = 2**31 - 1
-DEFAULT_WINDOW = 65_535
-LAST_STREAM_ID = 2**31 - 1
-GRPC_STATUS = {
-    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
-    6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-    10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
-    15: "DATA_LOSS", 16: "UNAUTHENTICATED",
-}  # fmt: skip
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream_id) + payload
-
-
-def _hpack_int(value: int, prefix_bits: int, first_byte: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first_byte | value])
-    out = bytearray([first_byte | limit])
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _hpack_string(text: str) -> bytes:
-    raw = text.encode("latin-1")
-    return _hpack_int(len(raw), 7, 0x00) + raw  # no Huffman coding
 
 
 def request_header_block(authority: str, path: str) -> bytes:
@@ -75,11 +67,6 @@ def request_header_block(authority: str, path: str) -> bytes:
         block += _hpack_int(static_index, 4, 0x00) + _hpack_string(value)
     block += b"\x00" + _hpack_string("te") + _hpack_string("trailers")
     return bytes(block)
-
-
-def grpc_message(payload: bytes) -> bytes:
-    """gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, the bytes."""
-    return b"\x00" + struct.pack(">I", len(payload)) + payload
 
 
 class _Stream:
