@@ -10,7 +10,7 @@ import grpc
 from server.errors import ConfigError
 from server.protocol.api import DataPlaneApi
 from server.protocol.grpc.guard import add_guarded_service
-from server.protocol.grpc.service import InferenceService
+from server.protocol.grpc.service import InferenceRpcs
 from server.protocol.grpc.tls import server_credentials
 from server.protocol.restricted import GRPC_HEADER_PREFIX, parse_restrictions
 
@@ -57,7 +57,7 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
         header_prefix=GRPC_HEADER_PREFIX,
     )
     # Malformed messages -> INVALID_ARGUMENT, restricted groups -> UNAVAILABLE (guard.py).
-    add_guarded_service(server, InferenceService(dataplane), restrictions)
+    add_guarded_service(server, InferenceRpcs(dataplane), restrictions)
     credentials = server_credentials(options)  # TLS (tls.py), None when off
     address = f"{options.grpc_host}:{options.grpc_port}"
     try:

@@ -1,20 +1,21 @@
-"""`inference.GRPCInferenceService` on grpc.aio, from tritonclient's generated stubs.
+"""`inference.GRPCInferenceService`: the one implementation of every RPC, for both gRPC stacks.
 
-Every RPC maps ServerError to its gRPC status (server/errors.py) by setting the code and details
-on the context and returning an empty message, which is cheaper than `context.abort` (no
-exception unwinds through grpc). Shared memory, trace and logging answer UNIMPLEMENTED.
+Each RPC is `async def Name(request) -> response` on protobuf messages (ModelStreamInfer: an async
+iterator of requests -> one of responses) and raises on failure; it knows nothing of the transport.
+grpc.aio (guard.py) and our lean HTTP/2 server (h2server.py) call the same methods and turn the
+exceptions into gRPC statuses with `grpc_status`. Shared memory, trace and logging answer
+UNIMPLEMENTED. `METHODS` describes every RPC from the service descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
-import grpc
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc
 
 from server.errors import ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
@@ -23,49 +24,61 @@ from server.protocol.tensor_codec import classify
 
 logger = logging.getLogger(__name__)
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Response = TypeVar("Response")
+SERVICE_NAME = "inference.GRPCInferenceService"
+UNKNOWN, INTERNAL = 2, 13
 
 
-def _fail(context: Context, error: Exception) -> None:
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One RPC of the service: its name, message classes and shape."""
+
+    name: str
+    request_type: Any
+    response_type: Any
+    streaming: bool  # bidirectional (ModelStreamInfer); every other RPC is unary
+
+
+def _methods() -> dict[str, Method]:
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    return {
+        name: Method(
+            name,
+            getattr(pb, method.input_type.name),
+            getattr(pb, method.output_type.name),
+            method.client_streaming or method.server_streaming,
+        )
+        for name, method in service.methods_by_name.items()
+    }
+
+
+METHODS = _methods()
+
+
+def grpc_status(error: BaseException) -> tuple[int, str]:
+    """(gRPC status code, message) for an exception an RPC raised; unexpected ones are logged."""
     if isinstance(error, ServerError):
-        context.set_code(error.grpc_code)
-        context.set_details(error.message)
-        return
+        return int(error.grpc_code.value[0]), error.message
     logger.exception("unhandled error in a gRPC call", exc_info=error)
-    context.set_code(grpc.StatusCode.INTERNAL)
-    context.set_details(f"internal error: {type(error).__name__}: {error}")
+    return INTERNAL, f"internal error: {type(error).__name__}: {error}"
 
 
-def _call(context: Context, empty: Response, compute: Callable[[], Response]) -> Response:
-    try:
-        return compute()
-    except Exception as exc:
-        _fail(context, exc)
-        return empty
+class InferenceRpcs:
+    """Every RPC of the service over the DataPlane; failures raise (see grpc_status)."""
 
-
-class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(self, dataplane: DataPlaneApi) -> None:
         self.dataplane = dataplane
 
     # -- health and metadata ---------------------------------------------------------------------
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dataplane.live())
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
-        return _call(
-            context,
-            pb.ModelReadyResponse(),
-            lambda: pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version)),
-        )
+    async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
 
-    async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: Context
-    ) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
         metadata = self.dataplane.server_metadata()
         return pb.ServerMetadataResponse(
             name=metadata.get("name", ""),
@@ -73,37 +86,22 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             extensions=metadata.get("extensions", []),
         )
 
-    async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: Context
-    ) -> pb.ModelMetadataResponse:
-        def build() -> pb.ModelMetadataResponse:
-            metadata = self.dataplane.model_metadata(request.name, request.version)
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=metadata.name,
-                versions=list(metadata.versions),
-                platform=metadata.platform,
-                inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
-                outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
-            )
-
-        return _call(context, pb.ModelMetadataResponse(), build)
-
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
-        return _call(
-            context,
-            pb.ModelConfigResponse(),
-            lambda: pb.ModelConfigResponse(config=self.dataplane.model_config(request.name, request.version)),
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        metadata = self.dataplane.model_metadata(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=metadata.name,
+            versions=list(metadata.versions),
+            platform=metadata.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
         )
 
-    async def ModelStatistics(
-        self, request: pb.ModelStatisticsRequest, context: Context
-    ) -> pb.ModelStatisticsResponse:
-        return _call(
-            context,
-            pb.ModelStatisticsResponse(),
-            lambda: self.dataplane.model_statistics(request.name, request.version),
-        )
+    async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self.dataplane.model_config(request.name, request.version))
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+        return self.dataplane.model_statistics(request.name, request.version)
 
     # -- inference -------------------------------------------------------------------------------
     async def _infer(self, request: pb.ModelInferRequest, final_flag: bool) -> pb.ModelInferResponse:
@@ -120,15 +118,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
                     tensor.datatype = "BYTES"
         return encode_infer_result(result, final_flag)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        try:
-            return await self._infer(request, final_flag=False)
-        except Exception as exc:
-            _fail(context, exc)
-            return pb.ModelInferResponse()
+    async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        return await self._infer(request, final_flag=False)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest]
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests of one stream run concurrently; each answer is written when it is ready.
 
@@ -179,80 +173,58 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             )
 
     # -- repository ------------------------------------------------------------------------------
-    async def RepositoryIndex(
-        self, request: pb.RepositoryIndexRequest, context: Context
-    ) -> pb.RepositoryIndexResponse:
-        def build() -> pb.RepositoryIndexResponse:
-            entry = pb.RepositoryIndexResponse.ModelIndex
-            return pb.RepositoryIndexResponse(
-                models=[
-                    entry(name=e.name, version=e.version, state=e.state, reason=e.reason)
-                    for e in self.dataplane.repository_index(request.ready)
-                ]
-            )
-
-        return _call(context, pb.RepositoryIndexResponse(), build)
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[
+                entry(name=e.name, version=e.version, state=e.state, reason=e.reason)
+                for e in self.dataplane.repository_index(request.ready)
+            ]
+        )
 
     async def RepositoryModelLoad(
-        self, request: pb.RepositoryModelLoadRequest, context: Context
+        self, request: pb.RepositoryModelLoadRequest
     ) -> pb.RepositoryModelLoadResponse:
-        try:
-            config: str | None = None
-            files: dict[str, bytes] = {}
-            for key, parameter in request.parameters.items():
-                value = parameter_value(parameter)
-                if key == "config":
-                    config = value if isinstance(value, str) else None
-                elif key.startswith("file:"):
-                    files[key] = value if isinstance(value, bytes) else str(value).encode()
-            await self.dataplane.load_model(request.model_name, config, files or None)
-        except Exception as exc:
-            _fail(context, exc)
+        config: str | None = None
+        files: dict[str, bytes] = {}
+        for key, parameter in request.parameters.items():
+            value = parameter_value(parameter)
+            if key == "config":
+                config = value if isinstance(value, str) else None
+            elif key.startswith("file:"):
+                files[key] = value if isinstance(value, bytes) else str(value).encode()
+        await self.dataplane.load_model(request.model_name, config, files or None)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest, context: Context
+        self, request: pb.RepositoryModelUnloadRequest
     ) -> pb.RepositoryModelUnloadResponse:
-        try:
-            dependents = request.parameters.get("unload_dependents")
-            unload_dependents = bool(parameter_value(dependents)) if dependents is not None else False
-            await self.dataplane.unload_model(request.model_name, unload_dependents)
-        except Exception as exc:
-            _fail(context, exc)
+        dependents = request.parameters.get("unload_dependents")
+        unload_dependents = bool(parameter_value(dependents)) if dependents is not None else False
+        await self.dataplane.unload_model(request.model_name, unload_dependents)
         return pb.RepositoryModelUnloadResponse()
 
     # -- extensions we do not offer --------------------------------------------------------------
-    def _unsupported(self, context: Context, what: str) -> None:
-        _fail(context, Unsupported(f"{what} is not supported by this server"))
+    async def SystemSharedMemoryStatus(self, request: Any) -> Any:
+        raise Unsupported("the system shared-memory extension is not supported by this server")
 
-    async def SystemSharedMemoryStatus(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the system shared-memory extension")
-        return pb.SystemSharedMemoryStatusResponse()
+    async def SystemSharedMemoryRegister(self, request: Any) -> Any:
+        raise Unsupported("the system shared-memory extension is not supported by this server")
 
-    async def SystemSharedMemoryRegister(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the system shared-memory extension")
-        return pb.SystemSharedMemoryRegisterResponse()
+    async def SystemSharedMemoryUnregister(self, request: Any) -> Any:
+        raise Unsupported("the system shared-memory extension is not supported by this server")
 
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the system shared-memory extension")
-        return pb.SystemSharedMemoryUnregisterResponse()
+    async def CudaSharedMemoryStatus(self, request: Any) -> Any:
+        raise Unsupported("the CUDA shared-memory extension is not supported by this server")
 
-    async def CudaSharedMemoryStatus(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the CUDA shared-memory extension")
-        return pb.CudaSharedMemoryStatusResponse()
+    async def CudaSharedMemoryRegister(self, request: Any) -> Any:
+        raise Unsupported("the CUDA shared-memory extension is not supported by this server")
 
-    async def CudaSharedMemoryRegister(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the CUDA shared-memory extension")
-        return pb.CudaSharedMemoryRegisterResponse()
+    async def CudaSharedMemoryUnregister(self, request: Any) -> Any:
+        raise Unsupported("the CUDA shared-memory extension is not supported by this server")
 
-    async def CudaSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the CUDA shared-memory extension")
-        return pb.CudaSharedMemoryUnregisterResponse()
+    async def TraceSetting(self, request: Any) -> Any:
+        raise Unsupported("the trace extension is not supported by this server")
 
-    async def TraceSetting(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the trace extension")
-        return pb.TraceSettingResponse()
-
-    async def LogSettings(self, request: Any, context: Context) -> Any:
-        self._unsupported(context, "the logging extension")
-        return pb.LogSettingsResponse()
+    async def LogSettings(self, request: Any) -> Any:
+        raise Unsupported("the logging extension is not supported by this server")
