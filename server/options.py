@@ -25,6 +25,7 @@ from server.errors import ConfigError
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
 DEFAULT_GRPC_MAX_MESSAGE_SIZE = (1 << 31) - 1  # Triton's (INT32_MAX)
 CONTROL_MODES = ("none", "poll", "explicit")
+GRPC_STACKS = ("grpcio", "h2")
 
 # Triton flags accepted for compatibility but without effect here (the value is still parsed).
 _IGNORED_FLAGS = (
@@ -116,6 +117,7 @@ _VALUE_FIELDS = (
     "max_pending_requests",
     "max_pending_bytes",
     "grpc_max_message_size",
+    "grpc_stack",
 )
 _TRUE = {"true", "1", "yes", "on", "y"}
 _FALSE = {"false", "0", "no", "off", "n"}
@@ -164,6 +166,8 @@ class ServerOptions:
     grpc_server_cert: Path | None = None
     grpc_server_key: Path | None = None
     grpc_root_cert: Path | None = None
+    # "grpcio" (grpc.aio) or "h2" (our lean HTTP/2 server; TLS always uses grpcio).
+    grpc_stack: str = "grpcio"
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
 
@@ -227,6 +231,10 @@ class ServerOptions:
                 raise ConfigError(
                     "--grpc-use-ssl-mutual needs --grpc-root-cert (the CA of client certificates)"
                 )
+        if self.grpc_stack not in GRPC_STACKS:
+            raise ConfigError(
+                f"--grpc-stack must be one of {', '.join(GRPC_STACKS)}, got '{self.grpc_stack}'"
+            )
         if self.grpc_use_ssl and (self.grpc_server_cert is None or self.grpc_server_key is None):
             raise ConfigError("gRPC TLS: --grpc-use-ssl needs --grpc-server-cert and --grpc-server-key")
 
@@ -302,6 +310,7 @@ def _build_parser() -> _ArgumentParser:
     add("--max-pending-requests", dest="max_pending_requests", type=int)
     add("--max-pending-bytes", dest="max_pending_bytes", type=int)
     add("--grpc-max-message-size", dest="grpc_max_message_size", type=int)
+    add("--grpc-stack", dest="grpc_stack")
     add("--http-restricted-api", dest="http_restricted_api", action="append", default=[])
     add("--grpc-restricted-protocol", dest="grpc_restricted_protocol", action="append", default=[])
     for flag in ("grpc-server-cert", "grpc-server-key", "grpc-root-cert"):

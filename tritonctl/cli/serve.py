@@ -155,6 +155,10 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
     grpc_root_cert: Annotated[
         Path | None, typer.Option(help="PEM CA that client certificates must chain to.", show_default=False)
     ] = None,
+    grpc_stack: Annotated[
+        str,
+        typer.Option(help="gRPC server: grpcio (grpc.aio) or h2 (lean HTTP/2; TLS always uses grpcio)."),
+    ] = "grpcio",
 ) -> None:
     """Serve model repositories over Triton's HTTP and gRPC protocols (plus Prometheus metrics)."""
     from server.app import serve as run_server
@@ -195,6 +199,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         grpc_server_cert=grpc_server_cert,
         grpc_server_key=grpc_server_key,
         grpc_root_cert=grpc_root_cert,
+        grpc_stack=grpc_stack,
     )
     try:
         options.check()

@@ -10,9 +10,10 @@ import grpc
 from server.errors import ConfigError
 from server.protocol.api import DataPlaneApi
 from server.protocol.grpc.guard import add_guarded_service
+from server.protocol.grpc.h2server import H2GrpcServer, start_h2_grpc
 from server.protocol.grpc.service import InferenceRpcs
-from server.protocol.grpc.tls import server_credentials
-from server.protocol.restricted import GRPC_HEADER_PREFIX, parse_restrictions
+from server.protocol.grpc.tls import server_credentials, tls_enabled
+from server.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions, parse_restrictions
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,15 @@ class GrpcServer:
         await self._server.stop(grace)
 
 
-async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServer:
-    """Listen on `options.grpc_host:options.grpc_port` (port 0: any free port, see `.port`)."""
+async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServer | H2GrpcServer:
+    """Listen on `options.grpc_host:options.grpc_port` (port 0: any free port, see `.port`).
+
+    `options.grpc_stack` "h2" serves plaintext gRPC with our lean HTTP/2 server (h2server.py);
+    "grpcio", or TLS, with grpc.aio.
+    """
     max_size = int(getattr(options, "grpc_max_message_size", DEFAULT_MAX_MESSAGE_SIZE))
+    if getattr(options, "grpc_stack", "grpcio") == "h2" and not tls_enabled(options):
+        return await _start_h2(dataplane, options, max_size)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_size),
@@ -51,11 +58,7 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
             ("grpc.so_reuseport", 0),
         ]
     )
-    restrictions = parse_restrictions(
-        getattr(options, "grpc_restricted_protocol", []),
-        flag="--grpc-restricted-protocol",
-        header_prefix=GRPC_HEADER_PREFIX,
-    )
+    restrictions = _restrictions(options)
     # Malformed messages -> INVALID_ARGUMENT, restricted groups -> UNAVAILABLE (guard.py).
     add_guarded_service(server, InferenceRpcs(dataplane), restrictions)
     credentials = server_credentials(options)  # TLS (tls.py), None when off
@@ -72,3 +75,23 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
     await server.start()
     logger.info("gRPC service listening on %s:%d%s", options.grpc_host, port, " (TLS)" if credentials else "")
     return GrpcServer(server, port)
+
+
+def _restrictions(options: GrpcOptions) -> Restrictions:
+    return parse_restrictions(
+        getattr(options, "grpc_restricted_protocol", []),
+        flag="--grpc-restricted-protocol",
+        header_prefix=GRPC_HEADER_PREFIX,
+    )
+
+
+async def _start_h2(dataplane: DataPlaneApi, options: GrpcOptions, max_size: int) -> H2GrpcServer:
+    address = f"{options.grpc_host}:{options.grpc_port}"
+    try:
+        server = await start_h2_grpc(
+            dataplane, options.grpc_host, options.grpc_port, _restrictions(options), max_size
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot listen for gRPC on {address}: {exc.strerror or exc}") from None
+    logger.info("gRPC service listening on %s:%d (lean HTTP/2 stack)", options.grpc_host, server.port)
+    return server

@@ -1,0 +1,554 @@
+"""A lean gRPC server on raw asyncio: HTTP/2 (h2c, prior knowledge) written for this one service.
+
+Why: grpc.aio costs ~400+ us of CPU per RPC on this machine (H4's profile), more than the real
+Triton spends on a whole request. Here a unary call is one HEADERS block (HPACK-decoded by `hpack`,
+with pure-indexed blocks cached), one DATA frame, `FromString`, the shared RPC (service.py) and a
+single write of prebuilt response headers, the serialized answer and prebuilt trailers.
+
+Covered: the connection preface, SETTINGS (the client's INITIAL_WINDOW_SIZE and MAX_FRAME_SIZE are
+honoured), HEADERS + CONTINUATION, DATA with gRPC length-prefixed messages, flow control both ways
+(big answers wait for WINDOW_UPDATE), PING, RST_STREAM (cancels the call), GOAWAY on shutdown,
+grpc-timeout (the call is cancelled and answers DEADLINE_EXCEEDED), restricted-protocol headers,
+unary RPCs and the bidirectional ModelStreamInfer. Not covered: TLS (grpc.aio serves it),
+compression (a compressed message answers UNIMPLEMENTED). Protocol errors close the connection with
+GOAWAY; the server keeps serving others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import hpack
+
+from server.protocol import h2frames as h2
+from server.protocol.api import DataPlaneApi
+from server.protocol.grpc.h2stream import Stream, StreamFailure, grpc_timeout_seconds, take_messages
+from server.protocol.grpc.service import METHODS, SERVICE_NAME, InferenceRpcs, Method, grpc_status
+from server.protocol.h2frames import frame, hpack_literal
+from server.protocol.restricted import GRPC_CATEGORIES, Restrictions, grpc_denial_message
+
+logger = logging.getLogger(__name__)
+
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
+UNIMPLEMENTED, UNAVAILABLE = 12, 14
+RECEIVE_WINDOW = 1 << 20  # per stream: what we let a client send before we give credit back
+CONNECTION_WINDOW = 16 << 20
+MAX_RECEIVE_FRAME = 1 << 20  # fewer, larger frames for big tensors (fewer Python iterations)
+MAX_HEADER_BLOCK = 256 << 10
+_RESPONSE_HEADERS = b"\x88" + hpack_literal(31, "application/grpc")  # :status 200, content-type
+_OK_TRAILERS = hpack_literal("grpc-status", "0")
+
+
+def _percent_encode(message: str) -> bytes:
+    """grpc-message: UTF-8 with bytes outside printable ASCII (and '%') percent-encoded."""
+    raw = message.encode("utf-8", "replace")
+    return b"".join(bytes([b]) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
+
+
+def trailers_block(code: int, message: str) -> bytes:
+    if code == OK and not message:
+        return _OK_TRAILERS
+    block = hpack_literal("grpc-status", str(code))
+    return block + (hpack_literal("grpc-message", _percent_encode(message)) if message else b"")
+
+
+class H2Settings:
+    """What every connection of one server shares: the RPCs and the limits."""
+
+    def __init__(self, rpcs: InferenceRpcs, restrictions: Restrictions, max_message_size: int) -> None:
+        self.max_message_size = max_message_size
+        prefix = f"/{SERVICE_NAME}/".encode()
+        # :path -> (method, bound RPC, (header, value) a restricted group needs or None)
+        self.routes: dict[bytes, tuple[Method, Callable[..., Any], tuple[bytes, bytes] | None, str]] = {}
+        for name, method in METHODS.items():
+            category = GRPC_CATEGORIES.get(name)
+            restriction = restrictions.get(category) if category is not None else None
+            required = (restriction.key.encode(), restriction.value.encode()) if restriction else None
+            denial = grpc_denial_message(restriction) if restriction else ""
+            self.routes[prefix + name.encode()] = (method, getattr(rpcs, name), required, denial)
+
+
+class H2Connection(asyncio.Protocol):
+    """One client connection: frames in, RPC tasks, frames out."""
+
+    def __init__(self, settings: H2Settings, connections: set[H2Connection]) -> None:
+        self._settings = settings
+        self._connections = connections
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._preface_seen = False
+        self._decoder = hpack.Decoder()
+        self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._streams: dict[int, Stream] = {}
+        self._last_stream_id = 0
+        self._fragments: bytearray | None = None
+        self._fragment_stream = 0
+        self._fragment_flags = 0
+        self._send_window = h2.DEFAULT_WINDOW  # connection-level credit the client gave us
+        self._peer_initial_window = h2.DEFAULT_WINDOW
+        self._peer_max_frame = h2.DEFAULT_MAX_FRAME
+        self._received_unacked = 0
+        self._blocked: dict[int, Stream] = {}  # streams with answer bytes waiting for credit
+        self._outgoing: list[bytes] = []
+        self.draining = False
+
+    # asyncio.Protocol ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._connections.add(self)
+        settings = struct.pack(
+            ">HIHIHI",
+            h2.SETTINGS_ENABLE_PUSH,
+            0,
+            h2.SETTINGS_INITIAL_WINDOW_SIZE,
+            RECEIVE_WINDOW,
+            h2.SETTINGS_MAX_FRAME_SIZE,
+            MAX_RECEIVE_FRAME,
+        )
+        increment = struct.pack(">I", CONNECTION_WINDOW - h2.DEFAULT_WINDOW)
+        self._transport.write(frame(h2.SETTINGS, 0, 0, settings) + frame(h2.WINDOW_UPDATE, 0, 0, increment))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        for stream in list(self._streams.values()):
+            stream.cancel()
+        self._streams.clear()
+        self._blocked.clear()
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        if not self._preface_seen:
+            if len(buffer) < len(h2.PREFACE):
+                if not h2.PREFACE.startswith(bytes(buffer)):
+                    self._close(h2.PROTOCOL_ERROR, "expected the HTTP/2 connection preface")
+                return
+            if bytes(buffer[: len(h2.PREFACE)]) != h2.PREFACE:
+                self._close(h2.PROTOCOL_ERROR, "expected the HTTP/2 connection preface")
+                return
+            self._preface_seen = True
+            offset = len(h2.PREFACE)
+        end = len(buffer)
+        try:
+            while end - offset >= 9:
+                length = int.from_bytes(buffer[offset : offset + 3], "big")
+                if length > MAX_RECEIVE_FRAME:
+                    raise ConnectionFailure(h2.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+                if end - offset < 9 + length:
+                    break
+                kind, flags = buffer[offset + 3], buffer[offset + 4]
+                stream_id = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+                payload = bytes(buffer[offset + 9 : offset + 9 + length])
+                offset += 9 + length
+                self._on_frame(kind, flags, stream_id, payload)
+        except ConnectionFailure as failure:
+            self._close(failure.code, failure.reason)
+            return
+        del buffer[:offset]
+        if self._received_unacked >= CONNECTION_WINDOW // 2:
+            self._write(frame(h2.WINDOW_UPDATE, 0, 0, struct.pack(">I", self._received_unacked)))
+            self._received_unacked = 0
+
+    # frames in ----------------------------------------------------------------------------------
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._fragments is not None and kind != h2.CONTINUATION:
+            raise ConnectionFailure(h2.PROTOCOL_ERROR, "expected CONTINUATION")
+        if kind == h2.DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == h2.HEADERS:
+            self._on_headers(flags, stream_id, payload)
+        elif kind == h2.CONTINUATION:
+            if self._fragments is None or stream_id != self._fragment_stream:
+                raise ConnectionFailure(h2.PROTOCOL_ERROR, "unexpected CONTINUATION")
+            self._fragments += payload
+            if len(self._fragments) > MAX_HEADER_BLOCK:
+                raise ConnectionFailure(h2.PROTOCOL_ERROR, "header block too large")
+            if flags & h2.END_HEADERS:
+                block, self._fragments = bytes(self._fragments), None
+                self._on_header_block(self._fragment_stream, self._fragment_flags, block)
+        elif kind == h2.SETTINGS:
+            if stream_id:
+                raise ConnectionFailure(h2.PROTOCOL_ERROR, "SETTINGS on a stream")
+            if not flags & h2.ACK:
+                self._on_settings(payload)
+        elif kind == h2.PING:
+            if len(payload) != 8:
+                raise ConnectionFailure(h2.FRAME_SIZE_ERROR, "PING payload must be 8 bytes")
+            if not flags & h2.ACK:
+                self._write(frame(h2.PING, h2.ACK, 0, payload))
+        elif kind == h2.WINDOW_UPDATE:
+            if len(payload) != 4:
+                raise ConnectionFailure(h2.FRAME_SIZE_ERROR, "WINDOW_UPDATE payload must be 4 bytes")
+            self._on_window_update(stream_id, int.from_bytes(payload, "big") & 0x7FFFFFFF)
+        elif kind == h2.RST_STREAM:
+            stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                self._blocked.pop(stream_id, None)
+                stream.cancel()
+        elif kind == h2.GOAWAY:
+            self.draining = True  # the client opens no more streams; answer those we have
+        elif kind == h2.PUSH_PROMISE:
+            raise ConnectionFailure(h2.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+        # PRIORITY and unknown frame types are ignored (RFC 9113 section 4.1)
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0 or stream_id % 2 == 0:
+            raise ConnectionFailure(h2.PROTOCOL_ERROR, "HEADERS on an invalid stream id")
+        if flags & h2.PADDED:
+            if not payload or payload[0] >= len(payload):
+                raise ConnectionFailure(h2.PROTOCOL_ERROR, "bad padding")
+            payload = payload[1 : len(payload) - payload[0]]
+        if flags & h2.PRIORITY:
+            payload = payload[5:]
+        if flags & h2.END_HEADERS:
+            self._on_header_block(stream_id, flags, payload)
+        else:
+            self._fragments = bytearray(payload)
+            self._fragment_stream, self._fragment_flags = stream_id, flags
+
+    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """HPACK-decode every block in order (the dynamic table must stay in step); blocks made
+        only of indexed fields (all bytes >= 0x80) cannot change the table, so they are cached."""
+        cached = self._decoded.get(block)
+        if cached is not None:
+            return cached
+        try:
+            headers = [(bytes(n), bytes(v)) for n, v in self._decoder.decode(block, raw=True)]
+        except Exception as exc:  # hpack.HPACKError and whatever hostile bytes provoke
+            raise ConnectionFailure(h2.COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        if block and min(block) >= 0x80:
+            if len(self._decoded) > 64:
+                self._decoded.clear()
+            self._decoded[block] = headers
+        else:
+            self._decoded.clear()
+        return headers
+
+    def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers = self._decode(block)
+        stream = self._streams.get(stream_id)
+        if stream is not None:  # trailers from the client: only END_STREAM matters
+            if flags & h2.END_STREAM:
+                self._end_of_input(stream)
+            return
+        if stream_id <= self._last_stream_id:
+            return  # a stream we already closed
+        self._last_stream_id = stream_id
+        if self.draining:
+            self._write(frame(h2.RST_STREAM, 0, stream_id, struct.pack(">I", h2.REFUSED_STREAM)))
+            return
+        stream = Stream(stream_id, self._peer_initial_window, RECEIVE_WINDOW)
+        self._streams[stream_id] = stream
+        self._start(stream, headers)
+        if flags & h2.END_STREAM and stream_id in self._streams:
+            self._end_of_input(stream)
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        self._received_unacked += len(payload)
+        if stream_id == 0:
+            raise ConnectionFailure(h2.PROTOCOL_ERROR, "DATA on stream 0")
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.remote_closed:
+            return  # closed or reset by us: the connection credit above is all that matters
+        if flags & h2.PADDED:
+            if not payload or payload[0] >= len(payload):
+                raise ConnectionFailure(h2.PROTOCOL_ERROR, "bad padding")
+            payload = payload[1 : len(payload) - payload[0]]
+        stream.buffer += payload
+        stream.received_unacked += len(payload)
+        end = bool(flags & h2.END_STREAM)
+        if not end and stream.received_unacked >= RECEIVE_WINDOW // 2:
+            self._write(frame(h2.WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.received_unacked)))
+            stream.received_unacked = 0
+        try:
+            if stream.requests is not None:  # streaming: hand over each complete message
+                for message in take_messages(stream.buffer, self._settings.max_message_size):
+                    stream.requests.put_nowait(message)
+            elif len(stream.buffer) >= 5:  # unary: refuse an oversized message before it arrives
+                take_messages(stream.buffer[:5], self._settings.max_message_size, peek=True)
+        except StreamFailure as failure:
+            self._finish(stream, failure.code, failure.message)
+            return
+        if end:
+            self._end_of_input(stream)
+
+    def _on_settings(self, payload: bytes) -> None:
+        if len(payload) % 6:
+            raise ConnectionFailure(h2.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
+        for offset in range(0, len(payload), 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == h2.SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > h2.MAX_WINDOW:
+                    raise ConnectionFailure(h2.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large")
+                for stream in self._streams.values():
+                    stream.send_window += value - self._peer_initial_window
+                self._peer_initial_window = value
+            elif key == h2.SETTINGS_MAX_FRAME_SIZE:
+                if not h2.DEFAULT_MAX_FRAME <= value < 1 << 24:
+                    raise ConnectionFailure(h2.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
+                self._peer_max_frame = value
+        self._write(frame(h2.SETTINGS, h2.ACK, 0))
+        self._flush_blocked()
+
+    def _on_window_update(self, stream_id: int, increment: int) -> None:
+        if stream_id == 0:
+            if increment == 0 or self._send_window + increment > h2.MAX_WINDOW:
+                raise ConnectionFailure(h2.FLOW_CONTROL_ERROR, "bad connection WINDOW_UPDATE")
+            self._send_window += increment
+        elif (stream := self._streams.get(stream_id)) is not None:
+            stream.send_window += increment
+        self._flush_blocked()
+
+    # calls --------------------------------------------------------------------------------------
+    def _start(self, stream: Stream, headers: list[tuple[bytes, bytes]]) -> None:
+        path = b""
+        timeout: bytes | None = None
+        for name, value in headers:
+            if name == b":path":
+                path = value
+            elif name == b"grpc-timeout":
+                timeout = value
+        route = self._settings.routes.get(path)
+        if route is None:
+            self._finish(stream, UNIMPLEMENTED, f"unknown method {path.decode('latin-1')}")
+            return
+        method, handler, required, denial = route
+        if required is not None and required not in headers:
+            self._finish(stream, UNAVAILABLE, denial)
+            return
+        if timeout is not None:
+            seconds = grpc_timeout_seconds(timeout)
+            if seconds is None:
+                self._finish(stream, INVALID_ARGUMENT, "malformed grpc-timeout header")
+                return
+            loop = asyncio.get_running_loop()
+            stream.deadline = loop.call_later(seconds, self._expire, stream)
+        stream.method, stream.handler = method, handler
+        if method.streaming:
+            stream.requests = asyncio.Queue()
+            stream.task = asyncio.ensure_future(self._run_stream(stream))
+
+    def _end_of_input(self, stream: Stream) -> None:
+        stream.remote_closed = True
+        if stream.requests is not None:
+            stream.requests.put_nowait(None)
+            return
+        if stream.method is None or stream.task is not None:
+            return
+        try:
+            messages = take_messages(stream.buffer, self._settings.max_message_size)
+        except StreamFailure as failure:
+            self._finish(stream, failure.code, failure.message)
+            return
+        if len(messages) != 1 or stream.buffer:
+            self._finish(stream, INVALID_ARGUMENT, f"expected one request message, got {len(messages)}")
+            return
+        stream.task = asyncio.ensure_future(self._run_unary(stream, messages[0]))
+
+    def _expire(self, stream: Stream) -> None:
+        stream.deadline = None
+        stream.expired = True
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        else:
+            self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    async def _run_unary(self, stream: Stream, message: bytes) -> None:
+        method = cast(Method, stream.method)
+        try:
+            try:
+                request = method.request_type.FromString(message)
+            except Exception as exc:
+                self._finish(stream, INVALID_ARGUMENT, f"failed to parse the request message: {exc}")
+                return
+            response = await cast(Callable[..., Any], stream.handler)(request)
+            self._answer(stream, response.SerializeToString())
+        except asyncio.CancelledError:
+            if stream.expired:
+                self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
+        except Exception as exc:
+            self._finish(stream, *grpc_status(exc))
+
+    async def _run_stream(self, stream: Stream) -> None:
+        method = cast(Method, stream.method)
+        queue = cast(asyncio.Queue[bytes | None], stream.requests)
+        malformed: list[str] = []
+
+        async def requests() -> AsyncIterator[Any]:
+            while (message := await queue.get()) is not None:
+                try:
+                    yield method.request_type.FromString(message)
+                except Exception as exc:  # ends the input: answers so far still go out
+                    malformed.append(f"failed to parse the request message: {exc}")
+                    return
+
+        try:
+            async for response in cast(Callable[..., Any], stream.handler)(requests()):
+                self._send_message(stream, response.SerializeToString())
+            code, message = (INVALID_ARGUMENT, malformed[0]) if malformed else (OK, "")
+            self._finish(stream, code, message)
+        except asyncio.CancelledError:
+            if stream.expired:
+                self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
+        except Exception as exc:
+            self._finish(stream, *grpc_status(exc))
+
+    # frames out ---------------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        # Frames written in one loop iteration leave in one send() (fewer syscalls under load).
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+        self._outgoing.append(data)
+
+    def _send_outgoing(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _answer(self, stream: Stream, payload: bytes) -> None:
+        """A whole unary answer; one write when the windows allow (the usual case)."""
+        if len(payload) > self._settings.max_message_size:
+            self._finish(stream, 8, f"response larger than the maximum ({self._settings.max_message_size})")
+            return
+        size = len(payload) + 5
+        if self._streams.get(stream.id) is stream and size <= min(
+            stream.send_window, self._send_window, self._peer_max_frame
+        ):
+            stream.send_window -= size
+            self._send_window -= size
+            self._write(
+                frame(h2.HEADERS, h2.END_HEADERS, stream.id, _RESPONSE_HEADERS)
+                + frame(h2.DATA, 0, stream.id, h2.grpc_message(payload))
+                + frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS)
+            )
+            self._close_stream(stream)
+            return
+        self._send_message(stream, payload)
+        self._finish(stream, OK, "")
+
+    def _send_message(self, stream: Stream, payload: bytes) -> None:
+        if self._streams.get(stream.id) is not stream:
+            return
+        if not stream.headers_sent:
+            stream.headers_sent = True
+            self._write(frame(h2.HEADERS, h2.END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        stream.pending += h2.grpc_message(payload)
+        self._flush_stream(stream)
+
+    def _finish(self, stream: Stream, code: int, message: str) -> None:
+        """End the call with its status: trailers after any answer bytes still waiting for credit."""
+        if self._streams.get(stream.id) is not stream or stream.trailers is not None:
+            return
+        if not stream.headers_sent:  # trailers-only answer
+            stream.headers_sent = True
+            block = _RESPONSE_HEADERS + trailers_block(code, message)
+            self._write(frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, block))
+            self._close_stream(stream)
+            return
+        stream.trailers = trailers_block(code, message)
+        self._flush_stream(stream)
+
+    def _flush_stream(self, stream: Stream) -> None:
+        allowed = min(len(stream.pending), stream.send_window, self._send_window)
+        if allowed > 0:
+            chunk = bytes(stream.pending[:allowed])
+            del stream.pending[:allowed]
+            stream.send_window -= allowed
+            self._send_window -= allowed
+            size = self._peer_max_frame
+            self._write(
+                b"".join(
+                    frame(h2.DATA, 0, stream.id, chunk[start : start + size])
+                    for start in range(0, allowed, size)
+                )
+            )
+        if stream.pending:
+            self._blocked[stream.id] = stream
+            return
+        self._blocked.pop(stream.id, None)
+        if stream.trailers is not None:
+            self._write(frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, stream.trailers))
+            self._close_stream(stream)
+
+    def _flush_blocked(self) -> None:
+        for stream in list(self._blocked.values()):
+            if self._send_window <= 0:
+                return
+            self._flush_stream(stream)
+
+    def _close_stream(self, stream: Stream) -> None:
+        self._streams.pop(stream.id, None)
+        self._blocked.pop(stream.id, None)
+        if not stream.remote_closed:  # we answered before the client finished sending
+            self._write(frame(h2.RST_STREAM, 0, stream.id, struct.pack(">I", h2.NO_ERROR)))
+        stream.cancel(task=stream.task is not asyncio.current_task())
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._transport is None:
+            return
+        logger.debug("closing an HTTP/2 connection: %s", reason)
+        goaway = frame(h2.GOAWAY, 0, 0, struct.pack(">II", self._last_stream_id, code) + reason.encode())
+        self._send_outgoing()
+        self._transport.write(goaway)
+        self._transport.close()
+
+    def go_away(self) -> None:
+        """Shutdown: refuse new streams, let the open ones finish."""
+        self.draining = True
+        self._write(frame(h2.GOAWAY, 0, 0, struct.pack(">II", self._last_stream_id, h2.NO_ERROR)))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._streams)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._send_outgoing()
+            self._transport.close()
+
+
+class ConnectionFailure(Exception):
+    """A connection error (RFC 9113 section 5.4.1): GOAWAY with `code`, then close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class H2GrpcServer:
+    def __init__(self, server: asyncio.Server, connections: set[H2Connection], port: int) -> None:
+        self._server = server
+        self._connections = connections
+        self.port = port
+
+    async def stop(self, grace: float) -> None:
+        """GOAWAY to every client, let open calls finish for up to `grace` seconds, then close."""
+        self._server.close()
+        for connection in list(self._connections):
+            connection.go_away()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(c.busy for c in self._connections) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            connection.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=1)
+
+
+async def start_h2_grpc(
+    dataplane: DataPlaneApi, host: str, port: int, restrictions: Restrictions, max_message_size: int
+) -> H2GrpcServer:
+    settings = H2Settings(InferenceRpcs(dataplane), restrictions, max_message_size)
+    connections: set[H2Connection] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: H2Connection(settings, connections), host, port)
+    bound = int(server.sockets[0].getsockname()[1])
+    return H2GrpcServer(server, connections, bound)
