@@ -52,6 +52,28 @@ def _too_large(size: int, limit: int) -> HttpResponse:
     )
 
 
+def _overloaded(limit: int) -> HttpResponse:
+    return error_response(
+        503,
+        f"Server overloaded: request bodies held by the server would exceed {limit} bytes "
+        "(--max-pending-bytes); retry later",
+    )
+
+
+class BodyBudget:
+    """Bytes of request bodies all connections hold (received, queued or being answered), capped
+    by --max-pending-bytes (0: no cap) so many slow or large uploads cannot exhaust memory."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def exceeded_by(self, size: int) -> bool:
+        return bool(self.limit) and self.used + size > self.limit
+
+
 @dataclass(slots=True)
 class _Pending:
     """One parsed request (or a ready-made error answer), waiting for its turn on the connection."""
@@ -59,15 +81,20 @@ class _Pending:
     request: HttpRequest | None
     keep_alive: bool
     response: HttpResponse | None = None
+    size: int = 0  # body bytes counted in the BodyBudget, released once answered
 
 
 class HttpConnection(asyncio.Protocol):
     """One client connection; httptools calls the on_* methods while `data_received` feeds it."""
 
-    def __init__(self, app: HttpApp, connections: set[HttpConnection]) -> None:
+    def __init__(
+        self, app: HttpApp, connections: set[HttpConnection], budget: BodyBudget | None = None
+    ) -> None:
         self._app = app
         self._limit = app.max_input_size
         self._connections = connections
+        self._budget = budget or BodyBudget(0)
+        self._counted = 0  # bytes this connection holds in the budget (all released when it closes)
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._queue: deque[_Pending] = deque()
@@ -96,6 +123,7 @@ class HttpConnection(asyncio.Protocol):
         self._connections.discard(self)
         self._closing = True
         self._queue.clear()
+        self._release(self._counted)
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -147,6 +175,10 @@ class HttpConnection(asyncio.Protocol):
             self._rejected = _too_large(int(length), self._limit)
             self._reject_and_close(self._rejected)
             return
+        if length is not None and length.isdigit() and self._budget.exceeded_by(int(length)):
+            self._rejected = _overloaded(self._budget.limit)
+            self._reject_and_close(self._rejected)
+            return
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -156,6 +188,12 @@ class HttpConnection(asyncio.Protocol):
         self._body_size += len(body)
         if self._body_size > self._limit:
             self._rejected = _too_large(self._body_size, self._limit)
+            self._reject_and_close(self._rejected)
+            return
+        self._counted += len(body)
+        self._budget.used += len(body)
+        if self._budget.limit and self._budget.used > self._budget.limit:
+            self._rejected = _overloaded(self._budget.limit)
             self._reject_and_close(self._rejected)
             return
         self._body.append(body)
@@ -169,7 +207,7 @@ class HttpConnection(asyncio.Protocol):
         self._body = []
         method = self._parser.get_method().decode("ascii")
         request = HttpRequest(method, path, self._headers, body)
-        self._enqueue(_Pending(request, self._parser.should_keep_alive()))
+        self._enqueue(_Pending(request, self._parser.should_keep_alive(), size=self._body_size))
 
     # -- request processing ----------------------------------------------------------------------
     def _enqueue(self, pending: _Pending) -> None:
@@ -200,7 +238,10 @@ class HttpConnection(asyncio.Protocol):
                 response = pending.response
                 if response is None:
                     assert pending.request is not None
-                    response = await self._app.handle(pending.request)
+                    try:
+                        response = await self._app.handle(pending.request)
+                    finally:
+                        self._release(pending.size)
                 transport = self._transport
                 if transport is None or transport.is_closing():
                     return
@@ -214,6 +255,11 @@ class HttpConnection(asyncio.Protocol):
                     await self._writable
         finally:
             self._worker = None
+
+    def _release(self, size: int) -> None:
+        size = min(size, self._counted)  # never below what this connection counted
+        self._counted -= size
+        self._budget.used -= size
 
     @staticmethod
     def _write(transport: asyncio.Transport, response: HttpResponse, keep_alive: bool) -> None:
@@ -298,9 +344,10 @@ async def start_http(dataplane: DataPlaneApi, options: HttpOptions) -> HttpServe
     )
     app = HttpApp(dataplane, options.http_max_input_size, restrictions)
     connections: set[HttpConnection] = set()
+    budget = BodyBudget(int(getattr(options, "max_pending_bytes", 0)))  # see BodyBudget
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: HttpConnection(app, connections),
+        lambda: HttpConnection(app, connections, budget),
         host=options.http_host,
         port=options.http_port,
         reuse_address=True,
