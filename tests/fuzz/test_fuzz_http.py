@@ -14,7 +14,7 @@ from tests.support.server import RunningServer
 pytestmark = pytest.mark.integration
 
 SHORT = settings(
-    max_examples=300,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     database=None,
