@@ -13,6 +13,7 @@ Never run from the test suite: it loads both cores for minutes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -54,6 +55,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--mlserver-workers", type=int, default=1, help="MLServer parallel_workers (0: in-process)"
     )
     parser.add_argument("--p1-concurrency", type=_levels, default=(1, 8), help="comma list (default 1,8)")
+    parser.add_argument(
+        "--working-tree",
+        action="store_true",
+        help="run our server from the working tree instead of a snapshot of HEAD (uncommitted changes)",
+    )
     parser.add_argument("--no-setup", action="store_true", help="fail instead of installing missing peers")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="the Markdown file to append to")
@@ -76,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     results = Results()
     with tempfile.TemporaryDirectory(prefix="peers-") as folder:
+        if args.working_tree:
+            commit = tools.commit() + " (working tree)"
+        else:
+            commit = tools.snapshot_head(Path(folder) / "code") + " (snapshot of HEAD)"
+            peers = dataclasses.replace(peers, ours_code=Path(folder) / "code")
         ctx = Context(
             tools=peers,
             results=results,
@@ -88,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         for scenario in args.scenarios:
             print(f"[peers] {scenario}: {report.TITLES[scenario]}", file=sys.stderr, flush=True)
-            RUNNERS[scenario](ctx)
+            try:
+                RUNNERS[scenario](ctx)
+            except (RuntimeError, TimeoutError, OSError) as exc:  # e.g. a server that does not start
+                print(f"[peers] {scenario} aborted: {exc}", file=sys.stderr, flush=True)
+                results.cell(scenario, "(aborted)", "-")
+                results.note(scenario, f"scenario aborted: {str(exc).splitlines()[0][:300]}")
     command = " ".join([".venv/bin/python -m benchmarks.peers", *map(shlex.quote, argv)])
     suffix = " (--quick)" if args.quick else ""
     lines = report.entry(
@@ -97,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         facts=tools.machine_facts(),
         versions=tools.versions(peers),
-        commit=tools.commit(),
+        commit=commit,
         rounds=args.rounds,
         interval_s=args.interval_s,
     )

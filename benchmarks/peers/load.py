@@ -95,7 +95,9 @@ def run_perf_analyzer(tools: Tools, target: LoadSpec, request_count: int, timeou
     return sample
 
 
-def run_tritonctl_perf(target: LoadSpec, request_count: int, timeout_s: float = 300.0) -> Sample:
+def run_tritonctl_perf(
+    tools: Tools, target: LoadSpec, request_count: int, timeout_s: float = 300.0
+) -> Sample:
     """One `tritonctl perf` measurement (three count windows); works on servers without config/stats."""
     with tempfile.TemporaryDirectory(prefix="peers-tp-") as folder:
         json_path = Path(folder) / "perf.json"
@@ -111,7 +113,8 @@ def run_tritonctl_perf(target: LoadSpec, request_count: int, timeout_s: float = 
             command += ["--shape", f"INPUT0:{dims}", "--dtype", "INPUT0:FP32"]
         if target.http_json:
             command += ["--http-encoding", "json"]
-        done = _run(command, dict(os.environ, COLUMNS="160"), timeout_s)
+        env = dict(os.environ, COLUMNS="160", PYTHONPATH=str(tools.ours_code))
+        done = _run(command, env, timeout_s, cwd=tools.ours_code)
         if done.returncode != 0 or not json_path.exists():
             raise LoadError(
                 f"tritonctl perf failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-2000:]}"
@@ -127,10 +130,12 @@ def run_tritonctl_perf(target: LoadSpec, request_count: int, timeout_s: float = 
     }
 
 
-def _run(command: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: list[str], env: dict[str, str], timeout_s: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
+            command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False, cwd=cwd
         )
     except subprocess.TimeoutExpired as exc:
         raise LoadError(f"{Path(command[0]).name} ran past {timeout_s:.0f}s: {' '.join(command)}") from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ import psutil
 from benchmarks.peers import repos
 from benchmarks.peers.floor import ENGINES
 from benchmarks.peers.systems import OURS, TRITON, System, start_ours, start_triton
-from benchmarks.peers.tools import ROOT, Tools, ensure_tools
+from benchmarks.peers.tools import ROOT, Tools, ensure_tools, snapshot_head
 
 OUT = ROOT / "benchmarks" / "out"
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -258,15 +259,20 @@ def main() -> int:
     parser.add_argument("--native", action="store_true", help="py-spy --native (C/C++ frames too)")
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (only samples holding the GIL)")
     parser.add_argument("--floor", action="store_true", help="also measure minimal gRPC servers (floor.py)")
+    parser.add_argument("--working-tree", action="store_true", help="profile the working tree, not HEAD")
     parser.add_argument("--no-profile", action="store_true", help="only the CPU-per-request part")
     args = parser.parse_args()
     if not args.no_profile and not shutil.which(str(PY_SPY)):
         raise SystemExit(f"py-spy is missing: {Path(sys.executable).parent / 'pip'} install py-spy")
     tools = ensure_tools(install=False)
     with tempfile.TemporaryDirectory(prefix="peers-profile-") as folder:
-        repo = Path(folder)
+        repo = Path(folder) / "repo"
         repos.write_identity(repo)
-        ours, triton = start_ours(repo), start_triton(repo, tools)
+        if not args.working_tree:
+            head = snapshot_head(Path(folder) / "code")
+            tools = dataclasses.replace(tools, ours_code=Path(folder) / "code")
+            print(f"our server: snapshot of HEAD {head}")
+        ours, triton = start_ours(repo, tools), start_triton(repo, tools)
         systems = {OURS: ours, TRITON: triton}
         if args.floor:
             if args.protocol != "grpc":

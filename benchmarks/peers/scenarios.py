@@ -104,7 +104,7 @@ def run_p1(ctx: Context) -> None:
     repo = ctx.workdir / "p1"
     repos.write_identity(repo)
     cases = _cases(("grpc", "http"), ctx.p1_concurrency)
-    starters = {OURS: lambda: start_ours(repo), TRITON: lambda: start_triton(repo, ctx.tools)}
+    starters = {OURS: lambda: start_ours(repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
     with _running(ctx, "P1", starters) as systems:
         plan: Plan = [(case, [OURS, TRITON]) for case in cases]
         measure = _perf_analyzer_measure(ctx, systems, repos.IDENTITY, cases)
@@ -149,7 +149,10 @@ def run_p2(ctx: Context) -> None:
     cases = _cases(("grpc",), ctx.p2_concurrency)
     ceiling_cases = {"in-process batch 1": 1, "in-process batch 16": 16}
     ceiling = _ceiling(onnx_path, ctx.sizer.interval_s)
-    starters = {OURS: lambda: start_ours(ours_repo), TRITON: lambda: start_triton(triton_repo, ctx.tools)}
+    starters = {
+        OURS: lambda: start_ours(ours_repo, ctx.tools),
+        TRITON: lambda: start_triton(triton_repo, ctx.tools),
+    }
     with _running(ctx, "P2", starters) as systems:
         served = _perf_analyzer_measure(ctx, systems, repos.MLP, cases)
 
@@ -167,7 +170,7 @@ def run_p3(ctx: Context) -> None:
     repo = ctx.workdir / "p3"
     repos.write_identity(repo, repos.IMAGE, repos.P3_DIMS)
     cases = _cases(("grpc", "http"), ctx.p3_concurrency)
-    starters = {OURS: lambda: start_ours(repo), TRITON: lambda: start_triton(repo, ctx.tools)}
+    starters = {OURS: lambda: start_ours(repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
     with _running(ctx, "P3", starters) as systems:
         served = _perf_analyzer_measure(ctx, systems, repos.IMAGE, cases)
 
@@ -204,7 +207,7 @@ def run_mlserver(ctx: Context) -> None:
     repos.write_mlserver_identity(folder)
     cases = _cases(("grpc", "http"), (8,))
     starters = {
-        OURS: lambda: start_ours(repo),
+        OURS: lambda: start_ours(repo, ctx.tools),
         TRITON: lambda: start_triton(repo, ctx.tools),
         MLSERVER: lambda: start_mlserver(folder, ctx.tools, ctx.mlserver_workers),
     }
@@ -215,7 +218,7 @@ def run_mlserver(ctx: Context) -> None:
             key = f"mls/{system}/{case}"
             url = systems[system].url(protocol)
             spec = LoadSpec(url, protocol, repos.IDENTITY, concurrency, http_json=protocol == "http")
-            sample = run_tritonctl_perf(spec, ctx.sizer.count(key))
+            sample = run_tritonctl_perf(ctx.tools, spec, ctx.sizer.count(key))
             ctx.sizer.observe(key, sample)
             return sample
 

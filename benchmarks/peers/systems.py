@@ -24,7 +24,6 @@ import psutil
 from benchmarks.peers.tools import ROOT, Tools
 
 sys.path.insert(0, str(ROOT))
-from tests.support.server import launch_server
 from tests.tools import real_triton
 
 HOST = "127.0.0.1"
@@ -50,9 +49,31 @@ class System:
         return self.grpc_url if protocol == "grpc" else self.http_url
 
 
-def start_ours(repo: Path, timeout_s: float = 300.0) -> System:
-    server = launch_server(repo, timeout=timeout_s)
-    return System(OURS, server.grpc_url, server.http_url, server.process.pid, server.close)
+def start_ours(repo: Path, tools: Tools, timeout_s: float = 300.0) -> System:
+    """`python -m server` from `tools.ours_code` on free ports, stopped with SIGTERM then its group killed."""
+    ports = [real_triton.free_port(HOST) for _ in range(3)]
+    command, env = _ours_command(repo, ports, tools.ours_code)
+    log_path = Path(tempfile.mkstemp(prefix="peers-ours-", suffix=".log")[1])
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=tools.ours_code,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop() -> None:
+        _stop_group(process)
+        log_path.unlink(missing_ok=True)
+
+    try:
+        _wait_ready(process, f"{HOST}:{ports[0]}", log_path, timeout_s)
+    except BaseException:
+        stop()
+        raise
+    return System(OURS, f"{HOST}:{ports[1]}", f"{HOST}:{ports[0]}", process.pid, stop)
 
 
 def _triton_regions() -> set[str]:
@@ -159,14 +180,14 @@ def start_mlserver(folder: Path, tools: Tools, parallel_workers: int, timeout_s:
     return System(MLSERVER, f"{HOST}:{ports[1]}", http_url, process.pid, lambda: _stop_group(process))
 
 
-def _ours_command(repo: Path, ports: list[int]) -> tuple[list[str], dict[str, str]]:
+def _ours_command(repo: Path, ports: list[int], code: Path) -> tuple[list[str], dict[str, str]]:
     command = [
         sys.executable,
         *("-m", "server", f"--model-repository={repo}"),
         *(f"--{name}-address={HOST}" for name in ("http", "grpc", "metrics")),
         *(f"--{name}-port={port}" for name, port in zip(("http", "grpc", "metrics"), ports, strict=True)),
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(code))
     return command, env
 
 
@@ -193,14 +214,19 @@ def time_to_ready(name: str, repo: Path, tools: Tools, timeout_s: float = 600.0)
         work = Path(folder)
         ports = [real_triton.free_port(HOST) for _ in range(3)]
         if name == OURS:
-            command, env = _ours_command(repo, ports)
+            command, env = _ours_command(repo, ports, tools.ours_code)
         else:
             command, env = _triton_command(repo, ports, tools, work)
         log_path = work / "server.log"
         regions = _triton_regions()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=tools.ours_code,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             return _wait_ready(process, f"{HOST}:{ports[0]}", log_path, timeout_s)

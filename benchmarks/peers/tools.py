@@ -38,6 +38,7 @@ class Tools:
     perf_analyzer_libs: Path
     triton_venv: Path
     mlserver: Path  # the `mlserver` console script
+    ours_code: Path = ROOT  # where `python -m server` / `-m tritonctl` run from (a HEAD snapshot by default)
 
 
 def _site_packages(venv_dir: Path) -> Path:
@@ -133,6 +134,25 @@ def machine_facts() -> dict[str, str]:
         "memory": f"{memory_gib:.0f} GiB",
         "os": os_name,
     }
+
+
+def snapshot_head(destination: Path) -> str:
+    """Export HEAD's `server/` and `tritonctl/` into `destination`; returns HEAD's short hash.
+
+    The checkout is shared and others edit server code while a run lasts: measuring the committed
+    code keeps every sample of a run on the same code, and names it exactly."""
+    destination.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", "HEAD", "server", "tritonctl"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return head.stdout.strip()
 
 
 def commit() -> str:
