@@ -35,7 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     repo: Path = tmp_path_factory.mktemp("bad_input")
     write_python_model(repo, "identity", "identity", dims=[4])
     write_python_model(repo, "strings", "strings", dims=[-1])
-    with start_server(repo, f"--http-max-input-size={LIMIT}") as running:
+    with start_server(
+        repo, f"--http-max-input-size={LIMIT}", f"--grpc-max-message-size={4 * LIMIT}"
+    ) as running:
         yield running
 
 
@@ -387,6 +389,16 @@ def test_bad_grpc_tensors_are_invalid_argument(channel: grpc.Channel, request_: 
         failed.value.details(),
     )
     assert failed.value.details()
+
+
+def test_grpc_messages_above_the_limit_are_refused(channel: grpc.Channel) -> None:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    big = pb.ModelInferRequest(
+        model_name="identity", inputs=[tensor([1, 4])], raw_input_contents=[b"\0" * (5 * LIMIT)]
+    )
+    with pytest.raises(grpc.RpcError) as failed:
+        stub.ModelInfer(big, timeout=30)
+    assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, failed.value.details()
 
 
 def test_the_server_is_still_healthy(server: RunningServer, http: httpx.Client) -> None:
