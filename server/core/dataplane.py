@@ -19,7 +19,7 @@ from server.core.model_version import LoadedVersion
 from server.core.registry import READY, UNAVAILABLE, ModelRegistry
 from server.core.stats import StatsEntry, statistics_response
 from server.core.types import InferenceRequest, InferenceResult
-from server.errors import InvalidInput, Unavailable
+from server.errors import InvalidInput, ModelNotReady, Unavailable
 
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2
@@ -144,6 +144,11 @@ class DataPlane:
         if self._exiting:
             raise Unavailable("Server exiting")
         loaded = self.registry.get(request.model, request.version, route=True)  # version_weights
+        if not loaded.has_live_instance:  # every instance crashed: 503, retry once one is back
+            raise ModelNotReady(
+                f"'{loaded.name}' version {loaded.version} is not ready: no instance is running "
+                "(restarting after a crash)"
+            )
         loaded.validator.validate(request)
         request.version = str(loaded.version)
         limits = self.limits
