@@ -158,6 +158,7 @@ _tritonctl() {
         "tritonctl serve:--grpc-server-cert") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl serve:--grpc-server-key") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl serve:--grpc-root-cert") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+        "tritonctl serve:--grpc-stack") return 0 ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return 0 ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") COMPREPLY=($(compgen -W "grpc http" -- "$cur")); return 0 ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return 0 ;;
@@ -212,7 +213,7 @@ _tritonctl() {
         "tritonctl rollout rollback") opts="--url -u --protocol -i --force --state-file --help"; cmds="" ;;
         "tritonctl rollout start") opts="--to-version --url -u --protocol -i --steps --inputs --atol --rtol --max-p99-ratio --max-error-rate --hold-secs --shadow-requests --seed --dry-run --state-file --help"; cmds="" ;;
         "tritonctl rollout status") opts="--url -u --protocol -i --state-file --format -f --help"; cmds="" ;;
-        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --max-pending-requests --max-pending-bytes --grpc-max-message-size --http-restricted-api --grpc-restricted-protocol --grpc-use-ssl --grpc-use-ssl-mutual --grpc-server-cert --grpc-server-key --grpc-root-cert --help"; cmds="" ;;
+        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --max-pending-requests --max-pending-bytes --grpc-max-message-size --http-restricted-api --grpc-restricted-protocol --grpc-use-ssl --grpc-use-ssl-mutual --grpc-server-cert --grpc-server-key --grpc-root-cert --grpc-stack --help"; cmds="" ;;
         "tritonctl tune") opts="--url -u --protocol -i --model-version -x --instances --max-batch-size --max-queue-delay-us --objective --latency-budget-ms --min-throughput --search --concurrency-range --request-rate-range --request-distribution --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --input-data --shape --dtype --batch-size -b --seed --workers --write-config --report --help"; cmds="" ;;
         "tritonctl validate") opts="--format -f --strict --check-models --no-check-models --server-config --output -o --help"; cmds="" ;;
     esac

@@ -223,6 +223,7 @@ complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l grpc-u
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l grpc-server-cert -r -F -d 'PEM certificate (chain) of the gRPC server.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l grpc-server-key -r -F -d 'PEM private key of the gRPC server.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l grpc-root-cert -r -F -d 'PEM CA that client certificates must chain to.'
+complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l grpc-stack -x -d 'gRPC server: grpcio (grpc.aio) or h2 (lean HTTP/2; TLS always uses grpcio).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl serve"' -l help -d 'Show the help and exit.'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l url -s u -x -d 'Server address host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http).'
 complete -c tritonctl -n 'test (__tritonctl_path) = "tritonctl tune"' -l protocol -s i -x -a 'grpc http' -d 'Protocol to load the server with.'

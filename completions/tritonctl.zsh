@@ -159,6 +159,7 @@ _tritonctl() {
         "tritonctl serve:--grpc-server-cert") _files; return ;;
         "tritonctl serve:--grpc-server-key") _files; return ;;
         "tritonctl serve:--grpc-root-cert") _files; return ;;
+        "tritonctl serve:--grpc-stack") return ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") compadd -- grpc http; return ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return ;;
@@ -213,7 +214,7 @@ _tritonctl() {
         "tritonctl rollout rollback") opts=('--url' '-u' '--protocol' '-i' '--force' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout start") opts=('--to-version' '--url' '-u' '--protocol' '-i' '--steps' '--inputs' '--atol' '--rtol' '--max-p99-ratio' '--max-error-rate' '--hold-secs' '--shadow-requests' '--seed' '--dry-run' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout status") opts=('--url' '-u' '--protocol' '-i' '--state-file' '--format' '-f' '--help'); cmds=(); files=0 ;;
-        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--help'); cmds=(); files=0 ;;
+        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--help'); cmds=(); files=0 ;;
         "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
     esac
