@@ -126,6 +126,9 @@ class HttpConnection(asyncio.Protocol):
         self._release(self._counted)
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+        # Nobody is left to answer: a request still queued in a scheduler leaves it (CANCELED).
+        if self._worker is not None:
+            self._worker.cancel()
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
