@@ -18,14 +18,16 @@ from tests.support.server import HOST, RunningServer, start_server
 
 pytestmark = pytest.mark.integration
 
-MODEL = "slow_single"
+BATCHED = "slow_batched"  # DynamicBatcher
+UNBATCHED = "slow_unbatched"  # DefaultScheduler
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     repo = tmp_path_factory.mktemp("http_cancellation_repo")
     # One instance, one row per execution, 800 ms each: a second request must wait in the queue.
-    write_python_model(repo, MODEL, "slow", delay_ms=800, max_batch_size=1, dims=[4], dynamic_batching=True)
+    write_python_model(repo, BATCHED, "slow", delay_ms=800, max_batch_size=1, dims=[4], dynamic_batching=True)
+    write_python_model(repo, UNBATCHED, "slow", delay_ms=800, max_batch_size=1, dims=[4])
     with start_server(repo) as running:
         yield running
 
@@ -36,20 +38,21 @@ def _infer_body(value: float) -> bytes:
     ).encode()
 
 
-def _stats(server: RunningServer) -> dict[str, Any]:
+def _stats(server: RunningServer, model: str) -> dict[str, Any]:
     client = httpclient.InferenceServerClient(server.http_url)
-    stats: dict[str, Any] = client.get_inference_statistics(MODEL)["model_stats"][0]
+    stats: dict[str, Any] = client.get_inference_statistics(model)["model_stats"][0]
     return stats
 
 
-def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServer) -> None:
+@pytest.mark.parametrize("model", [BATCHED, UNBATCHED])
+def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServer, model: str) -> None:
     blocker_answer: list[Any] = []
 
     def occupy() -> None:  # its own client: tritonclient.http's gevent client stays on one thread
         client = httpclient.InferenceServerClient(server.http_url)
         tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
         tensor.set_data_from_numpy(np.full((1, 4), 1.0, np.float32))
-        blocker_answer.append(client.infer(MODEL, [tensor]).as_numpy("OUTPUT0"))
+        blocker_answer.append(client.infer(model, [tensor]).as_numpy("OUTPUT0"))
 
     blocker = threading.Thread(target=occupy)
     blocker.start()
@@ -58,7 +61,7 @@ def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServ
     body = _infer_body(2.0)
     with socket.create_connection((HOST, server.http_port), timeout=10) as abandoned:
         abandoned.sendall(
-            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {HOST}\r\n"
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {HOST}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -68,7 +71,7 @@ def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServ
     assert blocker_answer and np.array_equal(blocker_answer[0], np.full((1, 4), 1.0, np.float32))
     time.sleep(1.2)  # long enough for the abandoned request to have run, had it stayed queued
 
-    stats = _stats(server)
+    stats = _stats(server, model)
     assert (stats["execution_count"], stats["inference_count"]) == (1, 1), stats
     assert stats["inference_stats"]["success"]["count"] == 1
     assert stats["inference_stats"]["fail"]["count"] == 1  # counted CANCELED
@@ -77,7 +80,7 @@ def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServ
     client = httpclient.InferenceServerClient(server.http_url)
     tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
     tensor.set_data_from_numpy(np.full((1, 4), 3.0, np.float32))
-    answer = client.infer(MODEL, [tensor]).as_numpy("OUTPUT0")
+    answer = client.infer(model, [tensor]).as_numpy("OUTPUT0")
     assert np.array_equal(answer, np.full((1, 4), 3.0, np.float32))
-    stats = _stats(server)
+    stats = _stats(server, model)
     assert (stats["execution_count"], stats["inference_count"]) == (2, 2)
