@@ -5,7 +5,8 @@ lazily). A model whose every input and output starts with a dynamic axis support
 the config names no tensors, that axis becomes the batch dimension, `max_batch_size` is set to the
 default (4, like Triton's `default-max-batch-size`) and the dynamic batcher is enabled. Python and
 other models are left as they are (a python model may complete itself in its worker).
-Then `fill_defaults` adds the fields Triton's normalized config always shows.
+Then `fill_defaults` adds the fields Triton's normalized config always shows (an empty
+`dynamic_batching {}` gets `preferred_batch_size: [max_batch_size]`, as in Triton).
 """
 
 from __future__ import annotations
@@ -155,6 +156,13 @@ def fill_defaults(config: Any) -> Any:
             group.count = 1
         if not group.name:
             group.name = f"{config.name}_{index}"
+    if (
+        config.HasField("dynamic_batching")
+        and not config.dynamic_batching.preferred_batch_size
+        and config.max_batch_size > 0
+    ):
+        # Triton shows the batcher's target: with no preferred size it forms full batches.
+        config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
     if not config.HasField("optimization"):
         config.optimization.input_pinned_memory.enable = True
         config.optimization.output_pinned_memory.enable = True

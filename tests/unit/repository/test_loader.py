@@ -128,3 +128,25 @@ def test_onnx_autocomplete_keeps_what_the_config_says(tmp_path: Path) -> None:
     assert [(t.name, list(t.dims)) for t in completed.output] == [("OUTPUT0", [-1, 4]), ("OUTPUT1", [-1, 4])]
     assert not completed.HasField("dynamic_batching")
     assert not written.output  # the argument is not modified
+
+
+def test_empty_dynamic_batching_gets_preferred_batch_size_max_batch_size(tmp_path: Path) -> None:
+    empty = load_model_config(
+        _python_model(tmp_path, "empty", 'backend: "python"\nmax_batch_size: 8\ndynamic_batching { }')
+    )
+    assert list(empty.dynamic_batching.preferred_batch_size) == [8]
+    chosen = load_model_config(
+        _python_model(
+            tmp_path,
+            "chosen",
+            'backend: "python"\nmax_batch_size: 8\ndynamic_batching { preferred_batch_size: [2, 4] }',
+        )
+    )
+    assert list(chosen.dynamic_batching.preferred_batch_size) == [2, 4]  # what the user wrote stays
+    unbatched = load_model_config(_python_model(tmp_path, "plain", 'backend: "python"\nmax_batch_size: 8'))
+    assert not unbatched.HasField("dynamic_batching")  # no batcher is switched on
+    as_written = load_model_config(
+        _python_model(tmp_path, "raw", 'backend: "python"\nmax_batch_size: 8\ndynamic_batching { }'),
+        autocomplete=False,
+    )
+    assert not as_written.dynamic_batching.preferred_batch_size
