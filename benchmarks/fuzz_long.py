@@ -8,7 +8,7 @@ watcher asks /v2/health/live and gRPC ServerLive every half second for the whole
 of those must answer. The server's RSS is sampled at start and end.
 
 Usage:  .venv/bin/python -m benchmarks.fuzz_long [--requests 100000] [--clients 4] [--mutations 4]
-                                                 [--json out.json]
+                                                 [--seed 1000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mutations", type=int, default=4, help="byte-mutated variants sent after each generated case"
     )
+    parser.add_argument("--seed", type=int, default=1000, help="client process i draws with seed SEED + i")
     parser.add_argument("--json", type=Path, help="write the summary here too")
     args = parser.parse_args(argv)
 
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.grpc_port,
                     per_job,
                     args.mutations,
-                    1000 + i,
+                    args.seed + i,
                 )
                 for i in range(clients)
             ]
