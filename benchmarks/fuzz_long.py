@@ -174,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         "--mutations", type=int, default=4, help="byte-mutated variants sent after each generated case"
     )
     parser.add_argument("--seed", type=int, default=1000, help="client process i draws with seed SEED + i")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra server flag, e.g. --server-arg=--grpc-stack=h2",
+    )
     parser.add_argument("--json", type=Path, help="write the summary here too")
     args = parser.parse_args(argv)
 
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tritonctl-fuzz-") as folder:
         repo = Path(folder)
         write_fuzz_models(repo)
-        server = launch_server(repo, *FUZZ_SERVER_ARGS)
+        server = launch_server(repo, *FUZZ_SERVER_ARGS, *args.server_arg)
         try:
             rss_start = server_rss_mib(server.process.pid)
             watcher = HealthWatcher(server.http_url, server.grpc_url)
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests": sum(r["outcomes"].get("sent", 0) for r in results),
         "seconds": round(seconds, 1),
         "client_processes": clients,
+        "server_args": [*FUZZ_SERVER_ARGS, *args.server_arg],
         "failures": sum(r["outcomes"].get("failure", 0) for r in results),
         "server_alive_at_end": alive,
         "server_ready_at_end": ready,
