@@ -1,5 +1,6 @@
-"""One real server for the fuzz tests: python identity and strings models, model control `none`
-(so nothing the fuzzer sends can unload a model), a 1 MiB HTTP body limit."""
+"""Real servers for the fuzz tests: python identity and strings models, model control `none`
+(so nothing the fuzzer sends can unload a model), a 1 MiB HTTP body limit; gRPC on grpc.aio
+(`fuzz_server`) and on the lean HTTP/2 stack (`fuzz_server_h2`)."""
 
 from __future__ import annotations
 
@@ -24,4 +25,13 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
     repo: Path = tmp_path_factory.mktemp("fuzz")
     write_fuzz_models(repo)
     with start_server(repo, *FUZZ_SERVER_ARGS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fuzz_server_h2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The same, gRPC served by the lean HTTP/2 stack (--grpc-stack=h2)."""
+    repo: Path = tmp_path_factory.mktemp("fuzz_h2")
+    write_fuzz_models(repo)
+    with start_server(repo, *FUZZ_SERVER_ARGS, "--grpc-stack=h2") as server:
         yield server

@@ -28,20 +28,25 @@ SHORT = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def channel(fuzz_server: RunningServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(fuzz_server.grpc_url) as opened:
-        yield opened
+@pytest.fixture(scope="module", params=["grpcio", "h2"])
+def target(request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, grpc.Channel]]:
+    """A fuzz server per gRPC stack (grpc.aio, lean HTTP/2), with one channel to it."""
+    server: RunningServer = request.getfixturevalue(
+        "fuzz_server" if request.param == "grpcio" else "fuzz_server_h2"
+    )
+    with grpc.insecure_channel(server.grpc_url) as opened:
+        yield server, opened
 
 
 @SHORT
 @given(case=grpc_cases())
 def test_grpc_calls_never_fail_internally_or_kill_the_server(
-    fuzz_server: RunningServer, channel: grpc.Channel, case: GrpcCase
+    target: tuple[RunningServer, grpc.Channel], case: GrpcCase
 ) -> None:
+    server, channel = target
     check(case, call(channel, case))
-    assert fuzz_server.process.poll() is None, fuzz_server.log[-3000:]
+    assert server.process.poll() is None, server.log[-3000:]
 
 
-def test_the_server_is_still_healthy_after_fuzzing(fuzz_server: RunningServer) -> None:
-    assert fuzz_server.get("/v2/health/ready")[0] == 200
+def test_the_server_is_still_healthy_after_fuzzing(target: tuple[RunningServer, grpc.Channel]) -> None:
+    assert target[0].get("/v2/health/ready")[0] == 200
