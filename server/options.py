@@ -167,7 +167,7 @@ class ServerOptions:
     grpc_server_key: Path | None = None
     grpc_root_cert: Path | None = None
     # "grpcio" (grpc.aio) or "h2" (our lean HTTP/2 server; TLS always uses grpcio).
-    grpc_stack: str = "grpcio"
+    grpc_stack: str = "h2"
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
 

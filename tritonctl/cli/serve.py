@@ -157,8 +157,8 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
     ] = None,
     grpc_stack: Annotated[
         str,
-        typer.Option(help="gRPC server: grpcio (grpc.aio) or h2 (lean HTTP/2; TLS always uses grpcio)."),
-    ] = "grpcio",
+        typer.Option(help="gRPC server: h2 (lean HTTP/2) or grpcio (grpc.aio; TLS always uses it)."),
+    ] = "h2",
 ) -> None:
     """Serve model repositories over Triton's HTTP and gRPC protocols (plus Prometheus metrics)."""
     from server.app import serve as run_server

@@ -48,7 +48,7 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
     "grpcio", or TLS, with grpc.aio.
     """
     max_size = int(getattr(options, "grpc_max_message_size", DEFAULT_MAX_MESSAGE_SIZE))
-    if getattr(options, "grpc_stack", "grpcio") == "h2" and not tls_enabled(options):
+    if getattr(options, "grpc_stack", "h2") == "h2" and not tls_enabled(options):
         return await _start_h2(dataplane, options, max_size)
     server = grpc.aio.server(
         options=[

@@ -108,5 +108,8 @@ def protocol_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(protocol_repo: Path) -> Iterator[RunningServer]:
     loads = [f"--load-model={name}" for name in STARTUP_MODELS]
-    with start_server(protocol_repo, "--model-control-mode=explicit", *loads, timeout=180) as running:
+    # grpc.aio explicitly: the default stack (h2) runs the same suite in test_grpc_h2.py.
+    with start_server(
+        protocol_repo, "--grpc-stack=grpcio", "--model-control-mode=explicit", *loads, timeout=180
+    ) as running:
         yield running
