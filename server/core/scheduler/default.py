@@ -15,7 +15,7 @@ from server.core.scheduler.base import Scheduler
 from server.core.stats import ModelStats
 from server.core.types import InferenceRequest, InferenceResult
 from server.errors import BackendError, ModelNotReady, ServerError, WorkerCrashed
-from server.workers.channel import WorkerChannel
+from server.workers.channel import BatchOutcome, WorkerChannel
 
 
 class DefaultScheduler(Scheduler):
@@ -65,10 +65,18 @@ class DefaultScheduler(Scheduler):
         try:
             channel = await self._acquire()
             started_at = time.monotonic_ns()
+            # Shielded: a cancelled request (client gone) cannot stop the instance mid-execution,
+            # so the instance stays busy, and counted pending for drains, until it has finished.
+            submit = asyncio.ensure_future(channel.submit([request]))
             try:
-                outcome = await channel.submit([request])
-            finally:
+                outcome = await asyncio.shield(submit)
+            except asyncio.CancelledError:
+                self._abandon(channel, submit)
+                raise
+            except BaseException:
                 self._release(channel)
+                raise
+            self._release(channel)
             result = (
                 outcome.results[0] if outcome.results else BackendError("the instance returned no result")
             )
@@ -124,6 +132,20 @@ class DefaultScheduler(Scheduler):
             else:
                 self._waiters.remove(waiter)
             raise
+
+    def _abandon(self, channel: WorkerChannel, submit: asyncio.Future[BatchOutcome]) -> None:
+        """Keep `channel` out of the rotation until the execution nobody awaits any more is done."""
+        self._pending += 1
+
+        def finished(task: asyncio.Future[BatchOutcome]) -> None:
+            if not task.cancelled():
+                task.exception()  # retrieved: the requester is gone, a crash is reported elsewhere
+            self._release(channel)
+            self._pending -= 1
+            if self._pending == 0 and self._drained is not None:
+                self._drained.set()
+
+        submit.add_done_callback(finished)
 
     def _release(self, channel: WorkerChannel) -> None:
         if channel not in self._channels:
