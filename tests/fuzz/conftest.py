@@ -1,6 +1,6 @@
 """Real servers for the fuzz tests: python identity and strings models, model control `none`
 (so nothing the fuzzer sends can unload a model), a 1 MiB HTTP body limit; gRPC on grpc.aio
-(`fuzz_server`) and on the lean HTTP/2 stack (`fuzz_server_h2`)."""
+(`fuzz_server`, pinned) and on the lean HTTP/2 stack (`fuzz_server_h2`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def write_fuzz_models(repo: Path) -> None:
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     repo: Path = tmp_path_factory.mktemp("fuzz")
     write_fuzz_models(repo)
-    with start_server(repo, *FUZZ_SERVER_ARGS) as server:
+    with start_server(repo, *FUZZ_SERVER_ARGS, "--grpc-stack=grpcio") as server:
         yield server
 
 

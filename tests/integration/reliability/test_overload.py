@@ -99,10 +99,14 @@ def test_a_request_above_the_byte_cap_is_refused(server: RunningServer) -> None:
 
 
 def test_a_full_model_queue_is_unavailable(server: RunningServer) -> None:
+    # At most one waits (max_queue_size 1) besides the one executing; the rest are refused at once.
+    # (Arriving in the same instant, the second may find the first still queued: then one is served.)
     outcomes = asyncio.run(burst(server.http_url, "queued", MAX_PENDING))
-    statuses = sorted(status for status, _, _ in outcomes)
-    assert statuses == [200, 200, 503], outcomes  # one executing, one queued, one refused
-    assert any("Exceeds maximum queue size" in error for _, error, _ in outcomes)
+    statuses = [status for status, _, _ in outcomes]
+    assert 1 <= statuses.count(200) <= 2 and set(statuses) <= {200, 503}, outcomes
+    assert any(status == 503 and "Exceeds maximum queue size" in error for status, error, _ in outcomes), (
+        outcomes
+    )
     assert server.get("/v2/health/ready")[0] == 200
 
 
