@@ -30,15 +30,23 @@ INFER = "/v2/models/identity/infer"
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    repo: Path = tmp_path_factory.mktemp("bad_input")
+def serve(tmp_path_factory: pytest.TempPathFactory, stack: str) -> Iterator[RunningServer]:
+    repo: Path = tmp_path_factory.mktemp(f"bad_input_{stack}")
     write_python_model(repo, "identity", "identity", dims=[4])
     write_python_model(repo, "strings", "strings", dims=[-1])
-    with start_server(
-        repo, f"--http-max-input-size={LIMIT}", f"--grpc-max-message-size={4 * LIMIT}"
-    ) as running:
+    args = (f"--http-max-input-size={LIMIT}", f"--grpc-max-message-size={4 * LIMIT}", f"--grpc-stack={stack}")
+    with start_server(repo, *args) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from serve(tmp_path_factory, "grpcio")
+
+
+@pytest.fixture(scope="module")
+def h2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from serve(tmp_path_factory, "h2")
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +55,11 @@ def http(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def channel(server: RunningServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.grpc_url) as opened:
+@pytest.fixture(scope="module", params=["grpcio", "h2"])
+def channel(request: pytest.FixtureRequest) -> Iterator[grpc.Channel]:
+    """gRPC on both stacks: grpc.aio and the lean HTTP/2 server."""
+    target: RunningServer = request.getfixturevalue("server" if request.param == "grpcio" else "h2_server")
+    with grpc.insecure_channel(target.grpc_url) as opened:
         yield opened
 
 

@@ -31,7 +31,8 @@ def grpc_inputs() -> list[grpcclient.InferInput]:
     return [tensor]
 
 
-def test_restricted_groups_need_their_header(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stack", ["grpcio", "h2"])
+def test_restricted_groups_need_their_header(tmp_path: Path, stack: str) -> None:
     write_python_model(tmp_path, "identity", "identity", dims=[4])
     groups = "model-repository,statistics,model-config:admin-key=s3cret"
     args = (
@@ -40,6 +41,7 @@ def test_restricted_groups_need_their_header(tmp_path: Path) -> None:
         f"--http-restricted-api={groups}",
         "--http-restricted-api=inference:infer-key=abc",
         f"--grpc-restricted-protocol={groups}",
+        f"--grpc-stack={stack}",
     )
     with start_server(tmp_path, *args, entry="tritonctl") as server:
         base = f"http://{server.http_url}"
