@@ -91,6 +91,7 @@ def test_kill_9_of_a_worker_under_load_fails_only_its_in_flight_requests(tmp_pat
         assert time.monotonic() - killed_at < 60
         assert client.is_server_ready()
         pids_while_running = worker_pids(server)
+        client.close()
     wait_for(lambda: not any(running(pid) for pid in pids_while_running), 10, "every worker to exit")
     assert shm_segments() - shm_before == set()
 
@@ -149,3 +150,5 @@ def test_readiness_follows_the_instances_and_a_crash_loop_gives_up_with_its_reas
         client.infer("lonely", identity_inputs())
         assert client.is_server_live()
         assert len(worker_pids(server)) == 2  # no process of the given-up model lingers
+        client.close()
+        grpc.close()

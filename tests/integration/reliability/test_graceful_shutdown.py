@@ -47,6 +47,8 @@ def test_in_flight_requests_all_complete_then_the_server_exits(tmp_path: Path) -
                 results[key] = "ok" if output is not None else "empty"
             except Exception as exc:
                 results[key] = exc
+            finally:
+                client.close()  # in this thread: gevent cannot close it from another one
 
         def grpc_request(key: str) -> None:
             client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -58,6 +60,8 @@ def test_in_flight_requests_all_complete_then_the_server_exits(tmp_path: Path) -
                 )
             except Exception as exc:
                 results[key] = exc
+            finally:
+                client.close()
 
         # Two requests execute (one per instance), three wait in the queue behind them.
         threads = [

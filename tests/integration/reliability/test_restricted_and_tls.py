@@ -84,6 +84,8 @@ def test_restricted_groups_need_their_header(tmp_path: Path, stack: str) -> None
         assert client.get_model_config("identity", headers=GRPC_ADMIN).config.name == "identity"
         assert client.is_server_ready() and client.is_model_ready("identity")
         assert client.infer("identity", grpc_inputs()).as_numpy("OUTPUT0") is not None
+        http.close()
+        client.close()
 
 
 def test_bad_restriction_flags_stop_the_server_with_a_message(tmp_path: Path) -> None:
