@@ -89,7 +89,16 @@ def run_perf_analyzer(tools: Tools, target: LoadSpec, request_count: int, timeou
         P99: float(row["p99 latency"]),
     }
     # Server-side split (from the statistics extension): where a request's time goes.
-    for column, name in (("Server Queue", "queue us"), ("Server Compute Infer", "compute us")):
+    split = (
+        ("Client Send", "client send us"),
+        ("Network+Server Send/Recv", "network+server us"),
+        ("Server Queue", "queue us"),
+        ("Server Compute Input", "compute input us"),
+        ("Server Compute Infer", "compute us"),
+        ("Server Compute Output", "compute output us"),
+        ("Client Recv", "client recv us"),
+    )
+    for column, name in split:
         if row.get(column):
             sample[name] = float(row[column])
     return sample

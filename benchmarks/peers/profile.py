@@ -243,7 +243,7 @@ def record_profile(
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {errors[-2000:]}")
     summary = raw.with_suffix(".md")
     mode = " ".join(flag for flag, on in (("--native", native), ("--gil", gil)) if on) or "default"
-    title = f"# py-spy ({mode}): ours, P1 identity, {protocol} c={concurrency}"
+    title = f"# py-spy ({mode}): ours, identity, {protocol} c={concurrency}"
     summary.write_text(f"{title}\n\n{summarize(raw)}\n")
     return summary
 
@@ -258,6 +258,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="cost measurements per system")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C/C++ frames too)")
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (only samples holding the GIL)")
+    parser.add_argument("--dims", default="16", help="identity tensor dims, e.g. 3,224,224 for P3's image")
     parser.add_argument("--floor", action="store_true", help="also measure minimal gRPC servers (floor.py)")
     parser.add_argument("--working-tree", action="store_true", help="profile the working tree, not HEAD")
     parser.add_argument("--no-profile", action="store_true", help="only the CPU-per-request part")
@@ -267,7 +268,7 @@ def main() -> int:
     tools = ensure_tools(install=False)
     with tempfile.TemporaryDirectory(prefix="peers-profile-") as folder:
         repo = Path(folder) / "repo"
-        repos.write_identity(repo)
+        repos.write_identity(repo, dims=[int(dim) for dim in args.dims.split(",")])
         if not args.working_tree:
             head = snapshot_head(Path(folder) / "code")
             tools = dataclasses.replace(tools, ours_code=Path(folder) / "code")
@@ -275,8 +276,8 @@ def main() -> int:
         ours, triton = start_ours(repo, tools), start_triton(repo, tools)
         systems = {OURS: ours, TRITON: triton}
         if args.floor:
-            if args.protocol != "grpc":
-                raise SystemExit("--floor is a gRPC server: use it with --protocol grpc")
+            if args.protocol != "grpc" or args.dims != "16":
+                raise SystemExit("--floor serves gRPC FP32[16] only: use it with --protocol grpc --dims 16")
             for engine in ENGINES:
                 floor = start_floor(engine)
                 systems[floor.name] = floor
