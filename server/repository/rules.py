@@ -10,6 +10,14 @@ from typing import Any
 from server.repository.diagnostics import Diagnostic
 from server.repository.files import check_layout
 from server.repository.findings import Findings, default_source
+from server.repository.instance_mode import (
+    INSTANCE_MODE_EXAMPLE,
+    INSTANCE_MODE_KEY,
+    PROCESS,
+    configured_instance_mode,
+    gpu_kind_problem,
+    unknown_mode_problem,
+)
 from server.repository.layout import (
     BACKEND_PLATFORMS,
     KNOWN_BACKENDS,
@@ -280,6 +288,31 @@ def _check_version_weights(config: Any, found: Findings, versions: list[int] | N
         )
 
 
+def _check_instance_mode(config: Any, found: Findings) -> None:
+    # tritonctl's own parameter (server/repository/instance_mode.py): in-process instances are CPU only.
+    mode = configured_instance_mode(config)
+    if mode == PROCESS:
+        return
+    value_path = found.source.locations.map_entry("parameters", INSTANCE_MODE_KEY) + ".value.string_value"
+    problem = unknown_mode_problem(mode)
+    if problem:
+        found.error(
+            "E346-bad-instance-mode",
+            value_path,
+            problem,
+            f"write {INSTANCE_MODE_EXAMPLE} (or thread, or process), or remove the parameter",
+        )
+        return
+    for index, group in enumerate(config.instance_group):
+        if type(group).Kind.Name(group.kind) == "KIND_GPU":
+            found.error(
+                "E346-bad-instance-mode",
+                f"instance_group[{index}].kind",
+                gpu_kind_problem(mode, f"instance group #{index + 1}"),
+                f'use kind: KIND_CPU for this group, or set {INSTANCE_MODE_KEY} to "process"',
+            )
+
+
 def _check_scheduling(config: Any, found: Findings) -> None:
     platform = PLATFORM_ALIASES.get(config.platform, config.platform)
     if config.HasField("ensemble_scheduling") and platform != "ensemble":
@@ -325,6 +358,7 @@ def check_model_config(
     _check_tensors(config, found)
     _check_batching(config, found)
     _check_instances(config, found)
+    _check_instance_mode(config, found)
     _check_scheduling(config, found)
     versions: list[int] | None = None
     if check_files and model_dir is not None:
