@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -91,7 +91,8 @@ class Request:
 @dataclass(slots=True)
 class Batch:
     requests: list[Request]
-    inputs: dict[str, BatchInput]  # present only when every request carries that input
+    # present only when every request carries that input (and, in-process, the backend reads them)
+    inputs: dict[str, BatchInput]
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class BackendContext:
     log_verbose: int = 0
     config_json: str = ""  # the config in Triton's JSON shape (GET .../config), made by the main process
     auto_complete: bool = True  # False: the server was told not to auto-complete configs
+    # True when the instance lives in the server's own process (TRITONCTL_INSTANCE_MODE inline or
+    # thread): other models share the interpreter, so a backend must keep its globals to itself.
+    in_process: bool = False
 
     @property
     def version_dir(self) -> Path:
@@ -129,7 +133,11 @@ class BackendContext:
 
 
 class Backend(abc.ABC):
-    """A framework adapter living inside one worker process."""
+    """A framework adapter living inside one worker process (or, in-process, the server's)."""
+
+    #: False for backends that never read `Batch.inputs` (they take each request's own inputs):
+    #: an in-process instance then skips concatenating the requests' bytes into one buffer.
+    reads_batch_inputs: ClassVar[bool] = True
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from server.core.stats import ModelStats
 from server.core.validation import RequestValidator
 from server.errors import LoadError, ServerError
 from server.repository import ModelConfig, check_model_config
+from server.repository.instance_mode import PROCESS, configured_instance_mode
 from server.repository.version_weights import VERSION_WEIGHTS_KEY
 from server.workers.channel import WorkerChannel
 
@@ -88,6 +89,7 @@ async def start_version(
     Raises LoadError (every started instance stopped again) when any instance fails to load.
     `on_gave_up(scheduler, reason)` is called when an instance's supervisor stops restarting it.
     """
+    from server.workers.inprocess import InProcessChannel
     from server.workers.supervisor import InstanceSupervisor
 
     started = time.monotonic()
@@ -104,15 +106,17 @@ async def start_version(
         if state == "FAILED":
             on_gave_up(scheduler_box[0], reason)
 
-    results = await asyncio.gather(
-        *(
-            InstanceSupervisor.launch(
+    mode = configured_instance_mode(config)
+
+    def launch(spec: InstanceSpec) -> Awaitable[WorkerChannel]:
+        if mode == PROCESS:
+            return InstanceSupervisor.launch(
                 name, version, model_dir, config, spec, worker_options, on_instance_state
             )
-            for spec in specs
-        ),
-        return_exceptions=True,
-    )
+        # inline / thread: in the server's own process, nothing to supervise (issue #8)
+        return InProcessChannel.start(name, version, model_dir, config, spec, worker_options, mode)
+
+    results = await asyncio.gather(*(launch(spec) for spec in specs), return_exceptions=True)
     channels: list[WorkerChannel] = [result for result in results if isinstance(result, WorkerChannel)]
     failures = [result for result in results if isinstance(result, BaseException)]
     if failures:

@@ -14,7 +14,8 @@ and a slot is reused only after its previous batch's answer has been copied out.
 Control records (orjson; tensor bytes never travel in them, nothing is pickled):
   init   {"op":"init", model_name, version, model_dir, backend, config (base64 ModelConfig),
           config_json, instance {name, kind, device_id}, backend_parameters, log_verbose,
-          auto_complete, slots, shm_default_size, shm_growth_size, parent_pid}
+          auto_complete, in_process (false here), slots, shm_default_size, shm_growth_size, parent_pid}
+         (backend_loading.py writes all but the last four; inprocess.py uses the same record)
   ready  {"op":"ready", pid, config_json?}     load_failed {"op":"load_failed", "error": [class, message]}
   exec   {"op":"exec", seq, slot, requests: [{id, outputs: [names]|null, params?}],
           inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}]}
@@ -41,6 +42,7 @@ from typing import Any
 
 from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import ServerError, WorkerCrashed, from_wire
+from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.options import WorkerOptions
 from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
@@ -351,9 +353,7 @@ class ShmWorkerChannel(WorkerChannel):
 def _request_record(request: InferenceRequest) -> dict[str, Any]:
     record: dict[str, Any] = {"id": request.id, "outputs": [o.name for o in request.outputs] or None}
     if request.parameters:
-        record["params"] = {
-            k: v for k, v in request.parameters.items() if isinstance(v, str | int | float | bool)
-        }
+        record["params"] = scalar_parameters(request.parameters)
     return record
 
 

@@ -10,9 +10,7 @@ crashed instance with exponential backoff and tells the registry about each stat
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -25,6 +23,7 @@ from typing import Any
 from server.core.placement import KIND_GPU, InstanceSpec
 from server.core.types import InferenceRequest
 from server.errors import LoadError, ModelNotReady
+from server.workers.backend_loading import instance_label, instance_record
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.options import WorkerOptions
 from server.workers.shm import Receiver, decode, encode
@@ -48,7 +47,7 @@ async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agre
     Raises LoadError with the backend's own message when loading fails, the process dies while
     loading, or it takes longer than `options.load_timeout_s`.
     """
-    from server.repository import backend_name, config_from_json, config_to_json
+    from server.repository import backend_name, config_from_json
 
     if backend is None:
         backend = backend_name(config)
@@ -66,20 +65,10 @@ async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agre
     finally:
         child_sock.close()  # the worker's end must live only in the worker, or its death goes unseen
     parent_sock.setblocking(False)
-    where = f"model '{model_name}' version {version} instance '{spec.name}'"
+    where = instance_label(model_name, version, spec.name)
     try:
         init = {
-            "op": "init",
-            "model_name": model_name,
-            "version": version,
-            "model_dir": str(model_dir),
-            "backend": backend,
-            "config": base64.b64encode(config.SerializeToString()).decode(),
-            "config_json": json.dumps(config_to_json(config)),
-            "instance": {"name": spec.name, "kind": spec.kind, "device_id": spec.device_id},
-            "backend_parameters": options.backend_parameters.get(backend, {}),
-            "log_verbose": options.log_verbose,
-            "auto_complete": options.auto_complete_config,
+            **instance_record(model_name, version, model_dir, config, spec, options, backend),
             "slots": max(1, options.max_in_flight),
             "shm_default_size": options.shm_default_size,
             "shm_growth_size": options.shm_growth_size,

@@ -6,33 +6,29 @@ in the other arena slot meanwhile). The record formats are described in shm_chan
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from server.backends.base import (
-    Backend,
-    BackendContext,
-    Batch,
-    BatchInput,
-    Request,
-    RequestInput,
-    RequestOutputs,
+from server.backends.base import Backend, Batch, BatchInput, RequestInput
+from server.errors import LoadError, ServerError
+from server.workers.backend_loading import load_backend
+from server.workers.batch_io import (
+    SelectedOutputs,
+    backend_request,
+    execute_batch,
+    nbytes,
+    select_results,
 )
-from server.core.dtypes import WIRE_TO_NUMPY, numpy_to_wire, serialize_bytes
-from server.errors import BackendError, LoadError, ServerError
 from server.workers.shm import Receiver, Segment, align, decode, encode, send, spill_size, spilled_arena
 
 PARENT_POLL_S = 0.5
-_WIRE_BY_DTYPE = {dtype: name for name, dtype in WIRE_TO_NUMPY.items() if name not in ("BF16", "BYTES")}
 
 
 class Worker:
@@ -64,13 +60,9 @@ class Worker:
         self.growth_size = int(init["shm_growth_size"])
         _watch_parent(int(init["parent_pid"]))
         try:
-            self.backend = _create_backend(init)
-            self.backend.load()
-        except BaseException as exc:  # any failure of user code is a load error
-            detail = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
-            if init.get("log_verbose", 0):
-                traceback.print_exc()
-            send(self.sock, encode({"op": "load_failed", "error": ["LoadError", detail]}))
+            self.backend = load_backend(init)
+        except LoadError as exc:
+            send(self.sock, encode({"op": "load_failed", "error": ["LoadError", exc.message]}))
             return False
         self.all_outputs = self.backend.output_names()
         ready: dict[str, Any] = {"op": "ready", "pid": os.getpid()}
@@ -117,23 +109,10 @@ class Worker:
         slot = int(record["slot"])
         batch = self._build_batch(record, self.in_slots[slot])
         built_ns = time.monotonic_ns()
-        try:
-            results = self.backend.execute(batch)
-            if len(results) != len(batch.requests):
-                raise BackendError(
-                    f"the model returned {len(results)} responses for {len(batch.requests)} requests"
-                )
-        except ServerError as exc:
-            results = [exc] * len(batch.requests)
-        except Exception as exc:  # user code: report, keep serving
-            error = BackendError(
-                f"Failed to process the request(s) for model instance "
-                f"'{self.backend.context.instance_name}', message: {type(exc).__name__}: {exc}"
-            )
-            results = [error] * len(batch.requests)
+        results = execute_batch(self.backend, batch)
         executed_ns = time.monotonic_ns()
 
-        entries, copies, needed = _plan_outputs(batch, results)
+        entries, copies, needed = _plan_outputs(select_results(batch, results))
         reply: dict[str, Any] = {
             "op": "done",
             "seq": record["seq"],
@@ -144,7 +123,7 @@ class Worker:
         segment, fds = self._output_segment(slot, needed + spill)
         for position, data in copies:
             assert segment is not None
-            _copy_into(segment.view[position : position + _nbytes(data)], data)
+            _copy_into(segment.view[position : position + nbytes(data)], data)
         reply["t"][2] = time.monotonic_ns() - executed_ns
         send(self.sock, encode(reply, segment, slot, needed), fds)
 
@@ -164,13 +143,7 @@ class Worker:
     def _build_batch(self, record: dict[str, Any], arena: Segment | None) -> Batch:
         raw_requests: list[dict[str, Any]] = record["requests"]
         requests = [
-            Request(
-                id=raw.get("id", ""),
-                inputs={},
-                requested_outputs=raw.get("outputs") or self.all_outputs,
-                parameters=raw.get("params") or {},
-                explicit_outputs=bool(raw.get("outputs")),
-            )
+            backend_request(raw.get("id", ""), raw.get("outputs"), raw.get("params"), self.all_outputs)
             for raw in raw_requests
         ]
         inputs: dict[str, BatchInput] = {}
@@ -200,60 +173,28 @@ class Worker:
 
 
 def _plan_outputs(
-    batch: Batch, results: list[RequestOutputs | ServerError]
+    selected: list[SelectedOutputs | ServerError],
 ) -> tuple[list[dict[str, Any]], list[tuple[int, Any]], int]:
     """Reply entries with arena offsets, the (offset, data) copies to make, and the bytes needed."""
     entries: list[dict[str, Any]] = []
     copies: list[tuple[int, Any]] = []
     position = 0
-    for request, result in zip(batch.requests, results, strict=True):
-        try:
-            if isinstance(result, ServerError):
-                raise result
-            tensors = _select_outputs(request, result)
-        except ServerError as exc:
-            entries.append({"e": list(exc.to_wire())})
+    for answer in selected:
+        if isinstance(answer, ServerError):
+            entries.append({"e": list(answer.to_wire())})
             continue
         outputs = []
-        for name, datatype, shape, data in tensors:
-            size = _nbytes(data)
+        for name, datatype, shape, data in answer.tensors:
+            size = nbytes(data)
             outputs.append([name, datatype, shape, position, size])
             if size:
                 copies.append((position, data))
             position += align(size)
         entry: dict[str, Any] = {"o": outputs}
-        parameters = getattr(result, "parameters", None)
-        if parameters:
-            entry["p"] = parameters
+        if answer.parameters:
+            entry["p"] = answer.parameters
         entries.append(entry)
     return entries, copies, position
-
-
-def _select_outputs(request: Request, outputs: RequestOutputs) -> list[tuple[str, str, list[int], Any]]:
-    """(name, wire datatype, shape, array-or-bytes) for each output the request asked for."""
-    selected = []
-    names = request.requested_outputs
-    if not request.explicit_outputs:  # configured order first, then anything else the model made
-        names = [name for name in names if name in outputs] + [name for name in outputs if name not in names]
-    for name in names:
-        output = outputs.get(name)
-        if output is None:
-            raise BackendError(f"the model did not produce the requested output '{name}'")
-        array = output.array
-        datatype = output.datatype or _WIRE_BY_DTYPE.get(array.dtype)
-        if datatype is None:
-            try:
-                datatype = numpy_to_wire(array.dtype)
-            except ServerError as exc:
-                raise BackendError(f"output '{name}': {exc.message}") from None
-        shape = [int(dim) for dim in array.shape]
-        data: Any = serialize_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array)
-        selected.append((name, datatype, shape, data))
-    return selected
-
-
-def _nbytes(data: Any) -> int:
-    return len(data) if isinstance(data, bytes) else int(data.nbytes)
 
 
 def _copy_into(target: memoryview, data: Any) -> None:
@@ -261,34 +202,6 @@ def _copy_into(target: memoryview, data: Any) -> None:
         target[:] = data
     else:
         target[:] = data.reshape(-1).view(np.uint8)
-
-
-def _create_backend(init: dict[str, Any]) -> Backend:
-    from server.backends import create_backend
-    from server.backends.config_proto import model_config_pb2
-
-    config = model_config_pb2().ModelConfig()
-    config.ParseFromString(base64.b64decode(init["config"]))
-    instance = init["instance"]
-    context = BackendContext(
-        model_name=init["model_name"],
-        version=int(init["version"]),
-        model_dir=Path(init["model_dir"]),
-        config=config,
-        instance_name=instance["name"],
-        instance_kind=instance["kind"],
-        device_id=instance["device_id"],
-        backend_parameters=init.get("backend_parameters", {}),
-        log_verbose=int(init.get("log_verbose", 0)),
-        config_json=init.get("config_json", ""),
-        auto_complete=bool(init.get("auto_complete", True)),
-    )
-    backend = create_backend(init["backend"], context)
-    if backend is None:
-        raise LoadError(
-            f"model '{context.model_name}' names backend '{init['backend']}', which tritonctl lacks"
-        )
-    return backend
 
 
 def _watch_parent(parent_pid: int) -> None:

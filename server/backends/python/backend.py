@@ -9,14 +9,16 @@ arena (valid during `execute` only, as in Triton); `finalize()` runs at unload. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import importlib.util
 import inspect
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from server.backends.base import Backend, Batch, OutputArray, OutputsWithParameters, RequestOutputs
+from server.backends.python.imports import ModelImports
 from server.errors import (
     BackendError,
     InvalidInput,
@@ -42,6 +44,8 @@ def install_utils_module() -> Any:
 
 class PythonBackend(Backend):
     completed_config_json: str | None = None  # set when auto_complete_config changed the config
+    reads_batch_inputs = False  # pb_utils requests carry each request's own input tensors
+    async_execute = False
 
     def load(self) -> None:
         pb_utils = install_utils_module()
@@ -50,13 +54,19 @@ class PythonBackend(Backend):
         path = self.context.model_file("model.py")
         if not path.is_file():
             raise LoadError(f"python model file '{path}' does not exist")
-        sys.path.insert(0, str(path.parent))  # models import their helper modules from beside model.py
-        spec = importlib.util.spec_from_file_location("model", path)
-        if spec is None or spec.loader is None:
-            raise LoadError(f"cannot import python model file '{path}'")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["model"] = module
-        spec.loader.exec_module(module)
+        # Models import their helper modules from beside model.py (see imports.py for in-process).
+        self._imports = ModelImports(
+            path.parent, in_process=self.context.in_process, instance_name=self.context.instance_name
+        )
+        try:
+            with self._imports.scope():
+                self._load_model(path, pb_utils)
+        except BaseException:
+            self._imports.release()
+            raise
+
+    def _load_model(self, path: Path, pb_utils: Any) -> None:
+        module = self._imports.import_model(path)
         model_class = getattr(module, "TritonPythonModel", None)
         if model_class is None:
             raise LoadError(f"'{path}' does not define class TritonPythonModel")
@@ -76,7 +86,8 @@ class PythonBackend(Backend):
                 config_json = completed_json
 
         self.model = model_class()
-        self._async_execute = inspect.iscoroutinefunction(self.model.execute)
+        # An async execute() runs on an event loop of the backend's own (see _run).
+        self.async_execute = inspect.iscoroutinefunction(self.model.execute)
         self._loop: asyncio.AbstractEventLoop | None = None
         args = {
             "model_config": json.dumps(config_json),
@@ -122,7 +133,7 @@ class PythonBackend(Backend):
             )
         try:
             responses = self.model.execute(requests)
-            if self._async_execute:
+            if self.async_execute:
                 responses = self._run(responses)
         except pb.TritonModelException as exc:
             raise BackendError(str(exc)) from None
@@ -168,11 +179,17 @@ class PythonBackend(Backend):
 
     def unload(self) -> None:
         finalize = getattr(getattr(self, "model", None), "finalize", None)
-        if finalize is not None:
-            self._run(finalize())
-        loop = getattr(self, "_loop", None)
-        if loop is not None:
-            loop.close()
+        imports: ModelImports | None = getattr(self, "_imports", None)
+        try:
+            if finalize is not None:
+                with imports.scope() if imports is not None else contextlib.nullcontext():
+                    self._run(finalize())
+        finally:
+            loop = getattr(self, "_loop", None)
+            if loop is not None:
+                loop.close()
+            if imports is not None:
+                imports.release()
 
 
 def _error_from_code(message: str, code: int) -> ServerError:

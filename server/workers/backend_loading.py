@@ -1,0 +1,104 @@
+"""How one instance's backend is described, built and loaded, wherever it runs.
+
+The main process writes an init record (`instance_record`); a worker process receives it over its
+control socket (supervisor.py -> worker.py), an in-process instance (inprocess.py) uses it as is.
+Both then call `load_backend`, so a model sees the same BackendContext and fails to load with the
+same words in every instance mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from server.backends.base import Backend, BackendContext
+from server.errors import LoadError, ServerError
+
+if TYPE_CHECKING:  # a worker process imports this module: keep tritonclient.grpc out of its start-up
+    from server.core.placement import InstanceSpec
+    from server.workers.options import WorkerOptions
+
+
+def instance_label(model_name: str, version: int, instance_name: str) -> str:
+    """How load errors name an instance."""
+    return f"model '{model_name}' version {version} instance '{instance_name}'"
+
+
+def instance_record(  # noqa: PLR0917 - mirrors start_worker
+    model_name: str,
+    version: int,
+    model_dir: Path,
+    config: Any,
+    spec: InstanceSpec,
+    options: WorkerOptions,
+    backend: str,
+    *,
+    in_process: bool = False,
+) -> dict[str, Any]:
+    """The JSON-safe description of one instance (the `init` record of shm_channel.py, less the
+    arena settings a worker process adds)."""
+    from server.repository import config_to_json
+
+    return {
+        "op": "init",
+        "model_name": model_name,
+        "version": version,
+        "model_dir": str(model_dir),
+        "backend": backend,
+        "config": base64.b64encode(config.SerializeToString()).decode(),
+        "config_json": json.dumps(config_to_json(config)),
+        "instance": {"name": spec.name, "kind": spec.kind, "device_id": spec.device_id},
+        "backend_parameters": options.backend_parameters.get(backend, {}),
+        "log_verbose": options.log_verbose,
+        "auto_complete": options.auto_complete_config,
+        "in_process": in_process,
+    }
+
+
+def load_backend(init: dict[str, Any]) -> Backend:
+    """Build the backend an init record names and load the model (blocking: user code runs here).
+
+    Raises LoadError with the backend's own message, or `Class: message` for anything else the
+    model's code raised.
+    """
+    try:
+        backend = _create_backend(init)
+        backend.load()
+    except BaseException as exc:  # any failure of user code is a load error
+        if init.get("log_verbose", 0):
+            traceback.print_exc()
+        detail = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
+        raise LoadError(detail) from None
+    return backend
+
+
+def _create_backend(init: dict[str, Any]) -> Backend:
+    from server.backends import create_backend
+    from server.backends.config_proto import model_config_pb2
+
+    config = model_config_pb2().ModelConfig()
+    config.ParseFromString(base64.b64decode(init["config"]))
+    instance = init["instance"]
+    context = BackendContext(
+        model_name=init["model_name"],
+        version=int(init["version"]),
+        model_dir=Path(init["model_dir"]),
+        config=config,
+        instance_name=instance["name"],
+        instance_kind=instance["kind"],
+        device_id=instance["device_id"],
+        backend_parameters=init.get("backend_parameters", {}),
+        log_verbose=int(init.get("log_verbose", 0)),
+        config_json=init.get("config_json", ""),
+        auto_complete=bool(init.get("auto_complete", True)),
+        in_process=bool(init.get("in_process", False)),
+    )
+    backend = create_backend(init["backend"], context)
+    if backend is None:
+        raise LoadError(
+            f"model '{context.model_name}' names backend '{init['backend']}', which tritonctl lacks"
+        )
+    return backend
