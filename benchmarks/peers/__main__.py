@@ -25,6 +25,7 @@ from benchmarks.peers import report, tools
 from benchmarks.peers.load import WindowSizer
 from benchmarks.peers.rounds import Results
 from benchmarks.peers.scenarios import RUNNERS, SCENARIOS, Context
+from server.repository.instance_mode import INSTANCE_MODES, PROCESS
 
 RESULTS_MD = tools.ROOT / "benchmarks" / "RESULTS.md"
 OUT = tools.ROOT / "benchmarks" / "out"
@@ -55,6 +56,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--mlserver-workers", type=int, default=1, help="MLServer parallel_workers (0: in-process)"
     )
     parser.add_argument("--p1-concurrency", type=_levels, default=(1, 8), help="comma list (default 1,8)")
+    parser.add_argument(
+        "--ours-instance-mode",
+        choices=INSTANCE_MODES,
+        default=PROCESS,
+        help="TRITONCTL_INSTANCE_MODE set on our copies of the repositories (Triton's stay unchanged)",
+    )
     parser.add_argument(
         "--working-tree",
         action="store_true",
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             p1_concurrency=args.p1_concurrency,
             p4_models=args.p4_models,
             mlserver_workers=args.mlserver_workers,
+            ours_instance_mode=args.ours_instance_mode,
         )
         for scenario in args.scenarios:
             print(f"[peers] {scenario}: {report.TITLES[scenario]}", file=sys.stderr, flush=True)

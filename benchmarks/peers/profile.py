@@ -32,6 +32,7 @@ from benchmarks.peers import repos
 from benchmarks.peers.floor import ENGINES
 from benchmarks.peers.systems import OURS, TRITON, System, start_ours, start_triton
 from benchmarks.peers.tools import ROOT, Tools, ensure_tools, snapshot_head
+from server.repository.instance_mode import INSTANCE_MODES, PROCESS
 
 OUT = ROOT / "benchmarks" / "out"
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -262,6 +263,12 @@ def main() -> int:
     parser.add_argument("--floor", action="store_true", help="also measure minimal gRPC servers (floor.py)")
     parser.add_argument("--working-tree", action="store_true", help="profile the working tree, not HEAD")
     parser.add_argument("--no-profile", action="store_true", help="only the CPU-per-request part")
+    parser.add_argument(
+        "--ours-instance-mode",
+        choices=INSTANCE_MODES,
+        default=PROCESS,
+        help="TRITONCTL_INSTANCE_MODE of our copy of the repository (Triton's stays unchanged)",
+    )
     args = parser.parse_args()
     if not args.no_profile and not shutil.which(str(PY_SPY)):
         raise SystemExit(f"py-spy is missing: {Path(sys.executable).parent / 'pip'} install py-spy")
@@ -273,7 +280,8 @@ def main() -> int:
             head = snapshot_head(Path(folder) / "code")
             tools = dataclasses.replace(tools, ours_code=Path(folder) / "code")
             print(f"our server: snapshot of HEAD {head}")
-        ours, triton = start_ours(repo, tools), start_triton(repo, tools)
+        ours = start_ours(repos.ours_copy(repo, args.ours_instance_mode), tools)
+        triton = start_triton(repo, tools)
         systems = {OURS: ours, TRITON: triton}
         if args.floor:
             if args.protocol != "grpc" or args.dims != "16":

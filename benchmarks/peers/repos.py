@@ -14,11 +14,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from benchmarks.peers.tools import ROOT
 
 sys.path.insert(0, str(ROOT))
+from server.repository.instance_mode import INSTANCE_MODE_KEY, INSTANCE_MODES, PROCESS
 from tests.support.models import build_config, write_config, write_python_model
 from tests.tools.real_triton import onnx_python_wrapper
 
@@ -37,6 +39,22 @@ def write_identity(repo: Path, name: str = IDENTITY, dims: list[int] | None = No
     return write_python_model(
         repo, name, "identity", max_batch_size=MAX_BATCH_SIZE, dynamic_batching=True, dims=dims or P1_DIMS
     )
+
+
+def ours_copy(repo: Path, instance_mode: str) -> Path:
+    """The repository our server serves: `repo` itself in the default `process` mode, else a copy
+    whose models carry TRITONCTL_INSTANCE_MODE (`--ours-instance-mode`); Triton keeps the original."""
+    if instance_mode not in INSTANCE_MODES:
+        raise ValueError(f"instance mode {instance_mode!r} is not one of {INSTANCE_MODES}")
+    if instance_mode == PROCESS:
+        return repo
+    copy = repo.with_name(f"{repo.name}-ours-{instance_mode}")
+    shutil.copytree(repo, copy, dirs_exist_ok=True)
+    for config_path in sorted(copy.glob("*/config.pbtxt")):
+        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+        config.parameters[INSTANCE_MODE_KEY].string_value = instance_mode
+        write_config(config_path.parent, config)
+    return copy
 
 
 def write_many_identities(repo: Path, count: int) -> list[str]:

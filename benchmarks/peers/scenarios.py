@@ -61,6 +61,15 @@ class Context:
     p3_concurrency: tuple[int, ...] = (1, 4)
     p4_models: int = 50
     mlserver_workers: int = 1
+    ours_instance_mode: str = "process"  # TRITONCTL_INSTANCE_MODE of our copies of the repositories
+
+    def ours(self, scenario: str, repo: Path) -> Path:
+        """The copy of `repo` our server serves (see repos.ours_copy); notes a non-default mode."""
+        if self.ours_instance_mode != "process":
+            note = f"ours: every model with TRITONCTL_INSTANCE_MODE {self.ours_instance_mode}"
+            if note not in self.results.notes.get(scenario, []):
+                self.results.note(scenario, note)
+        return repos.ours_copy(repo, self.ours_instance_mode)
 
 
 def _cases(protocols: tuple[str, ...], levels: tuple[int, ...]) -> dict[str, tuple[str, int]]:
@@ -104,7 +113,8 @@ def run_p1(ctx: Context) -> None:
     repo = ctx.workdir / "p1"
     repos.write_identity(repo)
     cases = _cases(("grpc", "http"), ctx.p1_concurrency)
-    starters = {OURS: lambda: start_ours(repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
+    ours_repo = ctx.ours("P1", repo)
+    starters = {OURS: lambda: start_ours(ours_repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
     with _running(ctx, "P1", starters) as systems:
         plan: Plan = [(case, [OURS, TRITON]) for case in cases]
         measure = _perf_analyzer_measure(ctx, systems, repos.IDENTITY, cases)
@@ -149,6 +159,7 @@ def run_p2(ctx: Context) -> None:
     cases = _cases(("grpc",), ctx.p2_concurrency)
     ceiling_cases = {"in-process batch 1": 1, "in-process batch 16": 16}
     ceiling = _ceiling(onnx_path, ctx.sizer.interval_s)
+    ours_repo = ctx.ours("P2", ours_repo)
     starters = {
         OURS: lambda: start_ours(ours_repo, ctx.tools),
         TRITON: lambda: start_triton(triton_repo, ctx.tools),
@@ -170,7 +181,8 @@ def run_p3(ctx: Context) -> None:
     repo = ctx.workdir / "p3"
     repos.write_identity(repo, repos.IMAGE, repos.P3_DIMS)
     cases = _cases(("grpc", "http"), ctx.p3_concurrency)
-    starters = {OURS: lambda: start_ours(repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
+    ours_repo = ctx.ours("P3", repo)
+    starters = {OURS: lambda: start_ours(ours_repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
     with _running(ctx, "P3", starters) as systems:
         served = _perf_analyzer_measure(ctx, systems, repos.IMAGE, cases)
 
@@ -189,12 +201,14 @@ def run_p4(ctx: Context) -> None:
     repos.write_many_identities(repo_one, 1)
     repos.write_many_identities(repo_many, ctx.p4_models)
     cases = {"1 model": repo_one, f"{ctx.p4_models} models": repo_many}
+    ours_cases = {case: ctx.ours("P4", path) for case, path in cases.items()}
 
     def measure(case: str, system: str) -> Sample:
-        return {READY_S: time_to_ready(system, cases[case], ctx.tools)}
+        return {READY_S: time_to_ready(system, (ours_cases if system == OURS else cases)[case], ctx.tools)}
 
     def warmup(case: str, system: str) -> object:  # one start per system fills the page cache
-        return time_to_ready(system, repo_one, ctx.tools) if case == "1 model" else None
+        repo = ours_cases["1 model"] if system == OURS else repo_one
+        return time_to_ready(system, repo, ctx.tools) if case == "1 model" else None
 
     plan: Plan = [(case, [OURS, TRITON]) for case in cases]
     alternate(ctx.results, "P4", plan, rounds=ctx.rounds, measure=measure, warmup=warmup)
@@ -206,8 +220,9 @@ def run_mlserver(ctx: Context) -> None:
     repos.write_identity(repo)
     repos.write_mlserver_identity(folder)
     cases = _cases(("grpc", "http"), (8,))
+    ours_repo = ctx.ours("MLServer", repo)
     starters = {
-        OURS: lambda: start_ours(repo, ctx.tools),
+        OURS: lambda: start_ours(ours_repo, ctx.tools),
         TRITON: lambda: start_triton(repo, ctx.tools),
         MLSERVER: lambda: start_mlserver(folder, ctx.tools, ctx.mlserver_workers),
     }
