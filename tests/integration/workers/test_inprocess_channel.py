@@ -92,6 +92,13 @@ class TritonPythonModel:
 """
 
 
+PLAIN_EXCEPTION = """
+class TritonPythonModel:
+    def execute(self, requests):
+        raise ValueError("no such row")
+"""
+
+
 def _parity_cases(root: Path) -> list[tuple[Path, list[Any]]]:
     add_sub = write_python_model(root, "par_add_sub", "add_sub", max_batch_size=8)
     strings = write_python_model(root, "par_strings", "strings")
@@ -99,6 +106,7 @@ def _parity_cases(root: Path) -> list[tuple[Path, list[Any]]]:
     per_request = write_python_model(root, "par_per_request", "execute_raises", mode="per_request")
     codes = write_python_source(write_python_model(root, "par_codes", "identity"), ERROR_CODE_MODEL)
     writes = write_python_source(write_python_model(root, "par_writes", "identity"), WRITES_INTO_INPUT)
+    plain = write_python_source(write_python_model(root, "par_plain", "identity"), PLAIN_EXCEPTION)
     fp32 = [np.full((rows, 3), rows, np.float32) for rows in (1, 3, 2)]
     failing = request("m", request_id="f", INPUT0=fp32[0])
     failing.parameters = {"fail": "here", "nested": {"dropped": True}}
@@ -115,6 +123,7 @@ def _parity_cases(root: Path) -> list[tuple[Path, list[Any]]]:
         (raises, [request("m", INPUT0=fp32[0]), request("m", INPUT0=fp32[1])]),
         (per_request, [request("m", INPUT0=fp32[0]), request("m", INPUT0=-fp32[1])]),
         (codes, [failing, request("m", request_id="x", INPUT0=fp32[1])]),
+        (plain, [request("m", INPUT0=fp32[0])]),
         (writes, [request("m", INPUT0=fp32[1]), request("m", INPUT0=fp32[2])]),
     ]
 
@@ -307,3 +316,32 @@ def test_models_with_same_named_helpers_keep_their_own(workers: Workers, inproce
     assert len(names) == 2
     workers.run(channels[0].close())
     assert len([name for name in sys.modules if name in names]) == 1
+
+
+SELF_DESCRIBING = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.set_max_batch_size(4)
+        config.add_input({"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [3]})
+        config.add_output({"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [3]})
+        return config
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data)]) for data in inputs]
+"""
+
+
+@pytest.mark.parametrize("mode", IN_PROCESS)
+def test_auto_complete_config_result_is_served(workers: Workers, inprocess: InProcess, mode: str) -> None:
+    model_dir = write_python_model(workers.root, f"self_described_{mode}", "identity")
+    write_python_source(model_dir, SELF_DESCRIBING)
+    (model_dir / "config.pbtxt").write_text(f'name: "self_described_{mode}"\nbackend: "python"\n')
+    channel = inprocess.start(model_dir, mode)
+    assert channel.completed_config is not None
+    assert channel.completed_config.max_batch_size == 4
+    assert [tensor.name for tensor in channel.completed_config.output] == ["OUTPUT0"]
