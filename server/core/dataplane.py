@@ -7,6 +7,7 @@ the version's scheduler. Nothing here knows about HTTP or gRPC.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,13 @@ class DataPlane:
 
     # -- inference -------------------------------------------------------------------------------
     async def infer(self, request: InferenceRequest) -> InferenceResult:
+        return await self.submit(request)
+
+    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
+        """Admit, validate and queue a request; the future settles with its result or ServerError.
+
+        Errors found before queueing (unknown model, invalid input, overload) raise at once.
+        Cancelling the future withdraws the request (see Scheduler.submit)."""
         if self._exiting:
             raise Unavailable("Server exiting")
         loaded = self.registry.get(request.model, request.version, route=True)  # version_weights
@@ -153,12 +161,15 @@ class DataPlane:
         request.version = str(loaded.version)
         limits = self.limits
         if limits is None:
-            return await loaded.scheduler.infer(request)
+            return loaded.scheduler.submit(request)
         size = limits.admit(request)  # ServerOverloaded (503) beyond --max-pending-*
         try:
-            return await loaded.scheduler.infer(request)
-        finally:
+            future = loaded.scheduler.submit(request)
+        except BaseException:
             limits.release(size)
+            raise
+        future.add_done_callback(lambda _: limits.release(size))
+        return future
 
     # -- statistics ------------------------------------------------------------------------------
     def model_statistics(self, name: str = "", version: str = "") -> service_pb2.ModelStatisticsResponse:

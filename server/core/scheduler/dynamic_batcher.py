@@ -62,6 +62,7 @@ class DynamicBatcher(Scheduler):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at_ns = 0
         self._drained: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- Scheduler ------------------------------------------------------------------------------
 
@@ -93,21 +94,30 @@ class DynamicBatcher(Scheduler):
             self._pump_handle = None
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
+        return await self.submit(request)  # a cancelled await cancels the future: see _withdraw
+
+    def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         if not self._accepting:
             raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
-        future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[InferenceResult] = self._loop().create_future()
         # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
         item = self._queue.enqueue(request, time.monotonic_ns(), future)
+        future.add_done_callback(lambda settled: self._withdraw(item) if settled.cancelled() else None)
         self._schedule_pump()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if self._queue.remove(item):
-                self.stats.record_failure(
-                    request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED"
-                )
-                self._check_drained()
-            raise
+        return future
+
+    def _withdraw(self, item: QueuedRequest) -> None:
+        """The requester cancelled (client gone, deadline): leave the queue if still in it."""
+        if self._queue.remove(item):
+            self.stats.record_failure(
+                request_ns=time.monotonic_ns() - item.request.arrival_ns, reason="CANCELED"
+            )
+            self._check_drained()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._event_loop is None:
+            self._event_loop = asyncio.get_running_loop()
+        return self._event_loop
 
     # -- instances (the supervisor adds restarted ones) -----------------------------------------
 
@@ -127,7 +137,7 @@ class DynamicBatcher(Scheduler):
 
     def _schedule_pump(self) -> None:
         if self._pump_handle is None:
-            self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+            self._pump_handle = self._loop().call_soon(self._pump)
 
     def _pump(self) -> None:
         self._pump_handle = None
@@ -200,7 +210,7 @@ class DynamicBatcher(Scheduler):
         self._executing += len(batch)
         if self.policy.preserve_ordering:
             self._in_order.append(execution)
-        task = asyncio.get_running_loop().create_task(self._execute(channel, execution))
+        task = self._loop().create_task(self._execute(channel, execution))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

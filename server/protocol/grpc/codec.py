@@ -2,6 +2,13 @@
 
 Inputs come as `raw_input_contents` (one entry per input, what tritonclient and perf_analyzer
 send) or as typed `contents`; outputs always go back as `raw_output_contents`, like Triton.
+
+Answers are serialized by hand (`serialize_infer_result`): the protobuf wire format of
+ModelInferResponse is a few length-delimited fields, and writing them directly skips building
+message objects per request and lets output tensors go to the socket as they are, uncopied (a
+600 KB image would otherwise be copied into the message and again into its serialization).
+Rare fields (parameters) are serialized by protobuf and appended: concatenated protobuf
+encodings parse as one merged message.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from tritonclient.grpc import service_pb2
 from server.core.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 from server.errors import InvalidInput, Unsupported
 from server.protocol.tensor_codec import check_datatype, contents_to_bytes
+
+Chunk = bytes | bytearray | memoryview
 
 InferParameter = service_pb2.InferParameter
 
@@ -104,28 +113,81 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> tuple[Infere
     return request, classification
 
 
-def encode_infer_result(
-    result: InferenceResult, final_response_flag: bool = False
-) -> service_pb2.ModelInferResponse:
-    response = service_pb2.ModelInferResponse(
-        model_name=result.model,
-        model_version=result.version,
-        id=result.id,
-        outputs=[
-            service_pb2.ModelInferResponse.InferOutputTensor(
-                name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
-            )
-            for tensor in result.outputs
-        ],
-        raw_output_contents=[
-            tensor.data if isinstance(tensor.data, bytes) else bytes(tensor.data) for tensor in result.outputs
-        ],
-    )
-    for tensor, output in zip(result.outputs, response.outputs, strict=True):
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes([n]) for n in range(0x80)]
+# Field tags (field number << 3 | wire type 2, length-delimited) of ModelInferResponse and
+# of its InferOutputTensor.
+_MODEL_NAME, _MODEL_VERSION, _ID, _OUTPUTS, _RAW_OUTPUT = b"\x0a", b"\x12", b"\x1a", b"\x2a", b"\x32"
+_TENSOR_NAME, _TENSOR_DATATYPE, _TENSOR_SHAPE = b"\x0a", b"\x12", b"\x1a"
+_HEADS: dict[tuple[Any, ...], bytes] = {}  # serialized fields before the output bytes, by layout
+
+
+def _text_field(tag: bytes, text: str) -> bytes:
+    raw = text.encode()
+    return tag + _varint(len(raw)) + raw
+
+
+def _output_tensor(tensor: Tensor) -> bytes:
+    if tensor.parameters:  # rare: let protobuf write the map
+        message = service_pb2.ModelInferResponse.InferOutputTensor(
+            name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
+        )
         for key, value in tensor.parameters.items():
-            set_parameter(output.parameters[key], value)
-    for key, value in result.parameters.items():
-        set_parameter(response.parameters[key], value)
-    if final_response_flag:
-        response.parameters["triton_final_response"].bool_param = True
-    return response
+            set_parameter(message.parameters[key], value)
+        body = bytes(message.SerializeToString())
+    else:
+        shape = b"".join(_varint(dim) if dim >= 0 else _varint(dim + (1 << 64)) for dim in tensor.shape)
+        body = _text_field(_TENSOR_NAME, tensor.name) + _text_field(_TENSOR_DATATYPE, tensor.datatype)
+        if shape:
+            body += _TENSOR_SHAPE + _varint(len(shape)) + shape
+    return _OUTPUTS + _varint(len(body)) + body
+
+
+def _head(result: InferenceResult) -> bytes:
+    """model_name, model_version and the outputs' descriptions, cached by their layout."""
+    cacheable = not any(tensor.parameters for tensor in result.outputs)
+    key: tuple[Any, ...] = ()
+    if cacheable:
+        key = (result.model, result.version, *((t.name, t.datatype, *t.shape) for t in result.outputs))
+        head = _HEADS.get(key)
+        if head is not None:
+            return head
+    head = _text_field(_MODEL_NAME, result.model) + _text_field(_MODEL_VERSION, result.version)
+    head += b"".join(_output_tensor(tensor) for tensor in result.outputs)
+    if cacheable:
+        if len(_HEADS) >= 512:
+            _HEADS.clear()
+        _HEADS[key] = head
+    return head
+
+
+def serialize_infer_result(result: InferenceResult, final_response_flag: bool = False) -> list[Chunk]:
+    """The serialized ModelInferResponse as chunks: fields, then each output's bytes uncopied."""
+    head = _head(result)
+    if result.id:
+        head += _text_field(_ID, result.id)
+    if result.parameters or final_response_flag:
+        extra = service_pb2.ModelInferResponse()
+        for key, value in result.parameters.items():
+            set_parameter(extra.parameters[key], value)
+        if final_response_flag:
+            extra.parameters["triton_final_response"].bool_param = True
+        head += extra.SerializeToString()
+    chunks: list[Chunk] = [head]
+    for tensor in result.outputs:
+        data = tensor.data
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        chunks.append(_RAW_OUTPUT + _varint(size))
+        if size:
+            chunks.append(data)
+    return chunks

@@ -27,20 +27,25 @@ import hpack
 
 from server.protocol import h2frames as h2
 from server.protocol.api import DataPlaneApi
+from server.protocol.grpc.codec import Chunk
 from server.protocol.grpc.h2stream import Stream, StreamFailure, grpc_timeout_seconds, take_messages
-from server.protocol.grpc.service import METHODS, SERVICE_NAME, InferenceRpcs, Method, grpc_status
+from server.protocol.grpc.service import METHODS, SERVICE_NAME, InferCall, InferenceRpcs, Method, grpc_status
 from server.protocol.h2frames import frame, hpack_literal
 from server.protocol.restricted import GRPC_CATEGORIES, Restrictions, grpc_denial_message
 
 logger = logging.getLogger(__name__)
 
 OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
-UNIMPLEMENTED, UNAVAILABLE = 12, 14
+RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE = 8, 12, 14
 RECEIVE_WINDOW = 1 << 20  # per stream: what we let a client send before we give credit back
 CONNECTION_WINDOW = 16 << 20
 MAX_RECEIVE_FRAME = 1 << 20  # fewer, larger frames for big tensors (fewer Python iterations)
 MAX_HEADER_BLOCK = 256 << 10
 _RESPONSE_HEADERS = b"\x88" + hpack_literal(31, "application/grpc")  # :status 200, content-type
+# length (3 bytes) and type share the first 4 bytes: read as one int, shifted; then flags, stream
+_FRAME_HEAD = struct.Struct(">IBI")
+_DATA_HEAD = struct.Struct(">BHBBI")  # a frame head: 24-bit length as (high byte, low 16 bits)
+_JOIN_LIMIT = 64 << 10  # below this, outgoing frames are joined into one buffer; above, written as views
 _OK_TRAILERS = hpack_literal("grpc-status", "0")
 
 
@@ -62,6 +67,8 @@ class H2Settings:
 
     def __init__(self, rpcs: InferenceRpcs, restrictions: Restrictions, max_message_size: int) -> None:
         self.max_message_size = max_message_size
+        self.rpcs = rpcs
+        self.model_infer = METHODS["ModelInfer"]  # served without a task: see _start_infer
         prefix = f"/{SERVICE_NAME}/".encode()
         # :path -> (method, bound RPC, (header, value) a restricted group needs or None)
         self.routes: dict[bytes, tuple[Method, Callable[..., Any], tuple[bytes, bytes] | None, str]] = {}
@@ -94,7 +101,7 @@ class H2Connection(asyncio.Protocol):
         self._peer_max_frame = h2.DEFAULT_MAX_FRAME
         self._received_unacked = 0
         self._blocked: dict[int, Stream] = {}  # streams with answer bytes waiting for credit
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[Chunk] = []
         self.draining = False
 
     # asyncio.Protocol ---------------------------------------------------------------------------
@@ -137,17 +144,17 @@ class H2Connection(asyncio.Protocol):
             offset = len(h2.PREFACE)
         end = len(buffer)
         try:
-            while end - offset >= 9:
-                length = int.from_bytes(buffer[offset : offset + 3], "big")
-                if length > MAX_RECEIVE_FRAME:
-                    raise ConnectionFailure(h2.FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
-                if end - offset < 9 + length:
-                    break
-                kind, flags = buffer[offset + 3], buffer[offset + 4]
-                stream_id = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
-                payload = bytes(buffer[offset + 9 : offset + 9 + length])
-                offset += 9 + length
-                self._on_frame(kind, flags, stream_id, payload)
+            with memoryview(buffer) as view:  # released before the `del` below resizes the buffer
+                while end - offset >= 9:
+                    head, flags, stream_id = _FRAME_HEAD.unpack_from(buffer, offset)
+                    length = head >> 8
+                    if length > MAX_RECEIVE_FRAME:
+                        raise ConnectionFailure(h2.FRAME_SIZE_ERROR, "frame over SETTINGS_MAX_FRAME_SIZE")
+                    if end - offset < 9 + length:
+                        break
+                    payload = bytes(view[offset + 9 : offset + 9 + length])  # the one copy of the bytes
+                    offset += 9 + length
+                    self._on_frame(head & 0xFF, flags, stream_id & 0x7FFFFFFF, payload)
         except ConnectionFailure as failure:
             self._close(failure.code, failure.reason)
             return
@@ -261,9 +268,15 @@ class H2Connection(asyncio.Protocol):
             if not payload or payload[0] >= len(payload):
                 raise ConnectionFailure(h2.PROTOCOL_ERROR, "bad padding")
             payload = payload[1 : len(payload) - payload[0]]
+        end = bool(flags & h2.END_STREAM)
+        if end and not stream.buffer and stream.requests is None:
+            # The usual unary call: the whole message in one frame, parsed from it uncopied.
+            stream.remote_closed = True
+            if stream.method is not None and stream.task is None:
+                self._run_message(stream, payload)
+            return
         stream.buffer += payload
         stream.received_unacked += len(payload)
-        end = bool(flags & h2.END_STREAM)
         if not end and stream.received_unacked >= RECEIVE_WINDOW // 2:
             self._write(frame(h2.WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.received_unacked)))
             stream.received_unacked = 0
@@ -342,15 +355,59 @@ class H2Connection(asyncio.Protocol):
             return
         if stream.method is None or stream.task is not None:
             return
-        try:
-            messages = take_messages(stream.buffer, self._settings.max_message_size)
-        except StreamFailure as failure:
-            self._finish(stream, failure.code, failure.message)
-            return
-        if len(messages) != 1 or stream.buffer:
+        self._run_message(stream, stream.buffer)
+
+    def _run_message(self, stream: Stream, data: bytes | bytearray) -> None:
+        """A unary call's input is complete: `data` must hold exactly one gRPC message."""
+        size = len(data)
+        if size < 5 or data[0] or int.from_bytes(data[1:5], "big") != size - 5:
+            try:
+                messages = take_messages(bytearray(data), self._settings.max_message_size)
+            except StreamFailure as failure:
+                self._finish(stream, failure.code, failure.message)
+                return
             self._finish(stream, INVALID_ARGUMENT, f"expected one request message, got {len(messages)}")
             return
-        stream.task = asyncio.ensure_future(self._run_unary(stream, messages[0]))
+        if size - 5 > self._settings.max_message_size:
+            limit = self._settings.max_message_size
+            self._finish(
+                stream, RESOURCE_EXHAUSTED, f"Received message larger than max ({size - 5} vs. {limit})"
+            )
+            return
+        message = memoryview(data)[5:]
+        if stream.method is self._settings.model_infer:
+            self._start_infer(stream, message)
+        else:
+            stream.task = asyncio.ensure_future(self._run_unary(stream, message))
+
+    def _start_infer(self, stream: Stream, message: memoryview) -> None:
+        """ModelInfer without a task: decode, queue, and answer from the result's callback."""
+        try:
+            try:
+                request = self._settings.model_infer.request_type.FromString(message)
+            except Exception as exc:
+                self._finish(stream, INVALID_ARGUMENT, f"failed to parse the request message: {exc}")
+                return
+            finally:
+                message.release()
+            call = self._settings.rpcs.start_infer(request)
+        except Exception as exc:
+            self._finish(stream, *grpc_status(exc))
+            return
+        stream.task = call.future  # RST_STREAM and deadlines cancel it: the request leaves the queue
+        call.future.add_done_callback(lambda _: self._infer_done(stream, call))
+
+    def _infer_done(self, stream: Stream, call: InferCall) -> None:
+        if call.future.cancelled():
+            if stream.expired:
+                self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return
+        try:
+            chunks = self._settings.rpcs.finish_infer(call)
+        except Exception as exc:
+            self._finish(stream, *grpc_status(exc))
+            return
+        self._answer(stream, chunks)
 
     def _expire(self, stream: Stream) -> None:
         stream.deadline = None
@@ -360,7 +417,7 @@ class H2Connection(asyncio.Protocol):
         else:
             self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
 
-    async def _run_unary(self, stream: Stream, message: bytes) -> None:
+    async def _run_unary(self, stream: Stream, message: memoryview) -> None:
         method = cast(Method, stream.method)
         try:
             try:
@@ -368,8 +425,10 @@ class H2Connection(asyncio.Protocol):
             except Exception as exc:
                 self._finish(stream, INVALID_ARGUMENT, f"failed to parse the request message: {exc}")
                 return
+            finally:
+                message.release()
             response = await cast(Callable[..., Any], stream.handler)(request)
-            self._answer(stream, response.SerializeToString())
+            self._answer(stream, [response.SerializeToString()])
         except asyncio.CancelledError:
             if stream.expired:
                 self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
@@ -391,7 +450,7 @@ class H2Connection(asyncio.Protocol):
 
         try:
             async for response in cast(Callable[..., Any], stream.handler)(requests()):
-                self._send_message(stream, response.SerializeToString())
+                self._send_message(stream, [response.SerializeToString()])
             code, message = (INVALID_ARGUMENT, malformed[0]) if malformed else (OK, "")
             self._finish(stream, code, message)
         except asyncio.CancelledError:
@@ -401,23 +460,28 @@ class H2Connection(asyncio.Protocol):
             self._finish(stream, *grpc_status(exc))
 
     # frames out ---------------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
+    def _write(self, *chunks: Chunk) -> None:
         # Frames written in one loop iteration leave in one send() (fewer syscalls under load).
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._send_outgoing)
-        self._outgoing.append(data)
+        self._outgoing.extend(chunks)
 
     def _send_outgoing(self) -> None:
-        data, self._outgoing = b"".join(self._outgoing), []
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        chunks, self._outgoing = self._outgoing, []
+        if self._transport is None or self._transport.is_closing():
+            return
+        if sum(len(chunk) for chunk in chunks) <= _JOIN_LIMIT:
+            self._transport.write(b"".join(chunks))
+        else:  # large tensors go out as they are (writev), uncopied
+            self._transport.writelines(chunks)
 
-    def _answer(self, stream: Stream, payload: bytes) -> None:
+    def _answer(self, stream: Stream, chunks: list[Chunk]) -> None:
         """A whole unary answer; one write when the windows allow (the usual case)."""
-        if len(payload) > self._settings.max_message_size:
+        length = sum(len(chunk) for chunk in chunks)
+        if length > self._settings.max_message_size:
             self._finish(stream, 8, f"response larger than the maximum ({self._settings.max_message_size})")
             return
-        size = len(payload) + 5
+        size = length + 5
         if self._streams.get(stream.id) is stream and size <= min(
             stream.send_window, self._send_window, self._peer_max_frame
         ):
@@ -425,21 +489,27 @@ class H2Connection(asyncio.Protocol):
             self._send_window -= size
             self._write(
                 frame(h2.HEADERS, h2.END_HEADERS, stream.id, _RESPONSE_HEADERS)
-                + frame(h2.DATA, 0, stream.id, h2.grpc_message(payload))
-                + frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS)
+                + _DATA_HEAD.pack(size >> 16, size & 0xFFFF, h2.DATA, 0, stream.id)
+                + b"\x00"
+                + length.to_bytes(4, "big"),
+                *chunks,
+                frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS),
             )
             self._close_stream(stream)
             return
-        self._send_message(stream, payload)
+        self._send_message(stream, chunks)
         self._finish(stream, OK, "")
 
-    def _send_message(self, stream: Stream, payload: bytes) -> None:
+    def _send_message(self, stream: Stream, chunks: list[Chunk]) -> None:
         if self._streams.get(stream.id) is not stream:
             return
         if not stream.headers_sent:
             stream.headers_sent = True
             self._write(frame(h2.HEADERS, h2.END_HEADERS, stream.id, _RESPONSE_HEADERS))
-        stream.pending += h2.grpc_message(payload)
+        length = sum(len(chunk) for chunk in chunks)
+        stream.queue_answer(b"\x00" + length.to_bytes(4, "big"))
+        for chunk in chunks:
+            stream.queue_answer(chunk)
         self._flush_stream(stream)
 
     def _finish(self, stream: Stream, code: int, message: str) -> None:
@@ -456,20 +526,19 @@ class H2Connection(asyncio.Protocol):
         self._flush_stream(stream)
 
     def _flush_stream(self, stream: Stream) -> None:
-        allowed = min(len(stream.pending), stream.send_window, self._send_window)
+        allowed = min(stream.pending_size, stream.send_window, self._send_window)
         if allowed > 0:
-            chunk = bytes(stream.pending[:allowed])
-            del stream.pending[:allowed]
             stream.send_window -= allowed
             self._send_window -= allowed
             size = self._peer_max_frame
-            self._write(
-                b"".join(
-                    frame(h2.DATA, 0, stream.id, chunk[start : start + size])
-                    for start in range(0, allowed, size)
+            while allowed > 0:
+                chunk_size = min(size, allowed)
+                allowed -= chunk_size
+                self._write(
+                    _DATA_HEAD.pack(chunk_size >> 16, chunk_size & 0xFFFF, h2.DATA, 0, stream.id),
+                    *stream.take_answer(chunk_size),
                 )
-            )
-        if stream.pending:
+        if stream.pending_size:
             self._blocked[stream.id] = stream
             return
         self._blocked.pop(stream.id, None)

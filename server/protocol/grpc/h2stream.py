@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ class Stream:
         "id",
         "method",
         "pending",
+        "pending_size",
         "received_unacked",
         "remote_closed",
         "requests",
@@ -45,16 +47,38 @@ class Stream:
         self.send_window = send_window  # credit the client gave us on this stream
         self.received_unacked = 0  # bytes received since we last gave credit back
         self.buffer = bytearray()  # request bytes not yet cut into messages
-        self.pending = bytearray()  # answer bytes waiting for flow-control credit
+        # Answer bytes waiting for flow-control credit, as views of the answer's own buffers.
+        self.pending: collections.deque[memoryview] = collections.deque()
+        self.pending_size = 0
         self.trailers: bytes | None = None  # HPACK block to send once `pending` is out
         self.headers_sent = False
         self.remote_closed = False  # the client sent END_STREAM
         self.method: Method | None = None
         self.handler: Callable[..., Any] | None = None
         self.requests: asyncio.Queue[bytes | None] | None = None  # streaming calls only
-        self.task: asyncio.Future[None] | None = None
+        self.task: asyncio.Future[Any] | None = None  # the call's task, or ModelInfer's result future
         self.deadline: asyncio.TimerHandle | None = None
         self.expired = False
+
+    def queue_answer(self, chunk: bytes | bytearray | memoryview) -> None:
+        if len(chunk):
+            self.pending.append(memoryview(chunk).cast("B"))
+            self.pending_size += len(self.pending[-1])
+
+    def take_answer(self, size: int) -> list[memoryview]:
+        """The next `size` answer bytes (size <= pending_size), as views: nothing is copied."""
+        taken: list[memoryview] = []
+        self.pending_size -= size
+        while size:
+            head = self.pending[0]
+            if len(head) <= size:
+                taken.append(self.pending.popleft())
+                size -= len(head)
+            else:
+                taken.append(head[:size])
+                self.pending[0] = head[size:]
+                size = 0
+        return taken
 
     def cancel(self, task: bool = True) -> None:
         if self.deadline is not None:
@@ -82,7 +106,8 @@ def take_messages(buffer: bytearray, max_size: int, peek: bool = False) -> list[
             )
         if peek or len(buffer) - offset - 5 < length:
             break
-        messages.append(bytes(buffer[offset + 5 : offset + 5 + length]))
+        with memoryview(buffer) as view:  # one copy (a bytearray slice would add another)
+            messages.append(bytes(view[offset + 5 : offset + 5 + length]))
         offset += 5 + length
     if not peek:
         del buffer[:offset]

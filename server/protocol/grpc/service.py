@@ -17,9 +17,10 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from server.core.types import InferenceResult
 from server.errors import ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
-from server.protocol.grpc.codec import decode_infer_request, encode_infer_result, parameter_value
+from server.protocol.grpc.codec import Chunk, decode_infer_request, parameter_value, serialize_infer_result
 from server.protocol.tensor_codec import classify
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ class Method:
     request_type: Any
     response_type: Any
     streaming: bool  # bidirectional (ModelStreamInfer); every other RPC is unary
+
+
+@dataclass(slots=True)
+class InferCall:
+    """A queued inference: its result's future, and the outputs that asked for classification."""
+
+    future: asyncio.Future[InferenceResult]
+    classification: dict[str, int]
 
 
 def _methods() -> dict[str, Method]:
@@ -104,19 +113,29 @@ class InferenceRpcs:
         return self.dataplane.model_statistics(request.name, request.version)
 
     # -- inference -------------------------------------------------------------------------------
-    async def _infer(self, request: pb.ModelInferRequest, final_flag: bool) -> pb.ModelInferResponse:
+    def start_infer(self, request: pb.ModelInferRequest) -> InferCall:
+        """Decode and queue a request (the hot path: no coroutine); errors before queueing raise."""
         infer_request, classification = decode_infer_request(request)
-        result = await self.dataplane.infer(infer_request)
-        if classification:
+        return InferCall(self.dataplane.submit(infer_request), classification)
+
+    def finish_infer(self, call: InferCall, final_flag: bool = False) -> list[Chunk]:
+        """The serialized answer of a settled call (raises its error)."""
+        result = call.future.result()
+        if call.classification:
             batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
             for tensor in result.outputs:
-                count = classification.get(tensor.name)
+                count = call.classification.get(tensor.name)
                 if count is not None:
                     tensor.shape, tensor.data = classify(
                         tensor.datatype, tensor.shape, tensor.data, count, batched
                     )
                     tensor.datatype = "BYTES"
-        return encode_infer_result(result, final_flag)
+        return serialize_infer_result(result, final_flag)
+
+    async def _infer(self, request: pb.ModelInferRequest, final_flag: bool) -> pb.ModelInferResponse:
+        call = self.start_infer(request)
+        await call.future
+        return pb.ModelInferResponse.FromString(b"".join(self.finish_infer(call, final_flag)))
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         return await self._infer(request, final_flag=False)
