@@ -22,6 +22,7 @@ from server.repository import load_model_config
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.inprocess import InProcessChannel
 from server.workers.options import WorkerOptions
+from tests.integration.core.test_auto_complete import SELF_DESCRIBING
 from tests.integration.workers.pool import Workers, output, request
 from tests.integration.workers.test_channel_python import ERROR_CODE_MODEL
 from tests.support.models import write_onnx_model, write_python_model, write_python_source
@@ -316,24 +317,6 @@ def test_models_with_same_named_helpers_keep_their_own(workers: Workers, inproce
     assert len(names) == 2
     workers.run(channels[0].close())
     assert len([name for name in sys.modules if name in names]) == 1
-
-
-SELF_DESCRIBING = """
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    @staticmethod
-    def auto_complete_config(config):
-        config.set_max_batch_size(4)
-        config.add_input({"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [3]})
-        config.add_output({"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [3]})
-        return config
-
-    def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data)]) for data in inputs]
-"""
 
 
 @pytest.mark.parametrize("mode", IN_PROCESS)
