@@ -8,6 +8,7 @@ another stack to compare them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -19,9 +20,10 @@ from urllib.parse import unquote
 
 import orjson
 
+from server.core.types import InferenceResult
 from server.errors import InvalidInput, ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
-from server.protocol.http.infer_codec import decode_infer_request, encode_infer_result
+from server.protocol.http.infer_codec import DecodedInfer, decode_infer_request, encode_infer_result
 from server.protocol.http.views import (
     message_to_json,
     model_metadata_json,
@@ -81,6 +83,30 @@ _METHOD_NOT_ALLOWED = error_response(405, "Method Not Allowed", TEXT)
 
 
 Handler = Callable[[HttpRequest, str, str], Awaitable[HttpResponse]]
+
+
+@dataclass(slots=True)
+class InferCall:
+    """A queued inference: the HTTP request, its decoded form and its result's future."""
+
+    request: HttpRequest
+    decoded: DecodedInfer
+    future: asyncio.Future[InferenceResult]
+
+
+def _infer_target(path: str) -> tuple[str, str] | None:
+    """(model, version) of `/v2/models/{model}[/versions/{version}]/infer`, else None."""
+    parts = path.split("/")
+    # ["", "v2", "models", model, "infer"] or [..., model, "versions", version, "infer"]
+    if parts[-1] != "infer" or len(parts) not in (5, 7) or parts[1] != "v2" or parts[2] != "models":
+        return None
+    if not parts[3]:
+        return None
+    if len(parts) == 5:
+        return unquote(parts[3]), ""
+    if parts[4] != "versions" or not parts[5].isdigit():
+        return None
+    return unquote(parts[3]), parts[5]
 
 
 class HttpApp:
@@ -170,13 +196,49 @@ class HttpApp:
         return json_response(statistics_json(statistics))
 
     async def _infer(self, request: HttpRequest, model: str, version: str) -> HttpResponse:
+        call = self._start_infer(request, model, version)
+        await call.future
+        return self._infer_response(call)
+
+    def start_infer(self, request: HttpRequest) -> InferCall | HttpResponse | None:
+        """The hot path, without a coroutine: an inference request is decoded and queued here
+        (or answered at once with its error); None for every other request (use `handle`)."""
+        if request.method != "POST" or self.restrictions:
+            return None
+        target = _infer_target(request.path)
+        if target is None:
+            return None
+        try:
+            return self._start_infer(request, *target)
+        except ServerError as exc:
+            return error_response(exc.http_status, exc.message)
+        except Exception as exc:  # a bug: answer 500 and keep serving
+            logger.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def finish_infer(self, call: InferCall) -> HttpResponse:
+        """The answer of a settled InferCall (its result, or its error)."""
+        try:
+            response = self._infer_response(call)
+        except ServerError as exc:
+            response = error_response(exc.http_status, exc.message)
+        except Exception as exc:  # a bug: answer 500 and keep serving
+            logger.exception("unhandled error answering %s", call.request.path)
+            response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _maybe_compress(call.request, response)
+
+    def _start_infer(self, request: HttpRequest, model: str, version: str) -> InferCall:
         body = _decompressed_body(request, self.max_input_size)
         decoded = decode_infer_request(
             model, version, body, request.headers.get("inference-header-content-length")
         )
-        result = await self.dataplane.infer(decoded.request)
+        return InferCall(request, decoded, self.dataplane.submit(decoded.request))
+
+    def _infer_response(self, call: InferCall) -> HttpResponse:
+        result = call.future.result()
+        decoded = call.decoded
         if decoded.classification:
-            batched = self.dataplane.model_config(model, result.version).max_batch_size > 0
+            batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
             for tensor in result.outputs:
                 count = decoded.classification.get(tensor.name)
                 if count is not None:

@@ -15,12 +15,12 @@ import http
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import httptools
 
 from server.protocol.api import DataPlaneApi
-from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, error_response
+from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
 from server.protocol.restricted import parse_restrictions
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._queue: deque[_Pending] = deque()
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: asyncio.Future[Any] | None = None  # the queue's task, or an inference's future
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closing = False  # no further requests are taken (shutdown, error or Connection: close)
@@ -214,12 +214,54 @@ class HttpConnection(asyncio.Protocol):
 
     # -- request processing ----------------------------------------------------------------------
     def _enqueue(self, pending: _Pending) -> None:
+        if (
+            self._worker is None
+            and not self._queue
+            and pending.request is not None
+            and (self._writable is None or self._writable.done())
+            and self._answer_now(pending)
+        ):
+            return
         self._queue.append(pending)
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None and not self._reading_paused:
             self._transport.pause_reading()
             self._reading_paused = True
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._serve_queue())
+
+    def _answer_now(self, pending: _Pending) -> bool:
+        """The hot path for an inference with nothing queued before it: queue it in the model's
+        scheduler and answer from its future's callback, with no task. False: not an inference."""
+        assert pending.request is not None
+        started = self._app.start_infer(pending.request)
+        if started is None:
+            return False
+        if isinstance(started, HttpResponse):  # refused before queueing
+            self._release(pending.size)
+            self._respond(pending, started)
+            return True
+        self._worker = started.future  # connection_lost cancels it: the request leaves the queue
+        started.future.add_done_callback(lambda _: self._infer_done(pending, started))
+        return True
+
+    def _infer_done(self, pending: _Pending, call: InferCall) -> None:
+        self._worker = None
+        self._release(pending.size)
+        if call.future.cancelled():
+            return
+        self._respond(pending, self._app.finish_infer(call))
+        if self._queue and self._worker is None and not self._closing:
+            self._worker = asyncio.get_running_loop().create_task(self._serve_queue())
+
+    def _respond(self, pending: _Pending, response: HttpResponse) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        keep_alive = pending.keep_alive and not (self._closing and not self._queue)
+        self._write(transport, response, keep_alive)
+        if not keep_alive:
+            self._closing = True
+            transport.close()
 
     def _reject_and_close(self, response: HttpResponse) -> None:
         """Answer after the requests already queued, then close; read nothing more."""
