@@ -27,6 +27,7 @@ from server.core.dataplane import DataPlane
 from server.core.limits import PendingLimits
 from server.core.registry import READY, ModelRegistry
 from server.errors import ConfigError, ServerError
+from server.malloc_tuning import keep_large_buffers_in_heap
 from server.options import ServerOptions, backend_config_map
 
 log = logging.getLogger("tritonctl.server")
@@ -38,6 +39,7 @@ T = TypeVar("T")
 def serve(options: ServerOptions) -> int:
     """Run the server until it is signalled; returns the process exit code."""
     _configure_logging(options.log_verbose)
+    keep_large_buffers_in_heap()
     try:
         options.check()
     except ConfigError as exc:

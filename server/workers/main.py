@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from server.malloc_tuning import keep_large_buffers_in_heap
+
+    keep_large_buffers_in_heap()  # outputs of large models are allocated per batch too
 
     from server.workers.worker import run
 
