@@ -27,10 +27,10 @@ import hpack
 
 from server.protocol import h2frames as h2
 from server.protocol.api import DataPlaneApi
-from server.protocol.grpc.codec import Chunk
+from server.protocol.grpc.h2send import H2Sender
 from server.protocol.grpc.h2stream import Stream, StreamFailure, grpc_timeout_seconds, take_messages
 from server.protocol.grpc.service import METHODS, SERVICE_NAME, InferCall, InferenceRpcs, Method, grpc_status
-from server.protocol.h2frames import frame, hpack_literal
+from server.protocol.h2frames import frame
 from server.protocol.restricted import GRPC_CATEGORIES, Restrictions, grpc_denial_message
 
 logger = logging.getLogger(__name__)
@@ -41,25 +41,8 @@ RECEIVE_WINDOW = 1 << 20  # per stream: what we let a client send before we give
 CONNECTION_WINDOW = 16 << 20
 MAX_RECEIVE_FRAME = 1 << 20  # fewer, larger frames for big tensors (fewer Python iterations)
 MAX_HEADER_BLOCK = 256 << 10
-_RESPONSE_HEADERS = b"\x88" + hpack_literal(31, "application/grpc")  # :status 200, content-type
 # length (3 bytes) and type share the first 4 bytes: read as one int, shifted; then flags, stream
 _FRAME_HEAD = struct.Struct(">IBI")
-_DATA_HEAD = struct.Struct(">BHBBI")  # a frame head: 24-bit length as (high byte, low 16 bits)
-_JOIN_LIMIT = 64 << 10  # below this, outgoing frames are joined into one buffer; above, written as views
-_OK_TRAILERS = hpack_literal("grpc-status", "0")
-
-
-def _percent_encode(message: str) -> bytes:
-    """grpc-message: UTF-8 with bytes outside printable ASCII (and '%') percent-encoded."""
-    raw = message.encode("utf-8", "replace")
-    return b"".join(bytes([b]) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
-
-
-def trailers_block(code: int, message: str) -> bytes:
-    if code == OK and not message:
-        return _OK_TRAILERS
-    block = hpack_literal("grpc-status", str(code))
-    return block + (hpack_literal("grpc-message", _percent_encode(message)) if message else b"")
 
 
 class H2Settings:
@@ -80,30 +63,25 @@ class H2Settings:
             self.routes[prefix + name.encode()] = (method, getattr(rpcs, name), required, denial)
 
 
-class H2Connection(asyncio.Protocol):
-    """One client connection: frames in, RPC tasks, frames out."""
+class H2Connection(H2Sender, asyncio.Protocol):
+    """One client connection: frames in, calls; frames out in H2Sender (h2send.py)."""
 
     def __init__(self, settings: H2Settings, connections: set[H2Connection]) -> None:
+        super().__init__(settings.max_message_size)
         self._settings = settings
         self._connections = connections
-        self._transport: asyncio.Transport | None = None
         self._pieces: list[bytes | memoryview] = []  # reads ending inside a frame (see data_received)
         self._pieces_size = 0
         self._needed = 0  # bytes `_pieces` must reach before a frame (or the preface) is complete
         self._preface_seen = False
         self._decoder = hpack.Decoder()
         self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
-        self._streams: dict[int, Stream] = {}
         self._last_stream_id = 0
         self._fragments: bytearray | None = None
         self._fragment_stream = 0
         self._fragment_flags = 0
-        self._send_window = h2.DEFAULT_WINDOW  # connection-level credit the client gave us
         self._peer_initial_window = h2.DEFAULT_WINDOW
-        self._peer_max_frame = h2.DEFAULT_MAX_FRAME
         self._received_unacked = 0
-        self._blocked: dict[int, Stream] = {}  # streams with answer bytes waiting for credit
-        self._outgoing: list[Chunk] = []
         self.draining = False
 
     # asyncio.Protocol ---------------------------------------------------------------------------
@@ -479,106 +457,6 @@ class H2Connection(asyncio.Protocol):
                 self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
         except Exception as exc:
             self._finish(stream, *grpc_status(exc))
-
-    # frames out ---------------------------------------------------------------------------------
-    def _write(self, *chunks: Chunk) -> None:
-        # Frames written in one loop iteration leave in one send() (fewer syscalls under load).
-        if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._send_outgoing)
-        self._outgoing.extend(chunks)
-
-    def _send_outgoing(self) -> None:
-        chunks, self._outgoing = self._outgoing, []
-        if self._transport is None or self._transport.is_closing():
-            return
-        if sum(len(chunk) for chunk in chunks) <= _JOIN_LIMIT:
-            self._transport.write(b"".join(chunks))
-        else:  # large tensors go out as they are (writev), uncopied
-            self._transport.writelines(chunks)
-
-    def _answer(self, stream: Stream, chunks: list[Chunk]) -> None:
-        """A whole unary answer; one write when the windows allow (the usual case)."""
-        length = sum(len(chunk) for chunk in chunks)
-        if length > self._settings.max_message_size:
-            self._finish(stream, 8, f"response larger than the maximum ({self._settings.max_message_size})")
-            return
-        size = length + 5
-        if self._streams.get(stream.id) is stream and size <= min(
-            stream.send_window, self._send_window, self._peer_max_frame
-        ):
-            stream.send_window -= size
-            self._send_window -= size
-            self._write(
-                frame(h2.HEADERS, h2.END_HEADERS, stream.id, _RESPONSE_HEADERS)
-                + _DATA_HEAD.pack(size >> 16, size & 0xFFFF, h2.DATA, 0, stream.id)
-                + b"\x00"
-                + length.to_bytes(4, "big"),
-                *chunks,
-                frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, _OK_TRAILERS),
-            )
-            self._close_stream(stream)
-            return
-        self._send_message(stream, chunks)
-        self._finish(stream, OK, "")
-
-    def _send_message(self, stream: Stream, chunks: list[Chunk]) -> None:
-        if self._streams.get(stream.id) is not stream:
-            return
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            self._write(frame(h2.HEADERS, h2.END_HEADERS, stream.id, _RESPONSE_HEADERS))
-        length = sum(len(chunk) for chunk in chunks)
-        stream.queue_answer(b"\x00" + length.to_bytes(4, "big"))
-        for chunk in chunks:
-            stream.queue_answer(chunk)
-        self._flush_stream(stream)
-
-    def _finish(self, stream: Stream, code: int, message: str) -> None:
-        """End the call with its status: trailers after any answer bytes still waiting for credit."""
-        if self._streams.get(stream.id) is not stream or stream.trailers is not None:
-            return
-        if not stream.headers_sent:  # trailers-only answer
-            stream.headers_sent = True
-            block = _RESPONSE_HEADERS + trailers_block(code, message)
-            self._write(frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, block))
-            self._close_stream(stream)
-            return
-        stream.trailers = trailers_block(code, message)
-        self._flush_stream(stream)
-
-    def _flush_stream(self, stream: Stream) -> None:
-        allowed = min(stream.pending_size, stream.send_window, self._send_window)
-        if allowed > 0:
-            stream.send_window -= allowed
-            self._send_window -= allowed
-            size = self._peer_max_frame
-            while allowed > 0:
-                chunk_size = min(size, allowed)
-                allowed -= chunk_size
-                self._write(
-                    _DATA_HEAD.pack(chunk_size >> 16, chunk_size & 0xFFFF, h2.DATA, 0, stream.id),
-                    *stream.take_answer(chunk_size),
-                )
-        if stream.pending_size:
-            self._blocked[stream.id] = stream
-            return
-        self._blocked.pop(stream.id, None)
-        if stream.trailers is not None:
-            self._write(frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, stream.trailers))
-            self._close_stream(stream)
-
-    def _flush_blocked(self) -> None:
-        for stream in list(self._blocked.values()):
-            if self._send_window <= 0:
-                return
-            self._flush_stream(stream)
-
-    def _close_stream(self, stream: Stream) -> None:
-        self._streams.pop(stream.id, None)
-        self._blocked.pop(stream.id, None)
-        if not stream.remote_closed:  # we answered before the client finished sending
-            self._write(frame(h2.RST_STREAM, 0, stream.id, struct.pack(">I", h2.NO_ERROR)))
-        stream.cancel(task=stream.task is not asyncio.current_task())
 
     def _close(self, code: int, reason: str) -> None:
         if self._transport is None:
