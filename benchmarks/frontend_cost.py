@@ -30,6 +30,7 @@ import orjson
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
+from benchmarks.batching import InstantChannel
 from server.core.dataplane import DataPlane
 from server.core.model_version import LoadedVersion
 from server.core.scheduler import create_scheduler
@@ -37,7 +38,7 @@ from server.core.stats import ModelStats
 from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.core.validation import RequestValidator
 from server.protocol import h2frames as h2
-from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.channel import BatchOutcome
 
 MODEL = "identity"
 _PROFILE: list[cProfile.Profile] = []  # --profile: enabled around the timed loops only
@@ -51,8 +52,8 @@ output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [16] }]
 """
 
 
-class AnswerAtOnce(WorkerChannel):
-    """An instance with no cost: OUTPUT0 = INPUT0, answered on the next loop turn."""
+class AnswerAtOnce(InstantChannel):
+    """An instance with no cost: OUTPUT0 = INPUT0 (named as the model's output), answered at once."""
 
     instance_name = "identity_0_cpu"
 
@@ -67,16 +68,6 @@ class AnswerAtOnce(WorkerChannel):
             for r in requests
         ]
         return BatchOutcome(results)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
 
 
 class OneModelRegistry:

@@ -253,15 +253,17 @@ class HttpConnection(asyncio.Protocol):
         if self._queue and self._worker is None and not self._closing:
             self._worker = asyncio.get_running_loop().create_task(self._serve_queue())
 
-    def _respond(self, pending: _Pending, response: HttpResponse) -> None:
+    def _respond(self, pending: _Pending, response: HttpResponse) -> bool:
+        """Write the answer; False when the connection is (now) closed."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            return
+            return False
         keep_alive = pending.keep_alive and not (self._closing and not self._queue)
         self._write(transport, response, keep_alive)
         if not keep_alive:
             self._closing = True
             transport.close()
+        return keep_alive
 
     def _reject_and_close(self, response: HttpResponse) -> None:
         """Answer after the requests already queued, then close; read nothing more."""
@@ -287,14 +289,7 @@ class HttpConnection(asyncio.Protocol):
                         response = await self._app.handle(pending.request)
                     finally:
                         self._release(pending.size)
-                transport = self._transport
-                if transport is None or transport.is_closing():
-                    return
-                keep_alive = pending.keep_alive and not (self._closing and not self._queue)
-                self._write(transport, response, keep_alive)
-                if not keep_alive:
-                    self._closing = True
-                    transport.close()
+                if not self._respond(pending, response):
                     return
                 if self._writable is not None and not self._writable.done():
                     await self._writable
