@@ -100,6 +100,9 @@ class FakeTransport:
     def pause_reading(self) -> None:
         return None
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
     def resume_reading(self) -> None:
         return None
 

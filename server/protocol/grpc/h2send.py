@@ -21,6 +21,10 @@ _RESPONSE_HEADERS = b"\x88" + hpack_literal(31, "application/grpc")  # :status 2
 _OK_TRAILERS = hpack_literal("grpc-status", "0")
 _DATA_HEAD = struct.Struct(">BHBBI")  # a frame head: 24-bit length as (high byte, low 16 bits)
 _JOIN_LIMIT = 64 << 10  # below this, outgoing frames are joined into one buffer; above, written as views
+# Answer bytes a connection may hold unsent, in the transport (the client reads slowly) or waiting
+# for its flow-control credit (it gives none): above this we stop reading its new requests until it
+# catches up, so a client that never reads cannot make the server buffer without end.
+BACKLOG_HIGH = 8 << 20
 
 
 def _percent_encode(message: str) -> bytes:
@@ -47,6 +51,31 @@ class H2Sender:
         self._outgoing: list[Chunk] = []
         self._send_window = h2.DEFAULT_WINDOW  # connection-level credit the client gave us
         self._peer_max_frame = h2.DEFAULT_MAX_FRAME
+        self._transport_full = False  # the transport's buffer is above its high-water mark
+        self._reading_paused = False
+
+    # backpressure -------------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        self._transport_full = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._transport_full = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read new requests only while this connection's unsent answers stay bounded."""
+        backlog = sum(stream.pending_size for stream in self._blocked.values()) if self._blocked else 0
+        limit = BACKLOG_HIGH // 2 if self._reading_paused else BACKLOG_HIGH  # hysteresis
+        pause = self._transport_full or backlog > limit
+        transport = self._transport
+        if pause == self._reading_paused or transport is None or transport.is_closing():
+            return
+        self._reading_paused = pause
+        if pause:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _write(self, *chunks: Chunk) -> None:
         # Frames written in one loop iteration leave in one send() (fewer syscalls under load).
@@ -128,6 +157,7 @@ class H2Sender:
                 )
         if stream.pending_size:
             self._blocked[stream.id] = stream
+            self._update_reading()
             return
         self._blocked.pop(stream.id, None)
         if stream.trailers is not None:
@@ -137,8 +167,10 @@ class H2Sender:
     def _flush_blocked(self) -> None:
         for stream in list(self._blocked.values()):
             if self._send_window <= 0:
-                return
+                break
             self._flush_stream(stream)
+        if self._reading_paused:
+            self._update_reading()
 
     def _close_stream(self, stream: Stream) -> None:
         self._streams.pop(stream.id, None)

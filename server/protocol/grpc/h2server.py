@@ -27,7 +27,7 @@ import hpack
 
 from server.protocol import h2frames as h2
 from server.protocol.api import DataPlaneApi
-from server.protocol.grpc.h2send import H2Sender
+from server.protocol.grpc.h2send import BACKLOG_HIGH, H2Sender
 from server.protocol.grpc.h2stream import Stream, StreamFailure, grpc_timeout_seconds, take_messages
 from server.protocol.grpc.service import METHODS, SERVICE_NAME, InferCall, InferenceRpcs, Method, grpc_status
 from server.protocol.h2frames import frame
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE = 8, 12, 14
 RECEIVE_WINDOW = 1 << 20  # per stream: what we let a client send before we give credit back
+MAX_CONCURRENT_STREAMS = 1024  # open calls per connection; more are refused (the client may retry)
+
 CONNECTION_WINDOW = 16 << 20
 MAX_RECEIVE_FRAME = 1 << 20  # fewer, larger frames for big tensors (fewer Python iterations)
 MAX_HEADER_BLOCK = 256 << 10
@@ -88,10 +90,13 @@ class H2Connection(H2Sender, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
+        self._transport.set_write_buffer_limits(high=BACKLOG_HIGH)  # then H2Sender.pause_writing
         settings = struct.pack(
-            ">HIHIHI",
+            ">HIHIHIHI",
             h2.SETTINGS_ENABLE_PUSH,
             0,
+            h2.SETTINGS_MAX_CONCURRENT_STREAMS,
+            MAX_CONCURRENT_STREAMS,
             h2.SETTINGS_INITIAL_WINDOW_SIZE,
             RECEIVE_WINDOW,
             h2.SETTINGS_MAX_FRAME_SIZE,
@@ -247,7 +252,7 @@ class H2Connection(H2Sender, asyncio.Protocol):
         if stream_id <= self._last_stream_id:
             return  # a stream we already closed
         self._last_stream_id = stream_id
-        if self.draining:
+        if self.draining or len(self._streams) >= MAX_CONCURRENT_STREAMS:
             self._write(frame(h2.RST_STREAM, 0, stream_id, struct.pack(">I", h2.REFUSED_STREAM)))
             return
         stream = Stream(stream_id, self._peer_initial_window, RECEIVE_WINDOW)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import hpack
@@ -244,3 +245,78 @@ def test_bad_calls_end_with_a_status_and_the_connection_goes_on(server: RunningS
     raw.close()
     assert statuses == {1: "12", 3: "12", 5: "3", 9: "0"}
     assert pinged
+
+
+def _server_settings(raw: RawH2) -> dict[int, int]:
+    while (got := raw.read_frame()) is not None:
+        kind, flags, _, payload = got
+        if kind == h2.SETTINGS and not flags & h2.ACK:
+            return dict(struct.unpack_from(">HI", payload, o) for o in range(0, len(payload), 6))
+    raise AssertionError("no SETTINGS from the server")
+
+
+def test_streams_beyond_the_advertised_limit_are_refused(server: RunningServer) -> None:
+    raw = RawH2(server.grpc_url)
+    try:
+        limit = _server_settings(raw)[h2.SETTINGS_MAX_CONCURRENT_STREAMS]
+        assert 100 <= limit <= 4096
+        for index in range(limit + 1):  # open calls that wait for their input
+            raw.start_call(2 * index + 1)
+        refused = 2 * limit + 1
+        while (got := raw.read_frame()) is not None:
+            kind, _, stream_id, payload = got
+            if kind == h2.RST_STREAM:
+                assert stream_id == refused, f"stream {stream_id} reset, only {refused} should be"
+                assert int.from_bytes(payload, "big") == h2.REFUSED_STREAM
+                break
+        else:
+            raise AssertionError("the stream over the limit was not refused")
+        # an open call still completes: send stream 1 its input
+        raw.send(h2.frame(h2.DATA, h2.END_STREAM, 1, infer_message("big", np.ones(4, np.float32))))
+        while (got := raw.read_frame()) is not None:
+            if got[0] == h2.HEADERS and got[2] == 1 and got[1] & h2.END_STREAM:
+                assert raw.headers(got[3]).get("grpc-status") == "0"
+                break
+    finally:
+        raw.close()
+    assert_serving(server)
+
+
+@pytest.mark.parametrize("windows", ["default", "open"])
+def test_a_client_that_never_reads_is_no_longer_read(server: RunningServer, windows: str) -> None:
+    """64 MiB of answers nobody reads: the server stops reading that client (its sends block)
+    instead of buffering them all, and keeps serving everyone else. Requests of 512 KiB stay
+    within the server's stream window and go in 16 KiB DATA frames, paced so that answers pile
+    up (a client sending faster than the model answers is bounded by the queues, not by this)."""
+    import psutil
+
+    settings = b""
+    if windows == "open":  # flow control never holds answers back: the transport's buffer fills
+        settings = struct.pack(">HI", h2.SETTINGS_INITIAL_WINDOW_SIZE, h2.MAX_WINDOW)
+    raw = RawH2(server.grpc_url, settings)
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    if windows == "open":
+        raw.send(h2.frame(h2.WINDOW_UPDATE, 0, 0, struct.pack(">I", h2.MAX_WINDOW - h2.DEFAULT_WINDOW)))
+    process = psutil.Process(server.process.pid)
+    rss_before = process.memory_info().rss
+    message = infer_message("big", np.zeros(1 << 17, np.float32))  # 512 KiB each way
+    pieces = [message[start : start + (1 << 14)] for start in range(0, len(message), 1 << 14)]
+    raw.sock.settimeout(5)
+    sent = calls = 128
+    try:
+        for index in range(calls):
+            stream_id = 2 * index + 1
+            raw.start_call(stream_id)
+            for number, piece in enumerate(pieces):
+                last = h2.END_STREAM if number == len(pieces) - 1 else 0
+                raw.send(h2.frame(h2.DATA, last, stream_id, piece))
+            time.sleep(0.02)
+    except TimeoutError:
+        sent = index  # the server stopped reading us: what this test wants to see
+    try:
+        assert sent < calls, "the server read 64 MiB of requests from a client that reads nothing"
+        growth = process.memory_info().rss - rss_before
+        assert growth < 48 << 20, f"server RSS grew {growth >> 20} MiB"
+        assert_serving(server)
+    finally:
+        raw.close()
