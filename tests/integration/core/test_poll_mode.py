@@ -14,7 +14,13 @@ from tritonclient.utils import InferenceServerException
 from tests.support.models import write_python_model
 from tests.support.server import start_server
 
-pytestmark = pytest.mark.integration
+# Threads send with tritonclient.http, whose client closes its gevent pool in __del__: run by the
+# cyclic GC in another thread, gevent raises there (an unraisable warning from the client library,
+# see tests/integration/core/test_shutdown.py).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 
 class Traffic(threading.Thread):
