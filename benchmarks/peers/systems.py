@@ -49,20 +49,20 @@ class System:
         return self.grpc_url if protocol == "grpc" else self.http_url
 
 
+def _spawn(command: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """A server in a session of its own (so its whole group can be stopped), output to log_path."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 def start_ours(repo: Path, tools: Tools, timeout_s: float = 300.0) -> System:
     """`python -m server` from `tools.ours_code` on free ports, stopped with SIGTERM then its group killed."""
     ports = [real_triton.free_port(HOST) for _ in range(3)]
     command, env = _ours_command(repo, ports, tools.ours_code)
     log_path = Path(tempfile.mkstemp(prefix="peers-ours-", suffix=".log")[1])
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=tools.ours_code,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _spawn(command, env, tools.ours_code, log_path)
 
     def stop() -> None:
         _stop_group(process)
@@ -162,15 +162,7 @@ def start_mlserver(folder: Path, tools: Tools, parallel_workers: int, timeout_s:
     env = dict(os.environ, PATH=os.pathsep.join((str(tools.mlserver.parent), os.environ.get("PATH", ""))))
     env["PYTHONPATH"] = str(folder)  # the custom runtime module, for the workers too
     log_path = folder / "mlserver.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(tools.mlserver), "start", str(folder)],
-            cwd=folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _spawn([str(tools.mlserver), "start", str(folder)], env, folder, log_path)
     http_url = f"{HOST}:{ports[0]}"
     try:
         _wait_ready(process, http_url, log_path, timeout_s)
@@ -219,15 +211,7 @@ def time_to_ready(name: str, repo: Path, tools: Tools, timeout_s: float = 600.0)
             command, env = _triton_command(repo, ports, tools, work)
         log_path = work / "server.log"
         regions = _triton_regions()
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=tools.ours_code,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = _spawn(command, env, tools.ours_code, log_path)
         try:
             return _wait_ready(process, f"{HOST}:{ports[0]}", log_path, timeout_s)
         finally:

@@ -77,3 +77,31 @@ def hpack_literal(name: str | int, value: str | bytes) -> bytes:
 def grpc_message(payload: bytes) -> bytes:
     """gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, the bytes."""
     return b"\x00" + struct.pack(">I", len(payload)) + payload
+
+
+class HeaderBlockDecoder:
+    """HPACK decoding of the peer's header blocks, in order (the dynamic table must stay in step).
+
+    Once warm, a peer repeats blocks made only of one-byte indexed fields (every byte has its high
+    bit set); those cannot change the table, so their decoding is cached until a block of another
+    kind (which may insert or evict entries) arrives. Raises hpack's errors on hostile bytes.
+    """
+
+    def __init__(self) -> None:
+        import hpack
+
+        self._decoder = hpack.Decoder()
+        self._cached: dict[bytes, list[tuple[bytes, bytes]]] = {}
+
+    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        cached = self._cached.get(block)
+        if cached is not None:
+            return cached
+        headers = [(bytes(name), bytes(value)) for name, value in self._decoder.decode(block, raw=True)]
+        if block and min(block) >= 0x80:
+            if len(self._cached) > 64:
+                self._cached.clear()
+            self._cached[block] = headers
+        else:
+            self._cached.clear()
+        return headers

@@ -16,6 +16,7 @@ import grpc
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
+from tests.fuzz.common import mutate_bytes
 from tests.fuzz.http_cases import DATATYPES, MODELS, dims
 
 SERVICE = "inference.GRPCInferenceService"
@@ -104,20 +105,6 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
     return request
 
 
-def _mutate(draw: st.DrawFn, data: bytes) -> bytes:
-    mutated = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, max(len(mutated) - 1, 0)))
-        operation = draw(st.integers(0, 2))
-        if operation == 0 and mutated:
-            mutated[position] = draw(st.integers(0, 255))
-        elif operation == 1:
-            del mutated[position : position + draw(st.integers(1, 6))]
-        else:
-            mutated[position:position] = draw(st.binary(min_size=1, max_size=6))
-    return bytes(mutated)
-
-
 @st.composite
 def grpc_cases(draw: st.DrawFn) -> GrpcCase:
     kind = draw(st.integers(0, 3))
@@ -127,7 +114,7 @@ def grpc_cases(draw: st.DrawFn) -> GrpcCase:
     method = "ModelStreamInfer" if draw(st.integers(0, 5)) == 0 else "ModelInfer"
     if kind == 1:  # a structured request, as it is
         return GrpcCase(method, serialized)
-    return GrpcCase(method, _mutate(draw, serialized))  # mutated bytes of one
+    return GrpcCase(method, mutate_bytes(draw, serialized, 6))  # mutated bytes of one
 
 
 def call(channel: grpc.Channel, case: GrpcCase, timeout: float = 20.0) -> tuple[grpc.StatusCode, str, Any]:

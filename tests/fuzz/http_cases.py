@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
+from tests.fuzz.common import mutate_bytes
+
 DATATYPES = (
     "BOOL",
     "UINT8",
@@ -204,17 +206,8 @@ def structured_cases(draw: st.DrawFn) -> HttpCase:
 @st.composite
 def mutated_cases(draw: st.DrawFn) -> HttpCase:
     """A well-formed request whose bytes were flipped, cut or extended."""
-    data = bytearray(draw(structured_cases()).to_bytes())
-    for _ in range(draw(st.integers(1, 4))):
-        operation = draw(st.integers(0, 2))
-        position = draw(st.integers(0, max(len(data) - 1, 0)))
-        if operation == 0 and data:
-            data[position] = draw(st.integers(0, 255))
-        elif operation == 1:
-            del data[position : position + draw(st.integers(1, 8))]
-        else:
-            data[position:position] = draw(st.binary(min_size=1, max_size=8))
-    return HttpCase(raw=bytes(data) + b"\r\n\r\n")
+    data = mutate_bytes(draw, draw(structured_cases()).to_bytes(), 8)
+    return HttpCase(raw=data + b"\r\n\r\n")
 
 
 garbage_cases = st.binary(max_size=300).map(lambda data: HttpCase(raw=data + b"\r\n\r\n"))

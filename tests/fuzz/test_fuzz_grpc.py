@@ -8,24 +8,13 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
+from tests.fuzz.common import SHORT
 from tests.fuzz.grpc_cases import GrpcCase, call, check, grpc_cases
 from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
-
-SHORT = settings(
-    max_examples=200,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
 
 
 @pytest.fixture(scope="module", params=["grpcio", "h2"])

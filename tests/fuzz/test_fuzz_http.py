@@ -6,24 +6,13 @@ must stay live throughout."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
+from tests.fuzz.common import SHORT
 from tests.fuzz.http_cases import HttpCase, check, http_cases, send
 from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
-
-SHORT = settings(
-    max_examples=200,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
 
 
 @SHORT

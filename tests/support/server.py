@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -213,3 +214,13 @@ def start_server(
         raise
     finally:
         server.close()
+
+
+def send_raw(port: int, payload: bytes, timeout: float = 15.0) -> bytes:
+    """Send bytes on a fresh connection to 127.0.0.1:port; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

@@ -20,8 +20,6 @@ from collections import deque
 from typing import cast
 from urllib.parse import unquote
 
-import hpack
-
 from server.protocol.h2frames import (  # framing shared with our HTTP/2 gRPC server
     ACK,
     CONTINUATION,
@@ -45,6 +43,7 @@ from server.protocol.h2frames import (  # framing shared with our HTTP/2 gRPC se
     SETTINGS_MAX_CONCURRENT_STREAMS,
     SETTINGS_MAX_FRAME_SIZE,
     WINDOW_UPDATE,
+    HeaderBlockDecoder,
     frame,
     grpc_message,
 )
@@ -84,8 +83,7 @@ class H2GrpcConnection(asyncio.Protocol):
 
     def __init__(self, authority: str, path: str) -> None:
         self._header_block = request_header_block(authority, path)
-        self._decoder = hpack.Decoder()
-        self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._headers = HeaderBlockDecoder()
         self._outgoing: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -179,25 +177,8 @@ class H2GrpcConnection(asyncio.Protocol):
         if flags & END_STREAM:
             self._finish(stream_id, "the server ended the call without a status")
 
-    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """HPACK-decode a block, every block in order (the dynamic table must stay in step).
-
-        Once warm, servers answer with blocks made only of one-byte indexed fields (every byte has
-        its high bit set); those cannot change the table, so their decoding is cached until a block
-        of another kind (which may insert or evict entries) arrives.
-        """
-        cached = self._decoded.get(block)
-        if cached is not None:
-            return cached
-        headers = [(bytes(name), bytes(value)) for name, value in self._decoder.decode(block, raw=True)]
-        if block and min(block) >= 0x80:
-            self._decoded[block] = headers
-        else:
-            self._decoded.clear()
-        return headers
-
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        headers = self._decode(block)
+        headers = self._headers.decode(block)
         stream = self._streams.get(stream_id)
         if stream is None:
             return

@@ -23,8 +23,6 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-import hpack
-
 from server.protocol import h2frames as h2
 from server.protocol.api import DataPlaneApi
 from server.protocol.grpc.h2send import BACKLOG_HIGH, H2Sender
@@ -76,8 +74,7 @@ class H2Connection(H2Sender, asyncio.Protocol):
         self._pieces_size = 0
         self._needed = 0  # bytes `_pieces` must reach before a frame (or the preface) is complete
         self._preface_seen = False
-        self._decoder = hpack.Decoder()
-        self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._headers = h2.HeaderBlockDecoder()
         self._last_stream_id = 0
         self._fragments: bytearray | None = None
         self._fragment_stream = 0
@@ -225,22 +222,10 @@ class H2Connection(H2Sender, asyncio.Protocol):
             self._fragment_stream, self._fragment_flags = stream_id, flags
 
     def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """HPACK-decode every block in order (the dynamic table must stay in step); blocks made
-        only of indexed fields (all bytes >= 0x80) cannot change the table, so they are cached."""
-        cached = self._decoded.get(block)
-        if cached is not None:
-            return cached
         try:
-            headers = [(bytes(n), bytes(v)) for n, v in self._decoder.decode(block, raw=True)]
+            return self._headers.decode(block)
         except Exception as exc:  # hpack.HPACKError and whatever hostile bytes provoke
             raise ConnectionFailure(h2.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        if block and min(block) >= 0x80:
-            if len(self._decoded) > 64:
-                self._decoded.clear()
-            self._decoded[block] = headers
-        else:
-            self._decoded.clear()
-        return headers
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decode(block)
@@ -274,10 +259,7 @@ class H2Connection(H2Sender, asyncio.Protocol):
             payload = payload[1 : len(payload) - payload[0]]
         end = bool(flags & h2.END_STREAM)
         if end and not stream.buffer and stream.requests is None:
-            # The usual unary call: the whole message in one frame, parsed from it uncopied.
-            stream.remote_closed = True
-            if stream.method is not None and stream.task is None:
-                self._run_message(stream, payload)
+            self._end_of_input(stream, payload)  # the usual unary call: one frame, parsed uncopied
             return
         stream.buffer += payload
         stream.received_unacked += len(payload)
@@ -352,14 +334,15 @@ class H2Connection(H2Sender, asyncio.Protocol):
             stream.requests = asyncio.Queue()
             stream.task = asyncio.ensure_future(self._run_stream(stream))
 
-    def _end_of_input(self, stream: Stream) -> None:
+    def _end_of_input(self, stream: Stream, whole: memoryview | None = None) -> None:
+        """The client finished sending; `whole`: the unary message's only frame, not buffered."""
         stream.remote_closed = True
         if stream.requests is not None:
             stream.requests.put_nowait(None)
             return
         if stream.method is None or stream.task is not None:
             return
-        self._run_message(stream, stream.buffer)
+        self._run_message(stream, stream.buffer if whole is None else whole)
 
     def _run_message(self, stream: Stream, data: bytearray | memoryview) -> None:
         """A unary call's input is complete: `data` must hold exactly one gRPC message."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +29,6 @@ ADD_SUB_IDS = [model.name for model in ADD_SUB_MODELS]
 def add_sub_operands(rows: int = 2) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     a = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
     return a, np.full((rows, 4), 0.5, dtype=np.float32)
-
-
-def raw_http(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
-    """Send bytes on a fresh connection; return everything the server sends until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(payload)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def http_request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:

@@ -18,10 +18,9 @@ from tests.integration.protocol.helpers import (
     add_sub_operands,
     http_request,
     infer_body,
-    raw_http,
     split_responses,
 )
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -386,7 +385,7 @@ def test_body_limit_is_checked_before_reading_the_body(server: RunningServer) ->
     head = http_request("POST", "/v2/models/py_identity/infer").replace(
         b"Content-Length: 0", b"Content-Length: 1073741824"
     )
-    (status, _headers, body), *_ = split_responses(raw_http(server.http_port, head))
+    (status, _headers, body), *_ = split_responses(send_raw(server.http_port, head))
     assert status == 400
     assert "--http-max-input-size" in json.loads(body)["error"]
 
@@ -399,7 +398,7 @@ def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None
         + http_request("GET", "/v2/models/no_such_model")
         + http_request("GET", "/v2/health/live", headers={"Connection": "close"})
     )
-    answers = split_responses(raw_http(server.http_port, payload))
+    answers = split_responses(send_raw(server.http_port, payload))
     assert [status for status, _, _ in answers] == [200, 200, 404, 200]
     assert json.loads(answers[0][2])["name"] == "py_identity"
     assert json.loads(answers[1][2])["outputs"][0]["data"] == [1.0] * 16
@@ -409,7 +408,7 @@ def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None
 def test_malformed_http_gets_400_and_server_survives(
     server: RunningServer, client: httpclient.InferenceServerClient
 ) -> None:
-    answer = raw_http(server.http_port, b"NOT-HTTP \x00\x01\r\n\r\n")
+    answer = send_raw(server.http_port, b"NOT-HTTP \x00\x01\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
     chunked = (
         b"POST /v2/models/py_identity/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
@@ -417,7 +416,7 @@ def test_malformed_http_gets_400_and_server_survives(
     )
     body = infer_body([{"name": "INPUT0", "datatype": "FP32", "shape": [1, 16], "data": [2.0] * 16}])
     chunks = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:10], body[10:]))
-    (status, _, payload), *_ = split_responses(raw_http(server.http_port, chunked + chunks + b"0\r\n\r\n"))
+    (status, _, payload), *_ = split_responses(send_raw(server.http_port, chunked + chunks + b"0\r\n\r\n"))
     assert status == 200
     assert json.loads(payload)["outputs"][0]["data"] == [2.0] * 16
     assert client.is_server_live()

@@ -21,7 +21,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from tests.support.models import write_python_model
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, send_raw, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +63,6 @@ def channel(request: pytest.FixtureRequest) -> Iterator[grpc.Channel]:
         yield opened
 
 
-def raw(port: int, payload: bytes, timeout: float = 15.0) -> bytes:
-    """Send bytes on a fresh connection; everything the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(payload)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
 
@@ -100,7 +90,7 @@ def test_the_model_answers_a_good_request(http: httpx.Client) -> None:
 # -- sizes: checked before anything is allocated ----------------------------------------------------
 def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(server: RunningServer) -> None:
     head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 40}\r\n\r\n".encode()
-    assert status_of(raw(server.http_port, head)) == 400
+    assert status_of(send_raw(server.http_port, head)) == 400
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
@@ -310,7 +300,7 @@ def test_bad_bytes_tensors_are_400(http: httpx.Client, payload: bytes) -> None:
     ids=["tls-hello", "bad-header", "length-and-chunked", "negative-length", "two-lengths", "bad-chunk"],
 )
 def test_malformed_http_is_400_and_the_connection_closes(server: RunningServer, payload: bytes) -> None:
-    assert status_of(raw(server.http_port, payload)) == 400
+    assert status_of(send_raw(server.http_port, payload)) == 400
 
 
 def test_bad_utf8_and_traversal_in_the_url_are_plain_not_found(http: httpx.Client) -> None:
