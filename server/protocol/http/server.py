@@ -4,7 +4,7 @@ Chosen over starlette-on-uvicorn by measurement (benchmarks/RESULTS.md, "HTTP st
 layers cost more per request than the whole inference path. Keep-alive and pipelining are
 supported (responses go out in request order, one request of a connection at a time); the body
 limit (`--http-max-input-size`) is checked from Content-Length before any body byte is buffered,
-and again while a chunked body streams in.
+and again while a chunked body streams in; a refused connection is drained, not reset (linger.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import httptools
 
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
+from server.protocol.http.linger import Linger, linger_budget
 from server.protocol.restricted import parse_restrictions
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class HttpConnection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closing = False  # no further requests are taken (shutdown, error or Connection: close)
+        self._linger: Linger | None = None  # set once a request is refused: input is discarded
         # State of the message being parsed.
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -124,6 +126,8 @@ class HttpConnection(asyncio.Protocol):
         self._closing = True
         self._queue.clear()
         self._release(self._counted)
+        if self._linger is not None:
+            self._linger.cancel()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         # Nobody is left to answer: a request still queued in a scheduler leaves it (CANCELED).
@@ -140,6 +144,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            if self._linger is not None:
+                self._linger.discard(data)
             return
         head_before = self._in_head
         try:
@@ -176,11 +182,11 @@ class HttpConnection(asyncio.Protocol):
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._limit:
             self._rejected = _too_large(int(length), self._limit)
-            self._reject_and_close(self._rejected)
+            self._reject_and_close(self._rejected, int(length))
             return
         if length is not None and length.isdigit() and self._budget.exceeded_by(int(length)):
             self._rejected = _overloaded(self._budget.limit)
-            self._reject_and_close(self._rejected)
+            self._reject_and_close(self._rejected, int(length))
             return
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -195,11 +201,13 @@ class HttpConnection(asyncio.Protocol):
             return
         self._counted += len(body)
         self._budget.used += len(body)
+        self._body.append(body)  # before the check: a refusal releases the whole body held
         if self._budget.limit and self._budget.used > self._budget.limit:
             self._rejected = _overloaded(self._budget.limit)
-            self._reject_and_close(self._rejected)
-            return
-        self._body.append(body)
+            length = self._headers.get("content-length", "")
+            self._reject_and_close(
+                self._rejected, int(length) - self._body_size if length.isdigit() else None
+            )
 
     def on_message_complete(self) -> None:
         if self._rejected is not None or self._closing:
@@ -262,16 +270,22 @@ class HttpConnection(asyncio.Protocol):
         self._write(transport, response, keep_alive)
         if not keep_alive:
             self._closing = True
-            transport.close()
+            if self._linger is not None:
+                self._linger.answered(asyncio.get_running_loop())
+            else:
+                transport.close()
         return keep_alive
 
-    def _reject_and_close(self, response: HttpResponse) -> None:
-        """Answer after the requests already queued, then close; read nothing more."""
+    def _reject_and_close(self, response: HttpResponse, declared_rest: int | None = None) -> None:
+        """Answer after the requests already queued, then close; what the client still sends
+        (`declared_rest` body bytes, if known) is discarded meanwhile, not left to reset it."""
         if self._closing:
             return
         self._closing = True
+        self._release(sum(map(len, self._body)))  # the refused body is dropped now, not at close
+        self._body = []
         if self._transport is not None:
-            self._transport.pause_reading()
+            self._linger = Linger(self._transport, linger_budget(declared_rest))
         self._enqueue(_Pending(None, keep_alive=False, response=response))
 
     async def _serve_queue(self) -> None:
