@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# perf_analyzer 2.51 lives in its own venv (its pins clash with ours); see shared PEERS.md.
+# perf_analyzer 2.51 lives in its own venv (its pins clash with ours); see docs/PEERS.md.
 perf-analyzer:
 	@$(PYTHON) tests/tools/install_perf_analyzer.py $(PA_VENV)
 

@@ -3,7 +3,7 @@
 The whole path is measured: front end -> DataPlane -> scheduler -> shared-memory hop -> worker
 process -> backend and back. Models: a python-backend identity and an ONNX identity, FP32[16],
 batch 1. Real Triton (pytriton's bundled tritonserver, python backend only) serves the same
-python model when it is installed under .tools/triton (see PEERS.md); the two servers alternate
+python model when it is installed under .tools/triton (see docs/PEERS.md); the two servers alternate
 round by round and the report gives ratios. Besides throughput it reports the CPU time the server
 (all its processes) spends per request: on a shared machine that figure hardly moves with the
 neighbours' load, while throughput does.
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tests.tools.real_triton import find_real_triton
 
         if find_real_triton() is None:
-            print("real Triton is not installed under .tools/triton (PEERS.md): measuring ours only")
+            print("real Triton is not installed under .tools/triton (docs/PEERS.md): measuring ours only")
             with_triton = False
     with tempfile.TemporaryDirectory(prefix="identity-bench-") as tmp:
         repo = Path(tmp)

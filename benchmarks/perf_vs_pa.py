@@ -8,7 +8,7 @@ that spends more CPU per request leaves less to the server: that is exactly what
 
 Usage:  .venv/bin/python -m benchmarks.perf_vs_pa [--server triton|ours] [--rounds 3]
             [--interval-ms 2000] [--workers 0 (auto)] [--concurrency 1,8] [--protocols grpc,http]
-Needs:  perf_analyzer (make perf-analyzer); for --server triton, .tools/triton (PEERS.md).
+Needs:  perf_analyzer (make perf-analyzer); for --server triton, .tools/triton (docs/PEERS.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Both run closed loop at one concurrency and report one Sample (infer/s, p50, p99 and, where the
 server keeps statistics, its queue/compute split). Windows are count windows sized from the
 rate seen last time (about `interval_s` long): perf_analyzer stalls in time windows above
-~20k infer/s over HTTP (PEERS.md), and count windows keep the request count per sample similar
+~20k infer/s over HTTP (docs/PEERS.md), and count windows keep the request count per sample similar
 across systems of very different speed. Stability is not awaited (`-s 999`, three windows): the
 harness repeats and alternates instead, which the shared 2-core machine needs anyway.
 """

@@ -1,6 +1,6 @@
 """Install (once) and locate the real peers, each in its own venv under the ignored `.tools/`.
 
-Recipes: shared PEERS.md. perf_analyzer 2.51 ships inside tritonclient 2.51 wheels; the real Triton
+Recipes: docs/PEERS.md. perf_analyzer 2.51 ships inside tritonclient 2.51 wheels; the real Triton
 2.51 is the one nvidia-pytriton bundles (python backend only, so it gets onnxruntime beside it for
 the ONNX-through-model.py wrapper); MLServer 1.7 needs uvloop 0.21 (0.22 kills its workers).
 """

@@ -1,4 +1,4 @@
-"""Install the real perf_analyzer 2.51 into its own venv (recipe: shared PEERS.md).
+"""Install the real perf_analyzer 2.51 into its own venv (recipe: docs/PEERS.md).
 
 The PyPI `perf-analyzer` package is an empty placeholder; the binary ships in tritonclient 2.51
 wheels and needs libb64 (Debian: libb64-0d) and the CUDA runtime library (loaded, never used

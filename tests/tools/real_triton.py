@@ -1,6 +1,6 @@
 """Start the real Triton server (the one `nvidia-pytriton` bundles) on free ports, for tests and benchmarks.
 
-Recipe: shared PEERS.md. Install once with
+Recipe: docs/PEERS.md. Install once with
     python3 -m venv .tools/triton && .tools/triton/bin/pip install nvidia-pytriton onnxruntime "numpy<2"
 The bundled `tritonserver` 2.51 has only the python backend; serve ONNX through a python-backend
 `model.py` (see `onnx_python_wrapper`). Tests call `find_real_triton()` and skip when it returns None.
@@ -71,7 +71,7 @@ class RealTriton:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 20.0) -> None:
-        # SIGTERM: a background tritonserver may ignore SIGINT (PEERS.md).
+        # SIGTERM: a background tritonserver may ignore SIGINT (docs/PEERS.md).
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -151,7 +151,7 @@ def launch_real_triton(
     """Start tritonserver on free ports and wait until it is ready; the caller must `stop()` it."""
     install = install or find_real_triton()
     if install is None:
-        raise FileNotFoundError(f"real Triton is not installed under {DEFAULT_VENV} (see PEERS.md)")
+        raise FileNotFoundError(f"real Triton is not installed under {DEFAULT_VENV} (see docs/PEERS.md)")
     workdir = tempfile.TemporaryDirectory(prefix="real-triton-")
     work = Path(workdir.name)
     host = "127.0.0.1"

@@ -1,8 +1,8 @@
 """Offline validators for generated manifests: Kubernetes' own schemas and KServe's CRD schemas.
 
 Core kinds go through `kubernetes-validate` in strict mode (unknown fields refused) against the newest
-Kubernetes it ships. KServe kinds go through the CRD schemas in the shared data folder
-(`<repo>/../shared/data/kserve-crds`), closed here so that unknown fields are refused too, with their
+Kubernetes it ships. KServe kinds go through the CRD schemas vendored in `tests/data/kserve-crds`
+(version and licence in its SOURCE.md), closed here so that unknown fields are refused too, with their
 `metadata` checked against Kubernetes' strict ObjectMeta.
 """
 
@@ -23,6 +23,8 @@ import yaml
 from referencing import Registry, Resource
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# Vendored: a clone carries every file its tests read.
+KSERVE_CRD_DIR = REPO_ROOT / "tests" / "data" / "kserve-crds"
 KSERVE_CRD_FILES = {
     "ServingRuntime": "serving.kserve.io_servingruntimes.yaml",
     "ClusterServingRuntime": "serving.kserve.io_clusterservingruntimes.yaml",
@@ -36,18 +38,11 @@ Manifest = dict[str, Any]
 
 
 def kserve_crd_dir() -> Path:
-    """CI lays shared/ beside the clone; a developer checkout may hold it inside. Never skip: fail."""
-    candidates = [
-        REPO_ROOT.parent / "shared" / "data" / "kserve-crds",
-        REPO_ROOT / "shared" / "data" / "kserve-crds",
-    ]
-    for candidate in candidates:
-        if all((candidate / name).is_file() for name in KSERVE_CRD_FILES.values()):
-            return candidate
-    pytest.fail(
-        "KServe CRD schemas not found; looked in " + ", ".join(str(path) for path in candidates),
-        pytrace=False,
-    )
+    """The vendored CRDs; a missing one is an error, never a skip."""
+    missing = [name for name in KSERVE_CRD_FILES.values() if not (KSERVE_CRD_DIR / name).is_file()]
+    if missing:
+        pytest.fail(f"KServe CRD schemas missing from {KSERVE_CRD_DIR}: {', '.join(missing)}", pytrace=False)
+    return KSERVE_CRD_DIR
 
 
 def close_objects(schema: Any) -> Any:
