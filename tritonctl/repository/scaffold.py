@@ -7,6 +7,7 @@ the user's model is copied into version 1 and the config is generated from it in
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +68,19 @@ def _dynamic_batching_block(options: InitOptions) -> str:
     return "dynamic_batching { }\n"
 
 
-def _variables(name: str, options: InitOptions) -> dict[str, str]:
+def _regenerate_command(model_dir: Path, options: InitOptions) -> str:
+    """The `config generate` line a config's comment suggests: an absolute path so that it works from
+    any folder, and init's own batch size (generate's default differs)."""
+    target = shlex.quote(str(model_dir.resolve()))
+    return f"tritonctl config generate {target} --force --max-batch-size {options.batch_size}"
+
+
+def _variables(model_dir: Path, options: InitOptions) -> dict[str, str]:
+    name = model_dir.name
     dims = f"[ {WIDTH} ]" if options.batch_size > 0 else f"[ -1, {WIDTH} ]"
     return {
         "name": name,
+        "regenerate": _regenerate_command(model_dir, options),
         "max_batch_size": str(options.batch_size),
         "dims": dims,
         "instance_group": _instance_group_block(options),
@@ -82,7 +92,9 @@ def _variables(name: str, options: InitOptions) -> dict[str, str]:
 
 
 def _render(template_file: Path, variables: dict[str, str]) -> str:
-    return Template(template_file.read_text(encoding="utf-8")).substitute(variables)
+    text = Template(template_file.read_text(encoding="utf-8")).substitute(variables)
+    # Option blocks end in a newline of their own: exactly one at the end of every file.
+    return text.rstrip("\n") + "\n"
 
 
 def _write(path: Path, text: str, written: list[Path]) -> None:
@@ -123,7 +135,7 @@ def _init_ensemble(repo: Path, name: str, options: InitOptions, written: list[Pa
     }
     for step_name in steps:
         _check_free(repo / step_name, options.force)
-    variables = _variables(name, options)
+    variables = _variables(repo / name, options)
     _write(
         repo / name / "config.pbtxt",
         _render(TEMPLATES_DIR / "ensemble" / "config.pbtxt.tmpl", variables),
@@ -171,7 +183,7 @@ def _init_from_file(template: str, model_dir: Path, options: InitOptions, writte
     written.append(target)
     if template == "tensorrt":
         # A plan cannot be inspected without TensorRT: the template's tensors stand in until edited.
-        variables = _variables(model_dir.name, options)
+        variables = _variables(model_dir, options)
         _render_model(template, model_dir, variables, written)
         return
     config = generate_config(
@@ -219,7 +231,7 @@ def _scaffold(repo: Path, template: str, model_dir: Path, options: InitOptions) 
     if options.from_file is not None:
         _init_from_file(template, model_dir, options, written)
         return written
-    _render_model(template, model_dir, _variables(name, options), written)
+    _render_model(template, model_dir, _variables(model_dir, options), written)
     (model_dir / "1").mkdir(parents=True, exist_ok=True)  # tensorrt: where the engine goes
     if template in ("onnx", "pytorch"):
         model_file = model_dir / "1" / MODEL_FILES[template]
