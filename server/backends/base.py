@@ -9,6 +9,7 @@ The backend answers with one `RequestOutputs` (output name -> array) or one Serv
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -180,3 +181,22 @@ def split_rows(array: NDArray, rows: list[int]) -> list[NDArray]:
         )
     bounds = np.cumsum(rows)[:-1]
     return list(np.split(array, bounds))
+
+
+def run_each(
+    requests: list[Request], run_one: Callable[[Request], RequestOutputs], failure: str
+) -> list[RequestOutputs | ServerError]:
+    """Run the requests one by one (a batch that cannot run as one): each gets its own answer.
+
+    A ServerError is that request's answer; any other exception (the framework's own errors)
+    becomes a BackendError "<failure>: <exception>". Either way the next request still runs.
+    """
+    results: list[RequestOutputs | ServerError] = []
+    for request in requests:
+        try:
+            results.append(run_one(request))
+        except ServerError as exc:
+            results.append(exc)
+        except Exception as exc:
+            results.append(BackendError(f"{failure}: {exc}"))
+    return results

@@ -13,8 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from server.backends.base import Backend, Batch, NDArray, OutputArray, Request, RequestOutputs, split_rows
-from server.errors import BackendError, LoadError, ServerError
+from server.backends.base import (
+    Backend,
+    Batch,
+    NDArray,
+    OutputArray,
+    Request,
+    RequestOutputs,
+    run_each,
+    split_rows,
+)
+from server.errors import LoadError, ServerError
 
 DEFAULT_INTRA_OP_THREADS = "1"
 
@@ -73,15 +82,7 @@ class OnnxRuntimeBackend(Backend):
             feeds = {name: tensor.stacked() for name, tensor in batch.inputs.items()}
             if len(feeds) == len(batch.requests[0].inputs) and all(a is not None for a in feeds.values()):
                 return self._run_batched(batch, {k: _feedable(v) for k, v in feeds.items() if v is not None})
-        results: list[RequestOutputs | ServerError] = []
-        for request in batch.requests:
-            try:
-                results.append(self._run_one(request))
-            except ServerError as exc:
-                results.append(exc)
-            except Exception as exc:  # onnxruntime's own errors: one request's failure stays its own
-                results.append(BackendError(f"onnxruntime failed: {exc}"))
-        return results
+        return run_each(batch.requests, self._run_one, "onnxruntime failed")
 
     def _run_batched(self, batch: Batch, feeds: dict[str, NDArray]) -> list[RequestOutputs | ServerError]:
         wanted = _union(request.requested_outputs for request in batch.requests)

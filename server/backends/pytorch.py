@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from server.backends.base import Backend, Batch, NDArray, OutputArray, Request, RequestOutputs, split_rows
+from server.backends.base import (
+    Backend,
+    Batch,
+    NDArray,
+    OutputArray,
+    Request,
+    RequestOutputs,
+    run_each,
+    split_rows,
+)
 from server.errors import BackendError, LoadError, ServerError
 
 _INDEXED = re.compile(r"^.+__(\d+)$")
@@ -88,15 +97,7 @@ class PyTorchBackend(Backend):
                     }
                     for i, request in enumerate(batch.requests)
                 ]
-        results: list[RequestOutputs | ServerError] = []
-        for request in batch.requests:
-            try:
-                results.append(self._run_one(request))
-            except ServerError as exc:
-                results.append(exc)
-            except Exception as exc:  # torch's own errors stay with the request that caused them
-                results.append(BackendError(f"PyTorch execute failure: {exc}"))
-        return results
+        return run_each(batch.requests, self._run_one, "PyTorch execute failure")
 
     def _run_one(self, request: Request) -> RequestOutputs:
         missing = [name for name in self.input_order if name not in request.inputs]

@@ -11,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from server.backends.base import Backend, Batch, NDArray, OutputArray, RequestOutputs, split_rows
+from server.backends.base import (
+    Backend,
+    Batch,
+    NDArray,
+    OutputArray,
+    Request,
+    RequestOutputs,
+    run_each,
+    split_rows,
+)
 from server.errors import BackendError, LoadError, ServerError
 
 
@@ -75,16 +84,11 @@ class TensorRTBackend(Backend):
                     {name: OutputArray(split[name][i]) for name in request.requested_outputs}
                     for i, request in enumerate(batch.requests)
                 ]
-        results: list[RequestOutputs | ServerError] = []
-        for request in batch.requests:
-            try:
-                arrays = self._run({name: tensor.to_numpy() for name, tensor in request.inputs.items()})
-                results.append({name: OutputArray(arrays[name]) for name in request.requested_outputs})
-            except ServerError as exc:
-                results.append(exc)
-            except Exception as exc:  # TensorRT/CUDA errors stay with their request
-                results.append(BackendError(f"TensorRT execute failure: {exc}"))
-        return results
+        return run_each(batch.requests, self._run_one, "TensorRT execute failure")
+
+    def _run_one(self, request: Request) -> RequestOutputs:
+        arrays = self._run({name: tensor.to_numpy() for name, tensor in request.inputs.items()})
+        return {name: OutputArray(arrays[name]) for name in request.requested_outputs}
 
     def _run(self, feeds: dict[str, NDArray]) -> dict[str, NDArray]:
         torch, trt = self.torch, self.trt
