@@ -18,6 +18,7 @@ from typing import Any
 from server.errors import ConfigError
 from server.repository.diagnostics import error, summarize
 from server.repository.layout import backend_of, default_model_filename
+from server.repository.lfs import is_lfs_pointer, lfs_pointer_diagnostic
 
 DEFAULT_MAX_BATCH_SIZE = 4
 
@@ -65,6 +66,9 @@ def read_onnx_signature(model_file: Path) -> ModelSignature:
     """Inputs (initializers excluded) and outputs of an ONNX file; raises ConfigError if unreadable."""
     import onnx  # heavy: only when a model file is inspected
 
+    if is_lfs_pointer(model_file):  # onnx's own error would be a protobuf decode message
+        diagnostic = lfs_pointer_diagnostic(model_file)
+        raise ConfigError(summarize([diagnostic]), [diagnostic])
     try:
         model = onnx.load(str(model_file), load_external_data=False)
     except Exception as exc:  # onnx raises several unrelated types for a corrupt file

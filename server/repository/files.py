@@ -8,6 +8,7 @@ from typing import Any
 
 from server.repository.findings import Findings, file_diagnostic
 from server.repository.layout import DEFAULT_FILENAMES, backend_of, default_model_filename
+from server.repository.lfs import is_lfs_pointer, lfs_pointer_diagnostic
 
 # Files a model folder may hold besides config.pbtxt and version folders.
 _ALLOWED_SUFFIXES = (".md", ".txt", ".rst", ".json", ".yaml", ".yml")
@@ -33,7 +34,7 @@ def _other_model_files(version_dir: Path, expected: str) -> list[str]:
     return [name for name in present if name != expected]
 
 
-def _check_version(config: Any, model_dir: Path, version: int, found: Findings) -> None:
+def _check_version(config: Any, model_dir: Path, version: int, found: Findings, check_contents: bool) -> None:
     backend = backend_of(config)
     filename = default_model_filename(config)
     version_dir = model_dir / str(version)
@@ -59,6 +60,11 @@ def _check_version(config: Any, model_dir: Path, version: int, found: Findings) 
                 f"version {version} has no model file {filename}",
                 f"put the model at {model_file}, or set default_model_filename to the file's name",
             )
+        return
+    if not check_contents:  # --no-check-models: names only; CI checkouts often hold placeholders
+        return
+    if is_lfs_pointer(model_file):
+        found.items.append(lfs_pointer_diagnostic(model_file, found.model))
         return
     revealed = _looks_like(model_file)
     if revealed == "pytorch" and backend not in ("pytorch", "python"):
@@ -109,8 +115,10 @@ def _check_extras(config: Any, model_dir: Path, found: Findings) -> None:
             )
 
 
-def check_layout(config: Any, model_dir: Path, found: Findings) -> list[int]:
-    """Check the folder against `config`; return the numeric versions present."""
+def check_layout(config: Any, model_dir: Path, found: Findings, check_contents: bool = True) -> list[int]:
+    """Check the folder against `config`; return the numeric versions present.
+
+    Without `check_contents` no model file is opened: only names and existence are checked."""
     if not model_dir.is_dir():
         return []
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -131,6 +139,6 @@ def check_layout(config: Any, model_dir: Path, found: Findings) -> list[int]:
         )
     elif backend_of(config) is not None:
         for version in versions:
-            _check_version(config, model_dir, version, found)
+            _check_version(config, model_dir, version, found, check_contents)
     _check_extras(config, model_dir, found)
     return versions

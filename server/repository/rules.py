@@ -336,10 +336,12 @@ def check_model_config(
     model_dir: Path | None = None,
     check_files: bool = True,
     source: ConfigSource | None = None,
+    check_contents: bool = True,
 ) -> list[Diagnostic]:
     """Every semantic (and, with `check_files`, layout) problem of one model's config.
 
     `source` tells where the config's fields are written (default: the folder's config.pbtxt).
+    `check_contents=False` (`validate --no-check-models`) checks model files by name only.
     An empty result or warnings only means the server can load the model.
     """
     name = model_dir.name if model_dir is not None else config.name
@@ -362,7 +364,7 @@ def check_model_config(
     _check_scheduling(config, found)
     versions: list[int] | None = None
     if check_files and model_dir is not None:
-        versions = check_layout(config, model_dir, found)
+        versions = check_layout(config, model_dir, found, check_contents)
     _check_version_policy(config, found, versions)
     _check_version_weights(config, found, versions)
     return found.items

@@ -67,7 +67,9 @@ def validate_repository(
         if entry.config is None or not entry.path.is_dir():
             continue
         source = entry.source or ConfigSource(entry.config_source)
-        found = check_model_config(entry.config, entry.path, check_files=True, source=source)
+        found = check_model_config(
+            entry.config, entry.path, check_files=True, source=source, check_contents=check_models
+        )
         report.diagnostics.extend(found)
         if check_models and not any(d.is_error for d in found):
             config = type(entry.config)()
