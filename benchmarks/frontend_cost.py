@@ -73,6 +73,7 @@ class AnswerAtOnce(InstantChannel):
 class OneModelRegistry:
     def __init__(self, loaded: LoadedVersion) -> None:
         self.loaded = loaded
+        self.table = self  # the DataPlane looks versions up in `registry.table`
 
     def get(self, name: str, version: str = "", *, route: bool = False) -> LoadedVersion:
         return self.loaded

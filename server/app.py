@@ -13,7 +13,7 @@ written there as JSON once the server is up (so tests can bind port 0 and still 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import logging
 import os
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from server.core.dataplane import DataPlane
 from server.core.limits import PendingLimits
-from server.core.registry import READY, ModelRegistry
+from server.core.registry import ModelRegistry, ModelState, RepositoryPoller
 from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
 from server.options import ServerOptions, backend_config_map
@@ -119,7 +119,7 @@ class Server:
         self.front_ends: dict[str, Any] = {}
         self._stop = asyncio.Event()
         self._signals = 0
-        self._poller: asyncio.Task[None] | None = None
+        self._poller: RepositoryPoller | None = None
         self._phase: asyncio.Future[Any] | None = None
 
     async def run(self) -> int:
@@ -204,7 +204,10 @@ class Server:
         self.dataplane.mark_started()
         self._print_startup()
         if options.model_control_mode == "poll":
-            self._poller = asyncio.ensure_future(self._poll_forever())
+            self._poller = self.registry.poller(
+                options.repository_poll_secs, functools.partial(load_server_configs, options)
+            )
+            self._poller.start()
         return 0
 
     async def _initial_load(self) -> list[str]:
@@ -247,22 +250,6 @@ class Server:
         if ports_file:
             Path(ports_file).write_text(json.dumps(ports), encoding="utf-8")
 
-    async def _poll_forever(self) -> None:
-        assert self.registry is not None
-        while True:
-            await asyncio.sleep(self.options.repository_poll_secs)
-            try:
-                # The server-level config is part of what is polled (its model entries, backend_config).
-                self.registry.server_configs = await asyncio.to_thread(load_server_configs, self.options)
-            except ConfigError as exc:
-                log.error(
-                    "poll: the server-level config is broken, keeping the previous one: %s", exc.message
-                )
-            try:
-                await self.registry.poll_once()
-            except Exception:  # a poll must never stop the server
-                log.exception("polling the model repository failed")
-
     def _print_startup(self) -> None:
         from rich.console import Console
         from rich.table import Table
@@ -273,11 +260,11 @@ class Server:
             table.add_column(column)
         for entry in self.dataplane.repository_index():
             instances = ""
-            if entry.state == READY:
-                loaded = self.registry.get(entry.name, entry.version)
+            if entry.state == ModelState.READY.value:
+                loaded = self.registry.table.get(entry.name, entry.version)
                 kinds = [spec.kind.removeprefix("KIND_") for spec in loaded.instances]
                 instances = ", ".join(f"{kinds.count(k)} x {k}" for k in dict.fromkeys(kinds))
-            style = "green" if entry.state == READY else ("red" if entry.state else "dim")
+            style = "green" if entry.state == ModelState.READY.value else ("red" if entry.state else "dim")
             table.add_row(
                 entry.name,
                 entry.version or "-",
@@ -307,9 +294,7 @@ class Server:
         if self.dataplane is not None:
             self.dataplane.mark_exiting()
         if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            await self._poller.stop()
         grace = self.options.exit_timeout_secs
         # HTTP and gRPC drain their in-flight requests for up to `grace`; metrics just closes.
         await asyncio.gather(

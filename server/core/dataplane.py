@@ -1,8 +1,9 @@
 """The DataPlane: the one object both front ends (HTTP and gRPC) call.
 
-It answers health, metadata, config, statistics and repository questions from the registry,
-and runs inference as: find the READY version -> validate the request against its config ->
-the version's scheduler. Nothing here knows about HTTP or gRPC.
+It answers health, metadata, config, statistics and repository questions from the registry's
+version table, and runs inference as: find the READY version -> validate the request against its
+config -> the version's scheduler. Loads and unloads go to the registry. Nothing here knows
+about HTTP or gRPC.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from server import __version__
 from server.core.dtypes import config_to_wire
 from server.core.limits import PendingLimits
 from server.core.model_version import LoadedVersion
-from server.core.registry import READY, UNAVAILABLE, ModelRegistry
+from server.core.registry import ModelRegistry, ModelState
 from server.core.stats import StatsEntry, statistics_response
 from server.core.types import InferenceRequest, InferenceResult
 from server.errors import InvalidInput, ModelNotReady, Unavailable
@@ -89,6 +90,7 @@ class DataPlane:
         limits: PendingLimits | None = None,
     ) -> None:
         self.registry = registry
+        self.table = registry.table  # every lookup goes through its public API
         self.limits = limits  # server-wide cap on pending requests and bytes (limits.py)
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
@@ -111,7 +113,7 @@ class DataPlane:
     def ready(self) -> bool:
         if not self._started or self._exiting:
             return False
-        return not self.strict_readiness or self.registry.all_ready()
+        return not self.strict_readiness or self.table.all_ready()
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": self.server_name, "version": __version__, "extensions": list(EXTENSIONS)}
@@ -120,25 +122,25 @@ class DataPlane:
         if self._exiting:
             return False
         try:
-            loaded = self.registry.get(name, version)
+            loaded = self.table.get(name, version)
         except Exception:  # any lookup failure means "not ready", never an error here
             return False
         return loaded.has_live_instance
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        loaded = self.registry.get(name, version)
+        loaded = self.table.get(name, version)
         config = loaded.config
         batched = config.max_batch_size > 0
         return ModelMetadata(
             name=name,
-            versions=[str(v.version) for v in self.registry.loaded_versions() if v.name == name],
+            versions=[str(v.version) for v in self.table.loaded_versions(name)],
             platform=config.platform or config.backend,
             inputs=_tensor_metadata(config.input, batched),
             outputs=_tensor_metadata(config.output, batched),
         )
 
     def model_config(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
-        return self.registry.get(name, version).config
+        return self.table.get(name, version).config
 
     # -- inference -------------------------------------------------------------------------------
     async def infer(self, request: InferenceRequest) -> InferenceResult:
@@ -151,7 +153,7 @@ class DataPlane:
         Cancelling the future withdraws the request (see Scheduler.submit)."""
         if self._exiting:
             raise Unavailable("Server exiting")
-        loaded = self.registry.get(request.model, request.version, route=True)  # version_weights
+        loaded = self.table.get(request.model, request.version, route=True)  # version_weights
         if not loaded.has_live_instance:  # every instance crashed: 503, retry once one is back
             raise ModelNotReady(
                 f"'{loaded.name}' version {loaded.version} is not ready: no instance is running "
@@ -176,14 +178,14 @@ class DataPlane:
         """Triton's statistics extension: every READY version, or those of one model / version."""
         selected: list[LoadedVersion]
         if not name:
-            selected = list(self.registry.loaded_versions())
+            selected = list(self.table.loaded_versions())
         elif version:
             try:
-                selected = [self.registry.get(name, version)]
+                selected = [self.table.get(name, version)]
             except Exception:
                 raise InvalidInput(f"requested model '{name}' version {version} is not available") from None
         else:
-            selected = [loaded for loaded in self.registry.loaded_versions() if loaded.name == name]
+            selected = list(self.table.loaded_versions(name))
             if not selected:
                 raise InvalidInput(f"requested model '{name}' is not available")
         return statistics_response((v.name, str(v.version), v.stats) for v in selected)
@@ -192,27 +194,17 @@ class DataPlane:
         """Every READY version's statistics and queue depth (for the metrics endpoint)."""
         return [
             StatsEntry(v.name, str(v.version), v.stats, v.scheduler.pending)
-            for v in self.registry.loaded_versions()
+            for v in self.table.loaded_versions()
         ]
 
     # -- model repository extension --------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every model of the repositories (loaded or not) and every model loaded from an override."""
-        entries: list[RepositoryEntry] = []
-        names = set(self.registry.model_names_on_disk()) | set(self.registry.models)
-        for name in sorted(names):
-            record = self.registry.models.get(name)
-            if record is not None and record.versions:
-                for number in sorted(record.versions):
-                    slot = record.versions[number]
-                    entries.append(RepositoryEntry(name, str(number), slot.state, slot.reason))
-            elif record is not None and record.error:
-                entries.append(RepositoryEntry(name, "", UNAVAILABLE, record.error))
-            else:
-                entries.append(RepositoryEntry(name, "", "", ""))
-        if ready_only:
-            entries = [entry for entry in entries if entry.state == READY]
-        return entries
+        return [
+            RepositoryEntry(entry.name, entry.version, entry.state.value if entry.state else "", entry.reason)
+            for entry in self.table.index(self.registry.model_names_on_disk())
+            if not ready_only or entry.state is ModelState.READY
+        ]
 
     async def load_model(
         self, name: str, config_json: str | None = None, files: dict[str, bytes] | None = None

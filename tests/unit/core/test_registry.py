@@ -14,15 +14,8 @@ from tritonclient.grpc import model_config_pb2
 from server.core.dataplane import DataPlane, RepositoryEntry
 from server.core.model_files import write_override_files
 from server.core.model_version import LoadedVersion
-from server.core.registry import (
-    LOADING,
-    READY,
-    UNAVAILABLE,
-    UNLOADED_REASON,
-    ModelRecord,
-    ModelRegistry,
-    VersionSlot,
-)
+from server.core.registry import UNLOADED_REASON, ModelRecord, ModelRegistry, ModelState, VersionSlot
+from server.core.registry.prepare import OverrideFolders
 from server.core.scheduler.default import DefaultScheduler
 from server.core.stats import ModelStats
 from server.core.validation import RequestValidator
@@ -49,8 +42,13 @@ def loaded(name: str, version: int) -> LoadedVersion:
     )
 
 
-def record(name: str, **slots: VersionSlot) -> ModelRecord:
-    result = ModelRecord(name, attempted=True)
+READY, UNAVAILABLE, LOADING = ModelState.READY, ModelState.UNAVAILABLE, ModelState.LOADING
+
+
+def record(models: ModelRegistry, name: str, *, error: str = "", **slots: VersionSlot) -> ModelRecord:
+    """A record in the table, as a load that was asked for leaves it."""
+    result = models.table.ensure(name)
+    result.attempted, result.error = True, error
     result.versions = {int(key.removeprefix("v")): slot for key, slot in slots.items()}
     return result
 
@@ -61,59 +59,58 @@ def ready(name: str, version: int) -> VersionSlot:
 
 def test_empty_version_means_the_highest_ready_one() -> None:
     models = registry()
-    models.models["m"] = record("m", v1=ready("m", 1), v2=ready("m", 2), v3=VersionSlot(LOADING))
-    assert models.get("m").version == 2
-    assert models.get("m", "1").version == 1
+    record(models, "m", v1=ready("m", 1), v2=ready("m", 2), v3=VersionSlot(LOADING))
+    assert models.table.get("m").version == 2
+    assert models.table.get("m", "1").version == 1
 
 
 def test_lookup_errors_use_tritons_words() -> None:
     models = registry()
-    models.models["m"] = record("m", v1=VersionSlot(UNAVAILABLE, "init failed"))
+    record(models, "m", v1=VersionSlot(UNAVAILABLE, "init failed"))
+    table = models.table
     with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'x' is not found$"):
-        models.get("x")
+        table.get("x")
     with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'm' has no available versions$"):
-        models.get("m")
+        table.get("m")
     with pytest.raises(ModelNotFound, match=r"^Request for unknown model: 'm' version 7 is not found$"):
-        models.get("m", "7")
+        table.get("m", "7")
     with pytest.raises(ModelNotReady, match="'m' version 1 is not at ready state"):
-        models.get("m", "1")
+        table.get("m", "1")
     with pytest.raises(InvalidInput, match="version should be an integral value > 0"):
-        models.get("m", "abc")
+        table.get("m", "abc")
 
 
 def test_strict_readiness_follows_tritons_rule() -> None:
     models = registry()
-    assert models.all_ready()
-    models.models["good"] = record("good", v1=ready("good", 1))
-    models.models["never_loaded"] = ModelRecord("never_loaded")  # explicit mode, not asked for
-    assert models.all_ready()
-    models.models["unloaded"] = record("unloaded", v1=VersionSlot(UNAVAILABLE, UNLOADED_REASON))
-    assert models.all_ready()
-    models.models["bad"] = record("bad", v1=VersionSlot(UNAVAILABLE, "init failed"))
-    assert not models.all_ready()
-    del models.models["bad"]
-    models.models["bad_config"] = ModelRecord(
-        "bad_config", attempted=True, error="config.pbtxt: unknown field"
-    )
-    assert not models.all_ready()
+    table = models.table
+    assert table.all_ready()
+    record(models, "good", v1=ready("good", 1))
+    table.ensure("never_loaded")  # explicit mode, not asked for
+    assert table.all_ready()
+    record(models, "unloaded", v1=VersionSlot(UNAVAILABLE, UNLOADED_REASON))
+    assert table.all_ready()
+    record(models, "bad", v1=VersionSlot(UNAVAILABLE, "init failed"))
+    assert not table.all_ready()
+    table.forget("bad")
+    record(models, "bad_config", error="config.pbtxt: unknown field")
+    assert not table.all_ready()
 
 
 def test_repository_index_lists_every_model_with_its_state(tmp_path: Path) -> None:
     for name in ("a_ready", "b_failed", "c_never", ".hidden"):
         (tmp_path / name).mkdir()
     models = registry(tmp_path)
-    models.models["a_ready"] = record(
-        "a_ready", v1=VersionSlot(UNAVAILABLE, UNLOADED_REASON), v2=ready("a_ready", 2)
-    )
-    models.models["b_failed"] = ModelRecord("b_failed", attempted=True, error="bad config")
+    record(models, "a_ready", v1=VersionSlot(UNAVAILABLE, UNLOADED_REASON), v2=ready("a_ready", 2))
+    record(models, "b_failed", error="bad config")
     plane = DataPlane(models)
+    # Triton's words, as strings: the protocols answer them as they are.
     assert plane.repository_index() == [
-        RepositoryEntry("a_ready", "1", UNAVAILABLE, UNLOADED_REASON),
-        RepositoryEntry("a_ready", "2", READY, ""),
-        RepositoryEntry("b_failed", "", UNAVAILABLE, "bad config"),
+        RepositoryEntry("a_ready", "1", "UNAVAILABLE", UNLOADED_REASON),
+        RepositoryEntry("a_ready", "2", "READY", ""),
+        RepositoryEntry("b_failed", "", "UNAVAILABLE", "bad config"),
         RepositoryEntry("c_never", "", "", ""),
     ]
-    assert plane.repository_index(ready_only=True) == [RepositoryEntry("a_ready", "2", READY, "")]
+    assert plane.repository_index(ready_only=True) == [RepositoryEntry("a_ready", "2", "READY", "")]
 
 
 def test_dataplane_readiness_needs_start_and_ends_at_exit() -> None:
@@ -131,7 +128,7 @@ def test_load_refuses_bad_names_and_unknown_models(tmp_path: Path) -> None:
         asyncio.run(models.load("../etc"))
     with pytest.raises(ServerError, match=r"^failed to load 'ghost', failed to poll from model repository$"):
         asyncio.run(models.load("ghost"))
-    assert models.models == {}  # nothing invented in the index
+    assert models.table.names() == []  # nothing invented in the index
 
 
 def test_a_broken_config_is_a_load_error_listed_with_its_reason(tmp_path: Path) -> None:
@@ -141,9 +138,9 @@ def test_a_broken_config_is_a_load_error_listed_with_its_reason(tmp_path: Path) 
     with pytest.raises(LoadError, match="bogus_field"):
         asyncio.run(models.load("broken"))
     [entry] = DataPlane(models).repository_index()
-    assert (entry.name, entry.version, entry.state) == ("broken", "", UNAVAILABLE)
+    assert (entry.name, entry.version, entry.state) == ("broken", "", "UNAVAILABLE")
     assert "bogus_field" in entry.reason
-    assert not models.all_ready()
+    assert not models.table.all_ready()
 
 
 def test_a_model_without_version_folder_is_a_load_error(tmp_path: Path) -> None:
@@ -156,7 +153,8 @@ def test_a_model_without_version_folder_is_a_load_error(tmp_path: Path) -> None:
     models = registry(tmp_path)
     with pytest.raises(LoadError, match="version"):  # the validator's E210 words
         asyncio.run(models.load("empty"))
-    assert "version" in models.models["empty"].error
+    failed = models.table.record("empty")
+    assert failed is not None and "version" in failed.error
 
 
 @pytest.mark.parametrize(
@@ -168,6 +166,7 @@ def test_file_overrides_never_leave_their_temporary_folder(key: str) -> None:
 
 
 def test_file_overrides_need_a_config_and_land_in_a_fresh_folder(tmp_path: Path) -> None:
+    folders = OverrideFolders()
     with pytest.raises(LoadError, match="Load parameter 'config' must be specified for model file override"):
         write_override_files("m", None, {"file:1/model.py": b"x"})
     root = write_override_files("m", "{}", {"file:1/model.py": b"code", "1/extra.txt": b"e"})
@@ -175,8 +174,9 @@ def test_file_overrides_need_a_config_and_land_in_a_fresh_folder(tmp_path: Path)
         assert (root / "m" / "1" / "model.py").read_bytes() == b"code"
         assert (root / "m" / "1" / "extra.txt").read_bytes() == b"e"
         assert not root.is_relative_to(tmp_path)
+        folders.replace("m", root)
     finally:
-        registry(tmp_path)._swap_temp_dir(ModelRecord("m", temp_dir=root), None)
+        folders.clear()
     assert not root.exists()
 
 
@@ -185,11 +185,11 @@ def test_fingerprint_changes_with_a_new_version_folder_or_an_edit(tmp_path: Path
     (model / "1").mkdir(parents=True)
     (model / "config.pbtxt").write_text('name: "m"\n')
     models = registry(tmp_path)
-    before = models.fingerprint("m")
-    assert models.fingerprint("m") == before
+    before = models.sources.fingerprint("m")
+    assert models.sources.fingerprint("m") == before
     (model / "2").mkdir()
-    after_new_version = models.fingerprint("m")
+    after_new_version = models.sources.fingerprint("m")
     assert after_new_version != before
     (model / "config.pbtxt").write_text('name: "m"\nmax_batch_size: 4\n')
-    assert models.fingerprint("m") != after_new_version
-    assert models.fingerprint("missing") is None
+    assert models.sources.fingerprint("m") != after_new_version
+    assert models.sources.fingerprint("missing") is None
