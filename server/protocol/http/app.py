@@ -129,7 +129,7 @@ class HttpApp:
         except Exception as exc:  # a bug: answer 500 and keep serving
             logger.exception("unhandled error on %s %s", request.method, request.path)
             response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
-        return _maybe_compress(request, response)
+        return response
 
     async def _route(self, request: HttpRequest) -> HttpResponse:
         parts = request.path.strip("/").split("/")
@@ -198,7 +198,7 @@ class HttpApp:
     async def _infer(self, request: HttpRequest, model: str, version: str) -> HttpResponse:
         call = self._start_infer(request, model, version)
         await call.future
-        return self._infer_response(call)
+        return _maybe_compress(request, self._infer_response(call))
 
     def start_infer(self, request: HttpRequest) -> InferCall | HttpResponse | None:
         """The hot path, without a coroutine: an inference request is decoded and queued here
@@ -329,8 +329,11 @@ def _decompressed_body(request: HttpRequest, max_size: int) -> bytes | bytearray
 
 
 def _maybe_compress(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Compress an inference answer as Accept-Encoding asks. Like Triton (http_server.cc: only
+    InferRequestClass gets a response compression type), nothing else is ever compressed:
+    tritonclient.http.aio sends aiohttp's default Accept-Encoding and inflates only infer answers."""
     accept = request.headers.get("accept-encoding")
-    # Like Triton, only successful answers are compressed; errors stay readable as-is.
+    # Errors stay readable as-is, as in Triton.
     if not accept or response.status != 200 or response.content_length == 0:
         return response
     offered = {item.split(";")[0].strip().lower() for item in accept.split(",")}
