@@ -12,6 +12,9 @@ import importlib
 import typer
 
 from tritonctl import __version__
+from tritonctl.cli import help_format
+
+help_format.install()
 
 _COMMAND_MODULES = (
     "init",
