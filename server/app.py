@@ -257,7 +257,7 @@ class Server:
         assert self.registry is not None and self.dataplane is not None
         table = Table(title="Models", title_justify="left")
         for column in ("Model", "Version", "Instances", "State", "Reason"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # long model names fold, never end in …
         for entry in self.dataplane.repository_index():
             instances = ""
             if entry.state == ModelState.READY.value:

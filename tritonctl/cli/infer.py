@@ -96,8 +96,9 @@ def infer(
 
 def print_table(answer: InferAnswer) -> None:
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
+
+    from tritonctl.cli import tables
 
     table = Table(title=f"{answer.model_name} (version {answer.model_version})")
     for column in ("output", "datatype", "shape", "values"):
@@ -107,7 +108,7 @@ def print_table(answer: InferAnswer) -> None:
             values = output.to_json()["data"]
             text = str(np.array(values, dtype=object if output.datatype == "BYTES" else None))
             table.add_row(output.name, output.datatype, str(output.shape), text)
-    Console().print(table)
+    tables.print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,8 +55,9 @@ def list_models(
     if output_format is OutputFormat.json:
         _print_json(entries)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from tritonctl.cli.tables import print_table
 
     table = Table()
     for column in ("model", "version", "state", "reason"):
@@ -70,7 +71,7 @@ def list_models(
             f"[{style}]{state or '-'}[/{style}]",
             entry.get("reason", ""),
         )
-    Console().print(table)
+    print_table(table)
 
 
 @app.command()
@@ -116,11 +117,12 @@ def stats(
     if output_format is OutputFormat.json:
         _print_json(models)
         return
-    from rich.console import Console
     from rich.table import Table
 
+    from tritonctl.cli.tables import print_table
+
     table = Table()
-    table.add_column("model", no_wrap=True)
+    table.add_column("model")
     for column in ("version", "inferences", "executions", "ok", "failed", "queue µs", "compute µs"):
         table.add_column(column, justify="left" if column == "version" else "right")
     for entry in models:
@@ -142,7 +144,7 @@ def stats(
             _average_us(inference.get("queue", {})),
             _average_us(compute),
         )
-    Console().print(table)
+    print_table(table)
 
 
 def read_config_override(value: str) -> str:
