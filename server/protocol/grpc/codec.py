@@ -113,7 +113,7 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> tuple[Infere
     return request, classification
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     if value < 0x80:
         return _SMALL_VARINTS[value]
     out = bytearray()
@@ -134,7 +134,7 @@ _HEADS: dict[tuple[Any, ...], bytes] = {}  # serialized fields before the output
 
 def _text_field(tag: bytes, text: str) -> bytes:
     raw = text.encode()
-    return tag + _varint(len(raw)) + raw
+    return tag + varint(len(raw)) + raw
 
 
 def _output_tensor(tensor: Tensor) -> bytes:
@@ -146,11 +146,11 @@ def _output_tensor(tensor: Tensor) -> bytes:
             set_parameter(message.parameters[key], value)
         body = bytes(message.SerializeToString())
     else:
-        shape = b"".join(_varint(dim) if dim >= 0 else _varint(dim + (1 << 64)) for dim in tensor.shape)
+        shape = b"".join(varint(dim) if dim >= 0 else varint(dim + (1 << 64)) for dim in tensor.shape)
         body = _text_field(_TENSOR_NAME, tensor.name) + _text_field(_TENSOR_DATATYPE, tensor.datatype)
         if shape:
-            body += _TENSOR_SHAPE + _varint(len(shape)) + shape
-    return _OUTPUTS + _varint(len(body)) + body
+            body += _TENSOR_SHAPE + varint(len(shape)) + shape
+    return _OUTPUTS + varint(len(body)) + body
 
 
 def _head(result: InferenceResult) -> bytes:
@@ -187,7 +187,7 @@ def serialize_infer_result(result: InferenceResult, final_response_flag: bool = 
     for tensor in result.outputs:
         data = tensor.data
         size = data.nbytes if isinstance(data, memoryview) else len(data)
-        chunks.append(_RAW_OUTPUT + _varint(size))
+        chunks.append(_RAW_OUTPUT + varint(size))
         if size:
             chunks.append(data)
     return chunks

@@ -6,8 +6,9 @@
   the caller's metadata lacks the `triton-grpc-protocol-<key>` header with the exact value.
 
 The handler table is the one tritonclient's generated `add_GRPCInferenceServiceServicer_to_server`
-builds (captured, not copied), so every RPC of the service is covered. An RPC that raises answers
-its status (`grpc_status`) by setting code and details and returning an empty message, which is
+builds (captured, not copied), so every RPC of the service is covered; the inference RPCs, which
+answer serialized chunks (service.PRESERIALIZED), get a serializer that only joins them. An RPC that
+raises answers its status (`grpc_status`) by setting code and details and returning an empty message, which is
 cheaper than `context.abort` (no exception unwinds through grpc).
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2_grpc
 
-from server.protocol.grpc.service import METHODS, InferenceRpcs, grpc_status
+from server.protocol.grpc.codec import Chunk
+from server.protocol.grpc.service import METHODS, PRESERIALIZED, InferenceRpcs, grpc_status
 from server.protocol.restricted import GRPC_CATEGORIES, Restriction, Restrictions, grpc_denial_message
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,6 +48,10 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
             return Malformed(f"failed to parse the request message: {exc}")
 
     return guarded
+
+
+def _join(chunks: list[Chunk]) -> bytes:
+    return b"".join(chunks)
 
 
 def _allowed(context: Context, restriction: Restriction) -> bool:
@@ -118,15 +124,20 @@ def add_guarded_service(server: grpc.aio.Server, rpcs: InferenceRpcs, restrictio
         category = GRPC_CATEGORIES.get(name)
         restriction = restrictions.get(category) if category is not None else None
         deserializer = _lenient(handler.request_deserializer)
+        preserialized = name in PRESERIALIZED
+        serializer = _join if preserialized else handler.response_serializer
         if handler.stream_stream is not None:
             guarded[name] = handler._replace(  # type: ignore[attr-defined]
                 request_deserializer=deserializer,
+                response_serializer=serializer,
                 stream_stream=_guard_stream(handler.stream_stream, restriction),
             )
         elif handler.unary_unary is not None:
+            empty = [] if preserialized else METHODS[name].response_type()
             guarded[name] = handler._replace(  # type: ignore[attr-defined]
                 request_deserializer=deserializer,
-                unary_unary=_guard_unary(handler.unary_unary, restriction, METHODS[name].response_type()),
+                response_serializer=serializer,
+                unary_unary=_guard_unary(handler.unary_unary, restriction, empty),
             )
         else:  # the service has no other shapes today; keep any new one as generated
             guarded[name] = handler

@@ -17,17 +17,31 @@ GOAWAY; the server keeps serving others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
+from server.errors import InvalidInput
 from server.protocol import h2frames as h2
-from server.protocol.api import DataPlaneApi
+from server.protocol.grpc.codec import Chunk
 from server.protocol.grpc.h2send import BACKLOG_HIGH, H2Sender
-from server.protocol.grpc.h2stream import Stream, StreamFailure, grpc_timeout_seconds, take_messages
-from server.protocol.grpc.service import METHODS, SERVICE_NAME, InferCall, InferenceRpcs, Method, grpc_status
+from server.protocol.grpc.h2stream import (
+    Stream,
+    StreamFailure,
+    grpc_timeout_seconds,
+    one_message,
+    take_messages,
+)
+from server.protocol.grpc.service import (
+    METHODS,
+    PRESERIALIZED,
+    SERVICE_NAME,
+    InferCall,
+    InferenceRpcs,
+    Method,
+    grpc_status,
+)
 from server.protocol.h2frames import frame
 from server.protocol.restricted import GRPC_CATEGORIES, Restrictions, grpc_denial_message
 
@@ -346,22 +360,11 @@ class H2Connection(H2Sender, asyncio.Protocol):
 
     def _run_message(self, stream: Stream, data: bytearray | memoryview) -> None:
         """A unary call's input is complete: `data` must hold exactly one gRPC message."""
-        size = len(data)
-        if size < 5 or data[0] or int.from_bytes(data[1:5], "big") != size - 5:
-            try:
-                messages = take_messages(bytearray(data), self._settings.max_message_size)
-            except StreamFailure as failure:
-                self._finish(stream, failure.code, failure.message)
-                return
-            self._finish(stream, INVALID_ARGUMENT, f"expected one request message, got {len(messages)}")
+        try:
+            message = one_message(data, self._settings.max_message_size)
+        except StreamFailure as failure:
+            self._finish(stream, failure.code, failure.message)
             return
-        if size - 5 > self._settings.max_message_size:
-            limit = self._settings.max_message_size
-            self._finish(
-                stream, RESOURCE_EXHAUSTED, f"Received message larger than max ({size - 5} vs. {limit})"
-            )
-            return
-        message = memoryview(data)[5:]
         if stream.method is self._settings.model_infer:
             self._start_infer(stream, message)
         else:
@@ -370,31 +373,31 @@ class H2Connection(H2Sender, asyncio.Protocol):
     def _start_infer(self, stream: Stream, message: memoryview) -> None:
         """ModelInfer without a task: decode, queue, and answer from the result's callback."""
         try:
-            try:
-                request = self._settings.model_infer.request_type.FromString(message)
-            except Exception as exc:
-                self._finish(stream, INVALID_ARGUMENT, f"failed to parse the request message: {exc}")
-                return
-            finally:
-                message.release()
-            call = self._settings.rpcs.start_infer(request)
+            call = self._settings.rpcs.start_infer(_parse(self._settings.model_infer, message))
         except Exception as exc:
-            self._finish(stream, *grpc_status(exc))
+            self._fail(stream, exc)
             return
         stream.task = call.future  # RST_STREAM and deadlines cancel it: the request leaves the queue
         call.future.add_done_callback(lambda _: self._infer_done(stream, call))
 
     def _infer_done(self, stream: Stream, call: InferCall) -> None:
-        if call.future.cancelled():
+        try:
+            if call.future.cancelled():
+                raise asyncio.CancelledError
+            chunks = self._settings.rpcs.finish_infer(call)
+        except BaseException as exc:
+            self._fail(stream, exc)
+            return
+        self._answer(stream, chunks)
+
+    def _fail(self, stream: Stream, error: BaseException) -> None:
+        """Every call's failures end here: its gRPC status, or silence when it was cancelled
+        (RST_STREAM: the client is gone) unless its deadline did it."""
+        if isinstance(error, asyncio.CancelledError):
             if stream.expired:
                 self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
             return
-        try:
-            chunks = self._settings.rpcs.finish_infer(call)
-        except Exception as exc:
-            self._finish(stream, *grpc_status(exc))
-            return
-        self._answer(stream, chunks)
+        self._finish(stream, *grpc_status(error))
 
     def _expire(self, stream: Stream) -> None:
         stream.deadline = None
@@ -407,44 +410,32 @@ class H2Connection(H2Sender, asyncio.Protocol):
     async def _run_unary(self, stream: Stream, message: memoryview) -> None:
         method = cast(Method, stream.method)
         try:
-            try:
-                request = method.request_type.FromString(message)
-            except Exception as exc:
-                self._finish(stream, INVALID_ARGUMENT, f"failed to parse the request message: {exc}")
-                return
-            finally:
-                message.release()
-            response = await cast(Callable[..., Any], stream.handler)(request)
-            self._answer(stream, [response.SerializeToString()])
-        except asyncio.CancelledError:
-            if stream.expired:
-                self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
-        except Exception as exc:
-            self._finish(stream, *grpc_status(exc))
+            response = await cast(Callable[..., Any], stream.handler)(_parse(method, message))
+            self._answer(stream, _serialized(method, response))
+        except BaseException as exc:  # CancelledError included: _fail decides what the client hears
+            self._fail(stream, exc)
 
     async def _run_stream(self, stream: Stream) -> None:
         method = cast(Method, stream.method)
         queue = cast(asyncio.Queue[bytes | None], stream.requests)
-        malformed: list[str] = []
+        malformed: list[InvalidInput] = []
 
         async def requests() -> AsyncIterator[Any]:
             while (message := await queue.get()) is not None:
                 try:
-                    yield method.request_type.FromString(message)
-                except Exception as exc:  # ends the input: answers so far still go out
-                    malformed.append(f"failed to parse the request message: {exc}")
+                    yield _parse(method, message)
+                except InvalidInput as exc:  # ends the input: answers so far still go out
+                    malformed.append(exc)
                     return
 
         try:
             async for response in cast(Callable[..., Any], stream.handler)(requests()):
-                self._send_message(stream, [response.SerializeToString()])
-            code, message = (INVALID_ARGUMENT, malformed[0]) if malformed else (OK, "")
-            self._finish(stream, code, message)
-        except asyncio.CancelledError:
-            if stream.expired:
-                self._finish(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
-        except Exception as exc:
-            self._finish(stream, *grpc_status(exc))
+                self._send_message(stream, _serialized(method, response))
+            if malformed:
+                raise malformed[0]
+            self._finish(stream, OK, "")
+        except BaseException as exc:
+            self._fail(stream, exc)
 
     def _close(self, code: int, reason: str) -> None:
         if self._transport is None:
@@ -470,41 +461,24 @@ class H2Connection(H2Sender, asyncio.Protocol):
             self._transport.close()
 
 
+def _parse(method: Method, message: bytes | memoryview) -> Any:
+    """The request message, or InvalidInput (INVALID_ARGUMENT) with the parser's complaint."""
+    try:
+        return method.request_type.FromString(message)
+    except Exception as exc:  # DecodeError, or anything hostile bytes provoke
+        raise InvalidInput(f"failed to parse the request message: {exc}") from None
+    finally:
+        if isinstance(message, memoryview):
+            message.release()
+
+
+def _serialized(method: Method, response: Any) -> list[Chunk]:
+    return cast(list[Chunk], response) if method.name in PRESERIALIZED else [response.SerializeToString()]
+
+
 class ConnectionFailure(Exception):
     """A connection error (RFC 9113 section 5.4.1): GOAWAY with `code`, then close."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code, self.reason = code, reason
-
-
-class H2GrpcServer:
-    def __init__(self, server: asyncio.Server, connections: set[H2Connection], port: int) -> None:
-        self._server = server
-        self._connections = connections
-        self.port = port
-
-    async def stop(self, grace: float) -> None:
-        """GOAWAY to every client, let open calls finish for up to `grace` seconds, then close."""
-        self._server.close()
-        for connection in list(self._connections):
-            connection.go_away()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while any(c.busy for c in self._connections) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        for connection in list(self._connections):
-            connection.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), timeout=1)
-
-
-async def start_h2_grpc(
-    dataplane: DataPlaneApi, host: str, port: int, restrictions: Restrictions, max_message_size: int
-) -> H2GrpcServer:
-    settings = H2Settings(InferenceRpcs(dataplane), restrictions, max_message_size)
-    connections: set[H2Connection] = set()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: H2Connection(settings, connections), host, port)
-    bound = int(server.sockets[0].getsockname()[1])
-    return H2GrpcServer(server, connections, bound)

@@ -9,7 +9,7 @@ from typing import Any
 
 from server.protocol.grpc.service import Method
 
-RESOURCE_EXHAUSTED, UNIMPLEMENTED = 8, 12
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED = 3, 8, 12
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -112,6 +112,19 @@ def take_messages(buffer: bytearray, max_size: int, peek: bool = False) -> list[
     if not peek:
         del buffer[:offset]
     return messages
+
+
+def one_message(data: bytearray | memoryview, max_size: int) -> memoryview:
+    """A unary call's whole input, which must be exactly one message: the message, as a view."""
+    size = len(data)
+    if size < 5 or data[0] or int.from_bytes(data[1:5], "big") != size - 5:
+        messages = take_messages(bytearray(data), max_size)  # raises for compressed or oversized
+        raise StreamFailure(INVALID_ARGUMENT, f"expected one request message, got {len(messages)}")
+    if size - 5 > max_size:
+        raise StreamFailure(
+            RESOURCE_EXHAUSTED, f"Received message larger than max ({size - 5} vs. {max_size})"
+        )
+    return memoryview(data)[5:]
 
 
 def grpc_timeout_seconds(value: bytes) -> float | None:

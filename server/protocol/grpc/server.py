@@ -1,7 +1,13 @@
-"""gRPC front end: `inference.GRPCInferenceService` served by grpc.aio on the running event loop."""
+"""gRPC front end: `inference.GRPCInferenceService` on the running event loop.
+
+Plaintext gRPC is served by our lean HTTP/2 server (h2server.py, `--grpc-stack=h2`, the default);
+TLS or `--grpc-stack=grpcio` by grpc.aio (guard.py). Both call the same RPCs (service.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Protocol
 
@@ -10,25 +16,27 @@ import grpc
 from server.errors import ConfigError
 from server.protocol.api import DataPlaneApi
 from server.protocol.grpc.guard import add_guarded_service
-from server.protocol.grpc.h2server import H2GrpcServer, start_h2_grpc
+from server.protocol.grpc.h2server import H2Connection, H2Settings
 from server.protocol.grpc.service import InferenceRpcs
-from server.protocol.grpc.tls import server_credentials, tls_enabled
+from server.protocol.grpc.tls import TlsOptions, server_credentials, tls_enabled
 from server.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions, parse_restrictions
 
 logger = logging.getLogger(__name__)
 
-# Triton accepts and sends messages up to 2 GiB - 1; grpc's own default (4 MiB) would refuse
-# ordinary image batches.
-DEFAULT_MAX_MESSAGE_SIZE = (1 << 31) - 1
 
-
-class GrpcOptions(Protocol):
+class GrpcOptions(TlsOptions, Protocol):
     """The ServerOptions fields the gRPC front end reads."""
 
     @property
     def grpc_host(self) -> str: ...
     @property
     def grpc_port(self) -> int: ...
+    @property
+    def grpc_max_message_size(self) -> int: ...
+    @property
+    def grpc_stack(self) -> str: ...
+    @property
+    def grpc_restricted_protocol(self) -> list[str]: ...
 
 
 class GrpcServer:
@@ -47,8 +55,8 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
     `options.grpc_stack` "h2" serves plaintext gRPC with our lean HTTP/2 server (h2server.py);
     "grpcio", or TLS, with grpc.aio.
     """
-    max_size = int(getattr(options, "grpc_max_message_size", DEFAULT_MAX_MESSAGE_SIZE))
-    if getattr(options, "grpc_stack", "h2") == "h2" and not tls_enabled(options):
+    max_size = options.grpc_max_message_size
+    if options.grpc_stack == "h2" and not tls_enabled(options):
         return await _start_h2(dataplane, options, max_size)
     server = grpc.aio.server(
         options=[
@@ -79,7 +87,7 @@ async def start_grpc(dataplane: DataPlaneApi, options: GrpcOptions) -> GrpcServe
 
 def _restrictions(options: GrpcOptions) -> Restrictions:
     return parse_restrictions(
-        getattr(options, "grpc_restricted_protocol", []),
+        options.grpc_restricted_protocol,
         flag="--grpc-restricted-protocol",
         header_prefix=GRPC_HEADER_PREFIX,
     )
@@ -95,3 +103,35 @@ async def _start_h2(dataplane: DataPlaneApi, options: GrpcOptions, max_size: int
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc.strerror or exc}") from None
     logger.info("gRPC service listening on %s:%d (lean HTTP/2 stack)", options.grpc_host, server.port)
     return server
+
+
+class H2GrpcServer:
+    def __init__(self, server: asyncio.Server, connections: set[H2Connection], port: int) -> None:
+        self._server = server
+        self._connections = connections
+        self.port = port
+
+    async def stop(self, grace: float) -> None:
+        """GOAWAY to every client, let open calls finish for up to `grace` seconds, then close."""
+        self._server.close()
+        for connection in list(self._connections):
+            connection.go_away()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(c.busy for c in self._connections) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self._connections):
+            connection.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=1)
+
+
+async def start_h2_grpc(
+    dataplane: DataPlaneApi, host: str, port: int, restrictions: Restrictions, max_message_size: int
+) -> H2GrpcServer:
+    settings = H2Settings(InferenceRpcs(dataplane), restrictions, max_message_size)
+    connections: set[H2Connection] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: H2Connection(settings, connections), host, port)
+    bound = int(server.sockets[0].getsockname()[1])
+    return H2GrpcServer(server, connections, bound)

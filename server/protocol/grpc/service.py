@@ -3,8 +3,10 @@
 Each RPC is `async def Name(request) -> response` on protobuf messages (ModelStreamInfer: an async
 iterator of requests -> one of responses) and raises on failure; it knows nothing of the transport.
 grpc.aio (guard.py) and our lean HTTP/2 server (h2server.py) call the same methods and turn the
-exceptions into gRPC statuses with `grpc_status`. Shared memory, trace and logging answer
-UNIMPLEMENTED. `METHODS` describes every RPC from the service descriptor.
+exceptions into gRPC statuses with `grpc_status`. The two inference RPCs answer already serialized
+chunks (`PRESERIALIZED`): outputs go out uncopied, and neither stack parses them back.
+Shared memory, trace and logging answer UNIMPLEMENTED. `METHODS` describes every RPC from the
+service descriptor.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ from tritonclient.grpc import service_pb2 as pb
 from server.core.types import InferenceResult
 from server.errors import ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
-from server.protocol.grpc.codec import Chunk, decode_infer_request, parameter_value, serialize_infer_result
+from server.protocol.grpc.codec import (
+    Chunk,
+    decode_infer_request,
+    parameter_value,
+    serialize_infer_result,
+    varint,
+)
 from server.protocol.tensor_codec import classify
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 UNKNOWN, INTERNAL = 2, 13
+# RPCs whose methods return list[Chunk] (the serialized response) instead of a message.
+PRESERIALIZED = frozenset({"ModelInfer", "ModelStreamInfer"})
+_STREAM_INFER_RESPONSE_FIELD = b"\x12"  # ModelStreamInferResponse.infer_response: field 2, length-delimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,23 +143,21 @@ class InferenceRpcs:
                     tensor.datatype = "BYTES"
         return serialize_infer_result(result, final_flag)
 
-    async def _infer(self, request: pb.ModelInferRequest, final_flag: bool) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest) -> list[Chunk]:
+        """The grpc.aio route (h2server.py calls start_infer/finish_infer without a coroutine)."""
         call = self.start_infer(request)
         await call.future
-        return pb.ModelInferResponse.FromString(b"".join(self.finish_infer(call, final_flag)))
-
-    async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        return await self._infer(request, final_flag=False)
+        return self.finish_infer(call)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest]
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests of one stream run concurrently; each answer is written when it is ready.
+    ) -> AsyncIterator[list[Chunk]]:
+        """Requests of one stream run concurrently; each serialized answer is written when it is ready.
 
         Errors travel in `error_message` and the stream goes on, like Triton. Decoupled models
         (several answers per request) will plug in at `_stream_one`.
         """
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        answers: asyncio.Queue[list[Chunk] | None] = asyncio.Queue()
         reader = asyncio.ensure_future(self._read_stream(request_iterator, answers))
         try:
             while (answer := await answers.get()) is not None:
@@ -160,7 +169,7 @@ class InferenceRpcs:
     async def _read_stream(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None],
+        answers: asyncio.Queue[list[Chunk] | None],
     ) -> None:
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -176,20 +185,22 @@ class InferenceRpcs:
             answers.put_nowait(None)
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, answers: asyncio.Queue[pb.ModelStreamInferResponse | None]
+        self, request: pb.ModelInferRequest, answers: asyncio.Queue[list[Chunk] | None]
     ) -> None:
         try:
-            response = await self._infer(request, final_flag=True)
-            answers.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            call = self.start_infer(request)
+            await call.future
+            chunks = self.finish_infer(call, final_flag=True)
         except Exception as exc:
             if not isinstance(exc, ServerError):
                 logger.exception("unhandled error in a streamed inference")
-            answers.put_nowait(
-                pb.ModelStreamInferResponse(
-                    error_message=str(exc),
-                    infer_response=pb.ModelInferResponse(id=request.id),
-                )
+            error = pb.ModelStreamInferResponse(
+                error_message=str(exc), infer_response=pb.ModelInferResponse(id=request.id)
             )
+            answers.put_nowait([error.SerializeToString()])
+            return
+        size = sum(len(chunk) for chunk in chunks)
+        answers.put_nowait([_STREAM_INFER_RESPONSE_FIELD + varint(size), *chunks])
 
     # -- repository ------------------------------------------------------------------------------
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:

@@ -10,11 +10,26 @@ CA that client certificates must chain to. Files are read once at start-up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
 from server.errors import ConfigError
+
+
+class TlsOptions(Protocol):
+    """The ServerOptions fields TLS reads."""
+
+    @property
+    def grpc_use_ssl(self) -> bool: ...
+    @property
+    def grpc_use_ssl_mutual(self) -> bool: ...
+    @property
+    def grpc_server_cert(self) -> Path | None: ...
+    @property
+    def grpc_server_key(self) -> Path | None: ...
+    @property
+    def grpc_root_cert(self) -> Path | None: ...
 
 
 def _read(path: Any, flag: str) -> bytes:
@@ -29,18 +44,18 @@ def _read(path: Any, flag: str) -> bytes:
     return data
 
 
-def tls_enabled(options: Any) -> bool:
-    return bool(getattr(options, "grpc_use_ssl", False) or getattr(options, "grpc_use_ssl_mutual", False))
+def tls_enabled(options: TlsOptions) -> bool:
+    return options.grpc_use_ssl or options.grpc_use_ssl_mutual
 
 
-def server_credentials(options: Any) -> grpc.ServerCredentials | None:
+def server_credentials(options: TlsOptions) -> grpc.ServerCredentials | None:
     """Credentials for `add_secure_port`, or None when TLS is off; ConfigError on bad files."""
     if not tls_enabled(options):
         return None
-    mutual = bool(getattr(options, "grpc_use_ssl_mutual", False))
-    cert = _read(getattr(options, "grpc_server_cert", None), "--grpc-server-cert")
-    key = _read(getattr(options, "grpc_server_key", None), "--grpc-server-key")
-    root_path = getattr(options, "grpc_root_cert", None)
+    mutual = options.grpc_use_ssl_mutual
+    cert = _read(options.grpc_server_cert, "--grpc-server-cert")
+    key = _read(options.grpc_server_key, "--grpc-server-key")
+    root_path = options.grpc_root_cert
     if mutual and not root_path:
         raise ConfigError(
             "--grpc-use-ssl-mutual needs --grpc-root-cert (the CA client certificates chain to)"
