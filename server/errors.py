@@ -40,6 +40,9 @@ class ServerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # An error a python model returned as its response (InferenceResponse(error=...)): Triton
+        # 2.51 counts that request as a success in the statistics, not as a failure.
+        self.model_response = False
 
     def __str__(self) -> str:
         return self.message

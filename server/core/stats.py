@@ -6,7 +6,11 @@ process runs one asyncio thread), no protobuf. `to_proto` builds tritonclient's
 attributes at scrape time, so neither costs anything per request.
 
 Triton's meaning of the numbers (docs/protocol/extension_statistics.md):
-- `inference_stats.success/fail`: count of requests and their total end-to-end duration (ns);
+- `inference_stats.success/fail`: count of requests and their total end-to-end duration (ns). As in
+  Triton 2.51, `fail` counts only requests the model's execution failed (execute raised, instance
+  crashed) or the scheduler dropped (timeout, cancellation): requests refused before the scheduler
+  (bad input, unknown version, full queue) count nowhere, and an error response the model returned
+  from execute() counts as a success;
 - `queue`, `compute_input/infer/output`: per successful request, count and cumulative ns;
 - `inference_count`: rows executed (a batch of 8 rows counts 8); `execution_count`: executions;
 - `batch_stats`: per executed batch size, the execution's compute input/infer/output (count, ns);
@@ -113,10 +117,21 @@ class ModelStats:
         self.failures_by_reason[reason] += 1
 
     def record_execution(
-        self, *, batch_size: int, compute_input_ns: int, compute_infer_ns: int, compute_output_ns: int
+        self,
+        *,
+        batch_size: int,
+        compute_input_ns: int,
+        compute_infer_ns: int,
+        compute_output_ns: int,
+        inferences: int | None = None,
     ) -> None:
-        """One execution of `batch_size` rows on an instance (also sets last_inference, like Triton)."""
-        self.inference_count += batch_size
+        """One execution of `batch_size` rows on an instance (also sets last_inference, like Triton).
+
+        `inferences` (default: batch_size) is what inference_count grows by: Triton 2.51 counts the
+        rows of successful requests only, so an execution whose execute() raised passes 0 (it still
+        counts as an execution and in batch_stats).
+        """
+        self.inference_count += batch_size if inferences is None else inferences
         self.execution_count += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
         entry = self._batches.get(batch_size)

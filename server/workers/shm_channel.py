@@ -20,7 +20,8 @@ Control records (orjson; tensor bytes never travel in them, nothing is pickled):
   exec   {"op":"exec", seq, slot, requests: [{id, outputs: [names]|null, params?}],
           inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}]}
   done   {"op":"done", seq, t: [compute_input_ns, compute_infer_ns, compute_output_ns],
-          results: [{"o": [[name, dtype, shape, offset, size], ...], "p"?: params} | {"e": [class, message]}]}
+          results: [{"o": [[name, dtype, shape, offset, size], ...], "p"?: params}
+                    | {"e": [class, message], "r"?: 1 (ServerError.model_response)}]}
   close  {"op":"close"} -> {"op":"closed"}, then the worker exits
 A new, larger arena segment travels as a file descriptor with the exec (input) or done (output)
 message that first uses it.
@@ -255,7 +256,9 @@ class ShmWorkerChannel(WorkerChannel):
         for request, entry in zip(batch.requests, record["results"], strict=True):
             error = entry.get("e")
             if error is not None:
-                results.append(from_wire(error[0], error[1]))
+                rebuilt = from_wire(error[0], error[1])
+                rebuilt.model_response = "r" in entry
+                results.append(rebuilt)
                 continue
             outputs = [
                 Tensor(name, datatype, shape, bytes(view[offset : offset + size]))

@@ -181,7 +181,11 @@ def _plan_outputs(
     position = 0
     for answer in selected:
         if isinstance(answer, ServerError):
-            entries.append({"e": list(answer.to_wire())})
+            entries.append(
+                {"e": list(answer.to_wire()), "r": 1}
+                if answer.model_response
+                else {"e": list(answer.to_wire())}
+            )
             continue
         outputs = []
         for name, datatype, shape, data in answer.tensors:

@@ -159,7 +159,9 @@ class PythonBackend(Backend):
             )
         error = response.error()
         if error is not None:
-            return _error_from_code(error.message(), error.code())
+            answer = _error_from_code(error.message(), error.code())
+            answer.model_response = True  # counted as a success, as Triton does (ServerError)
+            return answer
         outputs = OutputsWithParameters()
         for tensor in response.output_tensors():
             array, datatype = tensor._output()

@@ -81,15 +81,19 @@ class DefaultScheduler(Scheduler):
                 outcome.results[0] if outcome.results else BackendError("the instance returned no result")
             )
             finished_at = time.monotonic_ns()
-            if isinstance(result, ServerError):
-                self.stats.record_failure(request_ns=finished_at - request.arrival_ns, reason="BACKEND")
-                raise result
+            # As Triton 2.51 counts: an execution whose execute() raised is an execution and a
+            # failed request; an error response the model returned is a successful request.
+            failed = isinstance(result, ServerError) and not result.model_response
             self.stats.record_execution(
                 batch_size=request.batch_rows(self.max_batch_size),
                 compute_input_ns=outcome.compute_input_ns,
                 compute_infer_ns=outcome.compute_infer_ns,
                 compute_output_ns=outcome.compute_output_ns,
+                inferences=0 if failed else None,
             )
+            if failed and isinstance(result, ServerError):
+                self.stats.record_failure(request_ns=finished_at - request.arrival_ns, reason="BACKEND")
+                raise result
             self.stats.record_success(
                 request_ns=finished_at - request.arrival_ns,
                 queue_ns=started_at - queued_at,
@@ -97,6 +101,8 @@ class DefaultScheduler(Scheduler):
                 compute_infer_ns=outcome.compute_infer_ns,
                 compute_output_ns=outcome.compute_output_ns,
             )
+            if isinstance(result, ServerError):
+                raise result
             if request.timings is not None:  # an ensemble step: the ensemble reports the sums
                 request.timings.add(
                     outcome.compute_input_ns, outcome.compute_infer_ns, outcome.compute_output_ns

@@ -223,11 +223,17 @@ class DynamicBatcher(Scheduler):
         except Exception as error:  # a bug below the seam must not strand the waiting clients
             outcome = BatchOutcome(results=[BackendError(f"instance failed: {error}")] * len(batch))
         else:
+            # Triton 2.51's inference_count grows by the rows of the requests that succeeded only.
             self.stats.record_execution(
                 batch_size=sum(item.rows for item in batch),
                 compute_input_ns=outcome.compute_input_ns,
                 compute_infer_ns=outcome.compute_infer_ns,
                 compute_output_ns=outcome.compute_output_ns,
+                inferences=sum(
+                    item.rows
+                    for item, result in zip(batch, outcome.results, strict=False)
+                    if not (isinstance(result, ServerError) and not result.model_response)
+                ),
             )
         finally:
             self._release(channel)
@@ -248,16 +254,19 @@ class DynamicBatcher(Scheduler):
             result = results[index] if index < len(results) else BackendError("the instance gave no answer")
             future: asyncio.Future[InferenceResult] = item.waiter
             request_ns = now - item.request.arrival_ns
-            if isinstance(result, ServerError):
+            if isinstance(result, ServerError) and not result.model_response:  # execution failed
                 self.stats.record_failure(request_ns=request_ns, reason="BACKEND")
                 if not future.done():
                     future.set_exception(result)
             elif future.done():  # cancelled while its batch ran: the answer has nobody to go to
                 self.stats.record_failure(request_ns=request_ns, reason="CANCELED")
-            else:
+            else:  # an answer, even an error response: a success to Triton 2.51
                 answered += 1
                 request_ns_total += request_ns
                 queue_ns_total += execution.dispatch_ns - item.enqueue_ns
+                if isinstance(result, ServerError):
+                    future.set_exception(result)
+                    continue
                 timings = item.request.timings
                 if timings is not None:  # an ensemble step: the ensemble reports the sums
                     timings.add(outcome.compute_input_ns, outcome.compute_infer_ns, outcome.compute_output_ns)
