@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -82,9 +82,6 @@ _NOT_FOUND = error_response(404, "Not Found", TEXT)
 _METHOD_NOT_ALLOWED = error_response(405, "Method Not Allowed", TEXT)
 
 
-Handler = Callable[[HttpRequest, str, str], Awaitable[HttpResponse]]
-
-
 @dataclass(slots=True)
 class InferCall:
     """A queued inference: the HTTP request, its decoded form and its result's future."""
@@ -120,6 +117,15 @@ class HttpApp:
         self.restrictions = restrictions or {}  # --http-restricted-api (server/protocol/restricted.py)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Any request. Inference goes through start_infer/finish_infer, the path the socket
+        layer takes without a coroutine, so every inference is served one way."""
+        started = self.start_infer(request)
+        if isinstance(started, InferCall):
+            with contextlib.suppress(Exception):  # its error is answered by finish_infer
+                await started.future
+            return self.finish_infer(started)
+        if started is not None:
+            return started
         if self.restrictions and (denied := http_denial(self.restrictions, request.path, request.headers)):
             return error_response(403, denied)
         try:
@@ -171,10 +177,8 @@ class HttpApp:
                 return _NOT_FOUND
             tail = tail[2:]
         action = "/".join(tail)
-        if action == "infer":
-            if request.method != "POST":
-                return _METHOD_NOT_ALLOWED
-            return await self._infer(request, model, version)
+        if action == "infer":  # a POST that start_infer did not take is not an inference route
+            return _METHOD_NOT_ALLOWED if request.method != "POST" else _NOT_FOUND
         if wrong := self._get_only(request):
             return wrong
         if action == "":
@@ -195,19 +199,17 @@ class HttpApp:
         statistics = self.dataplane.model_statistics(model, version)
         return json_response(statistics_json(statistics))
 
-    async def _infer(self, request: HttpRequest, model: str, version: str) -> HttpResponse:
-        call = self._start_infer(request, model, version)
-        await call.future
-        return _maybe_compress(request, self._infer_response(call))
-
     def start_infer(self, request: HttpRequest) -> InferCall | HttpResponse | None:
-        """The hot path, without a coroutine: an inference request is decoded and queued here
-        (or answered at once with its error); None for every other request (use `handle`)."""
-        if request.method != "POST" or self.restrictions:
+        """The hot path, without a coroutine: an inference request is checked against the
+        restricted APIs, decoded and queued here (or answered at once with its error); None for
+        every other request (use `handle`)."""
+        if request.method != "POST":
             return None
         target = _infer_target(request.path)
         if target is None:
             return None
+        if self.restrictions and (denied := http_denial(self.restrictions, request.path, request.headers)):
+            return error_response(403, denied)
         try:
             return self._start_infer(request, *target)
         except ServerError as exc:
