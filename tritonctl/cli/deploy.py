@@ -54,7 +54,14 @@ Image = Annotated[
 ]
 Cpu = Annotated[str, typer.Option("--cpu", help="CPU request per replica.")]
 Memory = Annotated[str, typer.Option("--memory", help="Memory request per replica.")]
-ShmSize = Annotated[str, typer.Option("--shm-size", help="Size of /dev/shm (workers' tensor arenas).")]
+ShmSize = Annotated[
+    str,
+    typer.Option(
+        "--shm-size",
+        help="Size of /dev/shm, for models that use POSIX shared memory. The server's tensor arenas "
+        "are not there: they are container memory, so size --memory for them.",
+    ),
+]
 QueueTarget = Annotated[
     int,
     typer.Option("--queue-target-us", help="Autoscale: average queue time per request to hold (µs)."),

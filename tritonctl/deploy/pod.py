@@ -149,7 +149,9 @@ def security_context(run_as: int | None = SERVER_UID) -> Manifest:
 
 
 def shm_volume(spec: DeploySpec) -> Manifest:
-    # Workers exchange tensors through shared memory; a container's /dev/shm is 64 MiB unless replaced.
+    # Not for the server's tensor arenas: those are memfd (server/workers/shm.py), outside /dev/shm, and
+    # count as the container's memory (size --memory for them). This serves models and libraries using
+    # POSIX shared memory (torch multiprocessing, for one), which a 64 MiB container /dev/shm would stop.
     return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
 
 

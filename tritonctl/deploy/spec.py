@@ -72,7 +72,7 @@ class DeploySpec:
     gpus: int = 0
     cpu: str = "1"
     memory: str = "2Gi"
-    shm_size: str = "1Gi"  # /dev/shm for the workers' tensor arenas; the container default is 64 MiB
+    shm_size: str = "1Gi"  # /dev/shm for models' own POSIX shared memory (the arenas are memfd)
     queue_time_target_us: int = 1000  # average queue time per request that triggers a scale-out
     server_args: tuple[str, ...] = field(default_factory=tuple)  # extra `tritonserver` flags
 

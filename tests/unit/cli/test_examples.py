@@ -23,3 +23,21 @@ def test_examples_build_twice_and_validate(tmp_path: Path) -> None:
 
 def test_usage() -> None:
     assert main([]) == 2
+
+
+def test_readme_infer_and_models_commands_name_models_that_exist() -> None:
+    """A reader runs them against `make serve` (the examples), a model an earlier command scaffolds,
+    or one whose config the README spells out (`name: "pre"`)."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if line.startswith("tritonctl ")]
+    commands = [shlex.split(line.rstrip("\\ "), comments=True) for line in lines]
+    scaffolded = {m.group(1) for m in re.finditer(r"tritonctl init \S+ .*?(?:-m|--model) (\S+)", readme)}
+    scaffolded |= set(re.findall(r'`name: "([^"]+)"`', readme))
+    named = [c[2] for c in commands if c[1] == "infer"]
+    named += [c[3] for c in commands if c[1] == "models" and len(c) > 3 and not c[3].startswith("-")]
+    assert named
+    unknown = sorted(set(named) - set(EXAMPLE_MODELS) - scaffolded)
+    assert not unknown, f"README commands name models nobody has: {unknown}"
