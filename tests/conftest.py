@@ -62,3 +62,19 @@ def no_leaked_workers_or_shared_memory() -> Iterator[None]:
         problems.append(f"shared memory left in /dev/shm: {sorted(segments)}")
     if problems:
         pytest.fail("; ".join(problems))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_state_in_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A rollout a test runs without --state-file records under this session's temporary folder,
+    never in the user's ~/.local/state (servers and CLIs it starts inherit the variables)."""
+    saved = {name: os.environ.get(name) for name in ("TRITONCTL_ROLLOUT_STATE", "XDG_STATE_HOME")}
+    state = tmp_path_factory.mktemp("state")
+    os.environ["TRITONCTL_ROLLOUT_STATE"] = str(state / "rollouts.json")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -53,3 +53,9 @@ def test_the_docs_the_code_points_to_exist() -> None:
         "serving.kserve.io_inferenceservices.yaml",
         "serving.kserve.io_servingruntimes.yaml",
     ]
+
+
+def test_a_rollout_without_state_file_records_outside_the_home_folder() -> None:
+    from tritonctl.rollout.state import default_state_file
+
+    assert not default_state_file().is_relative_to(Path.home() / ".local")
