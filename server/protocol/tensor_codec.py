@@ -13,6 +13,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from server.core.dtypes import ELEMENT_SIZE, WIRE_TO_NUMPY, deserialize_bytes, element_count, serialize_bytes
+from server.core.types import InferenceResult
 from server.errors import InvalidInput
 
 # gRPC InferTensorContents field that carries each wire type (FP16/BF16 have none: raw only).
@@ -149,3 +150,12 @@ def classify(
         labels.extend(f"{float(row[index]):f}:{index}" for index in order)
     new_shape = [rows, take] if batched else [take]
     return new_shape, serialize_bytes(labels)
+
+
+def classify_outputs(result: InferenceResult, classification: dict[str, int], batched: bool) -> None:
+    """Replace each output that asked for classification (name -> top count) by its labels."""
+    for tensor in result.outputs:
+        count = classification.get(tensor.name)
+        if count is not None:
+            tensor.shape, tensor.data = classify(tensor.datatype, tensor.shape, tensor.data, count, batched)
+            tensor.datatype = "BYTES"

@@ -29,7 +29,7 @@ from server.protocol.grpc.codec import (
     serialize_infer_result,
     varint,
 )
-from server.protocol.tensor_codec import classify
+from server.protocol.tensor_codec import classify_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +134,7 @@ class InferenceRpcs:
         result = call.future.result()
         if call.classification:
             batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
-            for tensor in result.outputs:
-                count = call.classification.get(tensor.name)
-                if count is not None:
-                    tensor.shape, tensor.data = classify(
-                        tensor.datatype, tensor.shape, tensor.data, count, batched
-                    )
-                    tensor.datatype = "BYTES"
+            classify_outputs(result, call.classification, batched)
         return serialize_infer_result(result, final_flag)
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> list[Chunk]:

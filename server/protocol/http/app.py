@@ -25,13 +25,13 @@ from server.errors import InvalidInput, ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.infer_codec import DecodedInfer, decode_infer_request, encode_infer_result
 from server.protocol.http.views import (
-    message_to_json,
     model_metadata_json,
     repository_index_json,
     statistics_json,
 )
 from server.protocol.restricted import Restrictions, http_denial
-from server.protocol.tensor_codec import classify
+from server.protocol.tensor_codec import classify_outputs
+from server.repository.json_codec import message_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -241,13 +241,7 @@ class HttpApp:
         decoded = call.decoded
         if decoded.classification:
             batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
-            for tensor in result.outputs:
-                count = decoded.classification.get(tensor.name)
-                if count is not None:
-                    tensor.shape, tensor.data = classify(
-                        tensor.datatype, tensor.shape, tensor.data, count, batched
-                    )
-                    tensor.datatype = "BYTES"
+            classify_outputs(result, decoded.classification, batched)
         encoded = encode_infer_result(result, decoded.request.outputs, decoded.binary_output_default)
         if not encoded.binary_parts:
             return HttpResponse(200, encoded.header)
