@@ -221,13 +221,13 @@ def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[An
 
 def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool) -> None:
     """Put a (re)started instance back into its scheduler's rotation, or take a failed one out."""
-    add = getattr(scheduler, "add_channel", None)
-    remove = getattr(scheduler, "remove_channel", None)
-    current = getattr(scheduler, "channels", [])
-    if serving and add is not None and channel not in current:
-        add(channel)
-    elif not serving and remove is not None:
-        remove(channel)
+    pool = scheduler.pool
+    if pool is None:
+        return
+    if serving:
+        pool.add(channel)  # no-op for an instance already in the rotation
+    else:
+        pool.remove(channel)
 
 
 def resolve_auto_kinds(config: ModelConfig, specs: list[InstanceSpec]) -> None:

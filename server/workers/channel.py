@@ -38,6 +38,9 @@ class WorkerChannel(abc.ABC):
     #: The config as the model completed it while loading (a python model's auto_complete_config);
     #: None when it left the config as given. The registry serves this one, as Triton does.
     completed_config: ModelConfig | None = None
+    #: Batches the instance accepts before the first returns (its scheduler's InstancePool lends
+    #: this many slots). A worker process has one arena slot per batch (WorkerOptions.max_in_flight).
+    max_in_flight: int = 1
 
     @abc.abstractmethod
     async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:

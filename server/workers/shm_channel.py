@@ -90,7 +90,7 @@ class ShmWorkerChannel(WorkerChannel):
         self._sock = sock
         self._receiver = Receiver(sock)
         self._options = options
-        self._slot_count = max(1, options.max_in_flight)
+        self._slot_count = self.max_in_flight = max(1, options.max_in_flight)
         self._in_slots: list[Segment | None] = [None] * self._slot_count
         self._out_slots: list[Segment | None] = [None] * self._slot_count
         self._slots_free = asyncio.Semaphore(self._slot_count)
@@ -109,6 +109,11 @@ class ShmWorkerChannel(WorkerChannel):
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches sent to the worker (inputs in an arena slot) and not yet answered."""
+        return len(self._in_flight)
 
     def start_reading(self) -> None:
         self._loop.add_reader(self._sock.fileno(), self._on_readable)

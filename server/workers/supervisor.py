@@ -219,6 +219,7 @@ class InstanceSupervisor(WorkerChannel):
             self._set_state("FAILED", exc.message)
             raise
         self.completed_config = self._channel.completed_config
+        self.max_in_flight = self._channel.max_in_flight
         self._set_state("READY", "")
         self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 

@@ -10,11 +10,45 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from typing import TYPE_CHECKING
 
 from server.core.types import InferenceRequest, InferenceResult
 
+if TYPE_CHECKING:
+    from server.core.scheduler.pool import InstancePool
+
+
+class PendingCount:
+    """Requests a scheduler holds (queued or executing), and a way to wait until none are left.
+
+    Shared by every scheduler instead of each keeping its own counter and drain event."""
+
+    __slots__ = ("_settled", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._settled: asyncio.Event | None = None
+
+    def add(self, count: int = 1) -> None:
+        self.count += count
+
+    def done(self, count: int = 1) -> None:
+        self.count -= count
+        if self.count == 0 and self._settled is not None:
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once no request is pending."""
+        while self.count:
+            self._settled = asyncio.Event()
+            await self._settled.wait()
+
 
 class Scheduler(abc.ABC):
+    #: The model version's instances (None: a scheduler without instances of its own, an ensemble).
+    #: The registry adds restarted instances to it and takes failed ones out.
+    pool: InstancePool | None = None
+
     @abc.abstractmethod
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         """Queue the request, wait for its instance to execute it, return its result or raise ServerError."""

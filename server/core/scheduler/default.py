@@ -1,17 +1,18 @@
-"""DefaultScheduler: one request per execution, on the next free instance of the model version.
+"""DefaultScheduler: one request per execution, on the least-loaded instance of the model version.
 
-Used when the config has no `dynamic_batching`. Free instances wait in a FIFO, so consecutive
-requests rotate over the instances; when all are busy, requests wait in arrival order and each
-finished execution hands its instance straight to the oldest waiter.
+Used when the config has no `dynamic_batching`. The InstancePool (pool.py) lends the instances:
+consecutive requests rotate over idle ones, a worker takes a second request into its second arena
+slot while it executes the first; when every slot is taken, requests wait in arrival order and
+each finished execution hands its slot straight to the oldest waiter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 
-from server.core.scheduler.base import Scheduler
+from server.core.scheduler.base import PendingCount, Scheduler
+from server.core.scheduler.pool import InstancePool
 from server.core.stats import ModelStats
 from server.core.types import InferenceRequest, InferenceResult
 from server.errors import BackendError, ModelNotReady, ServerError, WorkerCrashed
@@ -25,26 +26,25 @@ class DefaultScheduler(Scheduler):
         version: int,
         channels: list[WorkerChannel],
         stats: ModelStats,
+        *,
         max_batch_size: int = 0,
+        max_in_flight_per_instance: int | None = None,
     ) -> None:
         self.model_name = model_name
         self.version = version
         self.stats = stats
         self.max_batch_size = max_batch_size
-        self._channels = list(channels)
-        self._idle: collections.deque[WorkerChannel] = collections.deque(channels)
-        self._waiters: collections.deque[asyncio.Future[WorkerChannel]] = collections.deque()
-        self._pending = 0
+        self.pool: InstancePool = InstancePool(model_name, version, channels, max_in_flight_per_instance)
+        self._pending = PendingCount()
         self._accepting = False
-        self._drained: asyncio.Event | None = None
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._pending.count
 
     @property
     def channels(self) -> list[WorkerChannel]:
-        return list(self._channels)
+        return self.pool.channels
 
     async def start(self) -> None:
         self._accepting = True
@@ -52,18 +52,18 @@ class DefaultScheduler(Scheduler):
     async def stop(self, drain: bool = True) -> None:
         self._accepting = False
         if not drain:
-            self._fail_waiters()
-        if self._pending:
-            self._drained = asyncio.Event()
-            await self._drained.wait()
+            self.pool.fail_waiters(
+                ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
+            )
+        await self._pending.settled()
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         if not self._accepting:
             raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
-        self._pending += 1
+        self._pending.add()
         queued_at = time.monotonic_ns()
         try:
-            channel = await self._acquire()
+            channel = await self.pool.acquire()
             started_at = time.monotonic_ns()
             # Shielded: a cancelled request (client gone) cannot stop the instance mid-execution,
             # so the instance stays busy, and counted pending for drains, until it has finished.
@@ -74,9 +74,9 @@ class DefaultScheduler(Scheduler):
                 self._abandon(channel, submit)
                 raise
             except BaseException:
-                self._release(channel)
+                self.pool.release(channel)
                 raise
-            self._release(channel)
+            self.pool.release(channel)
             result = (
                 outcome.results[0] if outcome.results else BackendError("the instance returned no result")
             )
@@ -115,76 +115,16 @@ class DefaultScheduler(Scheduler):
             self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED")
             raise
         finally:
-            self._pending -= 1
-            if self._pending == 0 and self._drained is not None:
-                self._drained.set()
-
-    async def _acquire(self) -> WorkerChannel:
-        while self._idle:
-            channel = self._idle.popleft()
-            if channel.alive:
-                return channel
-            # A dead instance leaves the rotation; the supervisor brings a new one via add_channel.
-            self._channels.remove(channel)
-        if not self._channels:
-            raise WorkerCrashed(f"no live instance of '{self.model_name}' version {self.version}")
-        waiter: asyncio.Future[WorkerChannel] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release(waiter.result())  # handed over just as we were cancelled
-            else:
-                self._waiters.remove(waiter)
-            raise
+            self._pending.done()
 
     def _abandon(self, channel: WorkerChannel, submit: asyncio.Future[BatchOutcome]) -> None:
-        """Keep `channel` out of the rotation until the execution nobody awaits any more is done."""
-        self._pending += 1
+        """Keep `channel`'s slot lent until the execution nobody awaits any more is done."""
+        self._pending.add()
 
         def finished(task: asyncio.Future[BatchOutcome]) -> None:
             if not task.cancelled():
                 task.exception()  # retrieved: the requester is gone, a crash is reported elsewhere
-            self._release(channel)
-            self._pending -= 1
-            if self._pending == 0 and self._drained is not None:
-                self._drained.set()
+            self.pool.release(channel)
+            self._pending.done()
 
         submit.add_done_callback(finished)
-
-    def _release(self, channel: WorkerChannel) -> None:
-        if channel not in self._channels:
-            return
-        if not channel.alive:
-            self._channels.remove(channel)
-            if not self._channels:
-                self._fail_waiters(WorkerCrashed(f"no live instance of '{self.model_name}'"))
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(channel)
-                return
-        self._idle.append(channel)
-
-    def add_channel(self, channel: WorkerChannel) -> None:
-        """A new (or restarted) instance joins the rotation."""
-        self._channels.append(channel)
-        self._release(channel)
-
-    def remove_channel(self, channel: WorkerChannel) -> None:
-        """An instance leaves the rotation (requests it is executing still finish)."""
-        if channel in self._channels:
-            self._channels.remove(channel)
-        if channel in self._idle:
-            self._idle.remove(channel)
-
-    def _fail_waiters(self, error: ServerError | None = None) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(
-                    error
-                    or ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
-                )

@@ -1,5 +1,8 @@
 """DynamicBatcher: one model version's queue, batched by rows onto whichever instance is free.
 
+The InstancePool (pool.py) lends the instances: the least-loaded one first, and a worker's second
+arena slot when every instance is busy, so batch k+1 is copied in while batch k computes.
+
 The rules of batch forming live in batching.py (pure, unit-tested); this module runs them on the
 event loop. It never sleeps on a batching delay: a "pump" runs once per loop tick after requests
 arrive (so requests arriving together are batched together), whenever an instance frees up, and
@@ -14,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.core.scheduler.base import Scheduler
+from server.core.scheduler.base import PendingCount, Scheduler
 from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, QueuedRequest, RequestQueue
+from server.core.scheduler.pool import InstancePool
 from server.core.stats import ModelStats
 from server.core.types import InferenceRequest, InferenceResult
 from server.errors import BackendError, ModelNotReady, RequestTimeout, ServerError, WorkerCrashed
@@ -46,33 +51,36 @@ class DynamicBatcher(Scheduler):
         version: int | str,
         channels: Sequence[WorkerChannel],
         stats: ModelStats,
+        max_in_flight_per_instance: int | None = None,
     ) -> None:
         self.model_name = config.name
         self.version = str(version)
         self.stats = stats
         self.policy = BatchingPolicy.from_config(config)
         self._queue = RequestQueue(self.policy)
-        self._channels = list(channels)
-        self._idle: collections.deque[WorkerChannel] = collections.deque(channels)
-        self._executing = 0  # requests in dispatched batches
+        self.pool: InstancePool = InstancePool(self.model_name, version, channels, max_in_flight_per_instance)
+        self.pool.on_available = self._schedule_pump
+        self._pending = PendingCount()  # queued + in dispatched batches
+        # Queue length above which a batch may go to a busy instance. With priority levels never:
+        # a batch sent early could not be overtaken by a higher-priority request arriving after it.
+        self._spare_above = self.policy.max_batch_size if not self.policy.priority_levels else sys.maxsize
         self._in_order: collections.deque[_Execution] = collections.deque()  # preserve_ordering only
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
         self._pump_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at_ns = 0
-        self._drained: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- Scheduler ------------------------------------------------------------------------------
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + self._executing
+        return self._pending.count
 
     @property
     def channels(self) -> list[WorkerChannel]:
-        return list(self._channels)
+        return self.pool.channels
 
     async def start(self) -> None:
         self._accepting = True
@@ -84,10 +92,9 @@ class DynamicBatcher(Scheduler):
             now = time.monotonic_ns()
             for item in self._queue.drain():
                 self._fail(item, error, now, "OTHER")
-        if self.pending:
-            self._drained = asyncio.Event()
+        if self._pending.count:
             self._schedule_pump()
-            await self._drained.wait()
+            await self._pending.settled()
         self._cancel_timer()
         if self._pump_handle is not None:
             self._pump_handle.cancel()
@@ -102,6 +109,7 @@ class DynamicBatcher(Scheduler):
         future: asyncio.Future[InferenceResult] = self._loop().create_future()
         # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
         item = self._queue.enqueue(request, time.monotonic_ns(), future)
+        self._pending.add()
         future.add_done_callback(lambda settled: self._withdraw(item) if settled.cancelled() else None)
         self._schedule_pump()
         return future
@@ -112,26 +120,12 @@ class DynamicBatcher(Scheduler):
             self.stats.record_failure(
                 request_ns=time.monotonic_ns() - item.request.arrival_ns, reason="CANCELED"
             )
-            self._check_drained()
+            self._pending.done()
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self._event_loop is None:
             self._event_loop = asyncio.get_running_loop()
         return self._event_loop
-
-    # -- instances (the supervisor adds restarted ones) -----------------------------------------
-
-    def add_channel(self, channel: WorkerChannel) -> None:
-        """A new (or restarted) instance joins the rotation."""
-        self._channels.append(channel)
-        self._release(channel)
-
-    def remove_channel(self, channel: WorkerChannel) -> None:
-        """An instance leaves the rotation (a batch it is executing still finishes)."""
-        if channel in self._channels:
-            self._channels.remove(channel)
-        if channel in self._idle:
-            self._idle.remove(channel)
 
     # -- the pump -------------------------------------------------------------------------------
 
@@ -145,17 +139,21 @@ class DynamicBatcher(Scheduler):
         for item in self._queue.expire(now):
             self._fail(item, RequestTimeout(TIMEOUT_MESSAGE), now, "REJECTED")
         wait_ns: int | None = None
-        while len(self._queue):
-            channel = self._next_idle()
+        pool, queue, spare_above = self.pool, self._queue, self._spare_above
+        while len(queue):
+            # A busy instance's spare slot only for a batch that cannot grow with more behind it
+            # (more requests queued than one batch holds): it is then copied in while the instance
+            # computes; a smaller batch waits for an idle instance, and keeps gathering requests.
+            channel = pool.acquire_nowait(spare=len(queue) > spare_above)
             if channel is None:
                 break
             decision = self._queue.form_batch(now)
             if not decision.batch:
-                self._idle.appendleft(channel)
+                pool.return_unused(channel)
                 wait_ns = decision.wait_ns
                 break
             self._dispatch(channel, decision.batch, now)
-        if not self._channels and len(self._queue):
+        if not pool.serving_count and len(self._queue):
             crashed = WorkerCrashed(f"no live instance of '{self.model_name}' version {self.version}")
             for item in self._queue.drain():
                 self._fail(item, crashed, now, "OTHER")
@@ -164,7 +162,6 @@ class DynamicBatcher(Scheduler):
         if deadline_ns and (not wake_ns or deadline_ns < wake_ns):
             wake_ns = deadline_ns + 1000  # expire() rejects strictly after the deadline
         self._arm_timer(wake_ns, now)
-        self._check_drained()
 
     def _arm_timer(self, wake_ns: int, now: int) -> None:
         if not wake_ns:
@@ -185,29 +182,10 @@ class DynamicBatcher(Scheduler):
             self._timer.cancel()
             self._timer = None
 
-    def _next_idle(self) -> WorkerChannel | None:
-        while self._idle:
-            channel = self._idle.popleft()
-            if channel.alive:
-                return channel
-            # A dead instance leaves the rotation; the supervisor brings a new one via add_channel.
-            if channel in self._channels:
-                self._channels.remove(channel)
-        return None
-
-    def _release(self, channel: WorkerChannel) -> None:
-        if channel in self._channels and channel not in self._idle:
-            if channel.alive:
-                self._idle.append(channel)
-            else:
-                self._channels.remove(channel)
-        self._schedule_pump()
-
     # -- execution ------------------------------------------------------------------------------
 
     def _dispatch(self, channel: WorkerChannel, batch: list[QueuedRequest], now: int) -> None:
         execution = _Execution(batch, now)
-        self._executing += len(batch)
         if self.policy.preserve_ordering:
             self._in_order.append(execution)
         task = self._loop().create_task(self._execute(channel, execution))
@@ -236,7 +214,7 @@ class DynamicBatcher(Scheduler):
                 ),
             )
         finally:
-            self._release(channel)
+            self.pool.release(channel)  # wakes the pump (on_available)
         execution.outcome = outcome
         if not self.policy.preserve_ordering:
             self._deliver(execution)
@@ -280,15 +258,11 @@ class DynamicBatcher(Scheduler):
                 compute_infer_ns=outcome.compute_infer_ns,
                 compute_output_ns=outcome.compute_output_ns,
             )
-        self._executing -= len(execution.batch)
-        self._check_drained()
+        self._pending.done(len(execution.batch))
 
     def _fail(self, item: QueuedRequest, error: ServerError, now: int, reason: str) -> None:
         self.stats.record_failure(request_ns=now - item.request.arrival_ns, reason=reason)
         future: asyncio.Future[InferenceResult] = item.waiter
         if not future.done():
             future.set_exception(error)
-
-    def _check_drained(self) -> None:
-        if self._drained is not None and not self.pending:
-            self._drained.set()
+        self._pending.done()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from server.core.scheduler.base import Scheduler
+from server.core.scheduler.base import PendingCount, Scheduler
 from server.core.types import ComposingTimings, InferenceRequest, InferenceResult, RequestedOutput, Tensor
 from server.errors import (
     BackendError,
@@ -120,13 +120,12 @@ class EnsembleScheduler(Scheduler):
         self.steps = ensemble_steps(config)
         self._lookup = lookup
         self._outputs = {output.name: tuple(int(d) for d in output.dims) for output in config.output}
-        self._pending = 0
+        self._pending = PendingCount()
         self._accepting = False
-        self._drained: asyncio.Event | None = None
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._pending.count
 
     async def start(self) -> None:
         self._accepting = True
@@ -134,14 +133,13 @@ class EnsembleScheduler(Scheduler):
     async def stop(self, drain: bool = True) -> None:
         # No queue of its own: requests in flight finish (or fail) in their composing models.
         self._accepting = False
-        if drain and self._pending:
-            self._drained = asyncio.Event()
-            await self._drained.wait()
+        if drain:
+            await self._pending.settled()
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         if not self._accepting:
             raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
-        self._pending += 1
+        self._pending.add()
         batched = self.max_batch_size > 0
         flow = _Flow(
             request,
@@ -162,9 +160,7 @@ class EnsembleScheduler(Scheduler):
             self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED")
             raise
         finally:
-            self._pending -= 1
-            if self._pending == 0 and self._drained is not None:
-                self._drained.set()
+            self._pending.done()
         timings = flow.timings
         self.stats.record_execution(
             batch_size=request.batch_rows(self.max_batch_size),

@@ -141,7 +141,7 @@ async def test_a_dead_instance_leaves_the_rotation() -> None:
     with pytest.raises(WorkerCrashed, match="no live instance"):
         await scheduler.infer(make_request("late"))
     restarted = LocalInstance("restarted")
-    scheduler.add_channel(restarted)
+    scheduler.pool.add(restarted)
     assert (await scheduler.infer(make_request("back"))).id == "back"
 
 
