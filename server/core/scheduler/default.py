@@ -60,10 +60,11 @@ class DefaultScheduler(Scheduler):
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         if not self._accepting:
             raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
-        self._pending.add()
+        pending = self._pending
+        pending.count += 1
         queued_at = time.monotonic_ns()
         try:
-            channel = await self.pool.acquire()
+            channel = self.pool.try_acquire() or await self.pool.acquire()
             started_at = time.monotonic_ns()
             # Shielded: a cancelled request (client gone) cannot stop the instance mid-execution,
             # so the instance stays busy, and counted pending for drains, until it has finished.
@@ -115,7 +116,7 @@ class DefaultScheduler(Scheduler):
             self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED")
             raise
         finally:
-            self._pending.done()
+            pending.done()
 
     def _abandon(self, channel: WorkerChannel, submit: asyncio.Future[BatchOutcome]) -> None:
         """Keep `channel`'s slot lent until the execution nobody awaits any more is done."""

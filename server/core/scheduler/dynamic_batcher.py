@@ -109,7 +109,7 @@ class DynamicBatcher(Scheduler):
         future: asyncio.Future[InferenceResult] = self._loop().create_future()
         # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
         item = self._queue.enqueue(request, time.monotonic_ns(), future)
-        self._pending.add()
+        self._pending.count += 1
         future.add_done_callback(lambda settled: self._withdraw(item) if settled.cancelled() else None)
         self._schedule_pump()
         return future

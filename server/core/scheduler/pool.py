@@ -68,6 +68,8 @@ class InstancePool:
         self._arrivals = itertools.count()
         self._lent = 0  # batches out on any instance
         self._idle: asyncio.Event | None = None
+        self._single: _Instance | None = None  # the instance when there is exactly one
+        self._multi_slot = False  # some instance takes more than one batch (spare slots exist)
         for channel in channels:
             self.add(channel)
 
@@ -115,6 +117,17 @@ class InstancePool:
         `spare=False`, only an idle instance will do (no batch behind which this one would wait).
 
         Does not queue behind waiters: for a caller that has no waiters of its own (the batcher)."""
+        if instance is None and self._single is not None:  # one instance: the hot path, inlined
+            only = self._single
+            load = only.in_flight
+            if load >= only.capacity or (load and not spare) or not only.serving:
+                return None
+            if not only.channel.alive:
+                self._drop(only)
+                return None
+            only.in_flight = load + 1
+            self._lent += 1
+            return only.channel
         if instance is not None:
             chosen: _Instance | None = self._instance_at(instance)
             assert chosen is not None
@@ -131,6 +144,18 @@ class InstancePool:
         chosen.in_flight += 1
         self._lent += 1
         return chosen.channel
+
+    def try_acquire(self) -> WorkerChannel | None:
+        """An idle instance now if nobody waits for one, else None (then `await acquire()`): the
+        hot path of a caller that queues in the pool, without a coroutine."""
+        if self._waiters:
+            return None
+        only = self._single
+        if only is not None and not only.in_flight and only.serving and only.channel.alive:
+            only.in_flight = 1
+            self._lent += 1
+            return only.channel
+        return self.acquire_nowait(spare=False)
 
     def _least_loaded(self, spare: bool) -> _Instance | None:
         instances = self._instances
@@ -175,7 +200,7 @@ class InstancePool:
         waiter: asyncio.Future[WorkerChannel] = asyncio.get_running_loop().create_future()
         entry = (next(self._arrivals), waiter)
         queue.append(entry)
-        if len(self._waiters) > 1:  # a backlog: the oldest waiter may take a spare slot
+        if self._multi_slot and len(self._waiters) > 1:  # a backlog: the oldest may take a spare slot
             self._lend_spare()
         try:
             return await waiter
@@ -199,7 +224,7 @@ class InstancePool:
         elif instance.serving:
             if not channel.alive:
                 self._drop(instance)
-            elif self._hand_over(instance):
+            elif (self._waiters or self._pinned) and self._hand_over(instance):
                 return
         if self.on_available is not None:
             self.on_available()
@@ -254,6 +279,7 @@ class InstancePool:
                 instance.in_flight = self._by_channel[channel].in_flight
             self._instances.append(instance)
             self._by_channel[channel] = instance
+            self._single = instance if len(self._instances) == 1 else None
         self._serving += 1
         self._offer(instance)
 
@@ -313,6 +339,7 @@ class InstancePool:
         capacity = max(1, channel.max_in_flight)
         if self.max_in_flight_per_instance is not None:
             capacity = max(1, min(capacity, self.max_in_flight_per_instance))
+        self._multi_slot = self._multi_slot or capacity > 1
         return capacity
 
     # -- ending -----------------------------------------------------------------------------------------
