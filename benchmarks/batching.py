@@ -29,8 +29,8 @@ from pathlib import Path
 
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import ServerError
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 ROOT = Path(__file__).resolve().parent.parent

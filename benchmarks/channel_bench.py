@@ -23,8 +23,8 @@ import numpy as np
 import psutil
 
 from server.core.placement import place_instances
-from server.core.types import InferenceRequest, Tensor
 from server.repository import load_model_config
+from server.vocabulary.types import InferenceRequest, Tensor
 from server.workers.options import WorkerOptions
 from server.workers.shm_channel import ShmWorkerChannel
 from server.workers.supervisor import start_worker

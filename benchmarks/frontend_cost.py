@@ -35,9 +35,9 @@ from server.core.dataplane import DataPlane
 from server.core.model_version import LoadedVersion
 from server.core.scheduler import create_scheduler
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.core.validation import RequestValidator
-from server.protocol import h2frames as h2
+from server.vocabulary import h2frames as h2
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome
 
 MODEL = "identity"

@@ -36,8 +36,8 @@ import psutil
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import ModelNotFound
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 PA_VENV = ROOT / ".tools" / "pa"

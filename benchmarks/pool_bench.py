@@ -36,8 +36,8 @@ from server.core.scheduler.base import Scheduler
 from server.core.scheduler.default import DefaultScheduler
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import ServerError
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 

@@ -100,7 +100,7 @@ def build_worker_options(options: ServerOptions, server_configs: dict[Path, Any]
 
 
 def visible_gpus(options: ServerOptions) -> list[int]:
-    from server.core.gpus import discover_gpus, select_gpus
+    from server.vocabulary.gpus import discover_gpus, select_gpus
 
     available = [gpu.index for gpu in discover_gpus()]
     if not available and options.gpus.strip().lower() in ("all", ""):

@@ -19,11 +19,13 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.core.limits import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_REQUESTS
 from server.errors import ConfigError
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
 DEFAULT_GRPC_MAX_MESSAGE_SIZE = (1 << 31) - 1  # Triton's (INT32_MAX)
+# Server-wide admission caps (server/core/limits.py): requests admitted and not answered, their input bytes.
+DEFAULT_MAX_PENDING_REQUESTS = 8192
+DEFAULT_MAX_PENDING_BYTES = 1 << 30
 CONTROL_MODES = ("none", "poll", "explicit")
 GRPC_STACKS = ("grpcio", "h2")
 
@@ -208,7 +210,7 @@ class ServerOptions:
         self._check_security()
 
     def _check_security(self) -> None:
-        from server.protocol.restricted import GRPC_HEADER_PREFIX, parse_restrictions
+        from server.vocabulary.restrictions import GRPC_HEADER_PREFIX, parse_restrictions
 
         parse_restrictions(self.http_restricted_api, flag="--http-restricted-api")
         parse_restrictions(

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from server.core.dtypes import WIRE_TO_NUMPY, config_to_wire, deserialize_bytes, element_count
 from server.errors import BackendError, ServerError
+from server.vocabulary.dtypes import WIRE_TO_NUMPY, config_to_wire, deserialize_bytes, element_count
 
 NDArray = npt.NDArray[Any]
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import model_config_pb2
 
 from server import __version__
-from server.core.dtypes import config_to_wire
 from server.core.limits import PendingLimits
 from server.core.model_version import LoadedVersion
 from server.core.registry import ModelRegistry, ModelState
 from server.core.stats import StatsEntry, statistics_response
-from server.core.types import InferenceRequest, InferenceResult
 from server.errors import InvalidInput, ModelNotReady, Unavailable
+from server.vocabulary.dtypes import config_to_wire
+from server.vocabulary.types import InferenceRequest, InferenceResult
 
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2

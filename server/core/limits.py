@@ -13,11 +13,9 @@ A single request larger than --max-pending-bytes is refused even when the server
 
 from __future__ import annotations
 
-from server.core.types import InferenceRequest
 from server.errors import ServerOverloaded
-
-DEFAULT_MAX_PENDING_REQUESTS = 8192
-DEFAULT_MAX_PENDING_BYTES = 1 << 30
+from server.options import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_REQUESTS
+from server.vocabulary.types import InferenceRequest
 
 
 def input_bytes(request: InferenceRequest) -> int:

@@ -17,7 +17,6 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from server.core.placement import InstanceSpec
 from server.core.scheduler import create_scheduler
 from server.core.scheduler.base import Scheduler
 from server.core.scheduler.ensemble import ComposingLookup, EnsembleScheduler
@@ -28,6 +27,7 @@ from server.errors import LoadError, ServerError
 from server.repository import ModelConfig, check_model_config
 from server.repository.instance_mode import PROCESS, configured_instance_mode
 from server.repository.version_weights import VERSION_WEIGHTS_KEY
+from server.vocabulary.instances import InstanceSpec
 from server.workers.channel import WorkerChannel
 
 log = logging.getLogger("tritonctl.server")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2
 
-from server.core.dtypes import ELEMENT_SIZE, config_to_wire
-from server.core.types import InferenceRequest, Tensor
 from server.errors import InvalidInput
+from server.vocabulary.dtypes import ELEMENT_SIZE, config_to_wire
+from server.vocabulary.types import InferenceRequest, Tensor
 
 _LENGTH_PREFIX = struct.Struct("<I")
 WILDCARD = -1

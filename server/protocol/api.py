@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from server.core.types import InferenceRequest, InferenceResult
+from server.vocabulary.types import InferenceRequest, InferenceResult
 
 
 class TensorMetadataView(Protocol):

@@ -12,68 +12,12 @@ HTTP answers 403 and gRPC UNAVAILABLE, with Triton's messages. Everything not na
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from server.errors import ConfigError
-
-CATEGORIES = (
-    "health",
-    "metadata",
-    "inference",
-    "shared-memory",
-    "model-config",
-    "model-repository",
-    "statistics",
-    "trace",
-    "logging",
+from server.vocabulary.restrictions import (
+    Restriction,
+    Restrictions,
 )
-GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
-
-
-@dataclass(frozen=True, slots=True)
-class Restriction:
-    """The header (as the user spelled it) and the value a restricted call must carry."""
-
-    header: str
-    value: str
-
-    @property
-    def key(self) -> str:
-        """The header name as HTTP/2 and our HTTP parser deliver it: lower case."""
-        return self.header.lower()
-
-
-Restrictions = Mapping[str, Restriction]  # category -> restriction
-
-
-def parse_restrictions(
-    entries: Sequence[str], *, flag: str, header_prefix: str = ""
-) -> dict[str, Restriction]:
-    """`GROUP[,GROUP...]:KEY=VALUE` entries -> category -> Restriction; ConfigError when malformed."""
-    kind = "protocol" if header_prefix else "api"
-    restrictions: dict[str, Restriction] = {}
-    for entry in entries:
-        groups, colon, setting = entry.partition(":")
-        key, equals, value = setting.partition("=")
-        if not colon or not equals or not groups.strip() or not key.strip():
-            raise ConfigError(
-                f"{flag} '{entry}' must look like <group>[,<group>...]:<key>=<value> "
-                f"(groups: {', '.join(CATEGORIES)})"
-            )
-        restriction = Restriction(header_prefix + key.strip(), value)
-        for group in (part.strip() for part in groups.split(",")):
-            if group not in CATEGORIES:
-                raise ConfigError(
-                    f"unknown restricted {kind} '{group}' in {flag} (choose from {', '.join(CATEGORIES)})"
-                )
-            if group in restrictions:
-                raise ConfigError(
-                    f"restricted {kind} '{group}' can not be specified in multiple config groups"
-                )
-            restrictions[group] = restriction
-    return restrictions
-
 
 # Where each route of the HTTP API belongs (after /v2/models/<name>[/versions/<v>]/).
 _MODEL_ACTIONS = {

@@ -12,9 +12,15 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from server.core.dtypes import ELEMENT_SIZE, WIRE_TO_NUMPY, deserialize_bytes, element_count, serialize_bytes
-from server.core.types import InferenceResult
 from server.errors import InvalidInput
+from server.vocabulary.dtypes import (
+    ELEMENT_SIZE,
+    WIRE_TO_NUMPY,
+    deserialize_bytes,
+    element_count,
+    serialize_bytes,
+)
+from server.vocabulary.types import InferenceResult
 
 # gRPC InferTensorContents field that carries each wire type (FP16/BF16 have none: raw only).
 CONTENTS_FIELD: dict[str, str] = {

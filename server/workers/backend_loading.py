@@ -18,7 +18,7 @@ from server.backends.base import Backend, BackendContext
 from server.errors import LoadError, ServerError
 
 if TYPE_CHECKING:  # a worker process imports this module: keep tritonclient.grpc out of its start-up
-    from server.core.placement import InstanceSpec
+    from server.vocabulary.instances import InstanceSpec
     from server.workers.options import WorkerOptions
 
 

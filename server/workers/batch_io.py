@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from server.backends.base import Backend, Batch, Request, RequestOutputs
-from server.core.dtypes import WIRE_TO_NUMPY, numpy_to_wire, serialize_bytes
 from server.errors import BackendError, ServerError
+from server.vocabulary.dtypes import WIRE_TO_NUMPY, numpy_to_wire, serialize_bytes
 
 _WIRE_BY_DTYPE = {dtype: name for name, dtype in WIRE_TO_NUMPY.items() if name not in ("BF16", "BYTES")}
 

@@ -12,8 +12,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from server.core.types import InferenceRequest, InferenceResult
 from server.errors import ServerError
+from server.vocabulary.types import InferenceRequest, InferenceResult
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig

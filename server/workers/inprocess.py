@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.backends.base import Backend, Batch, BatchInput, Request, RequestInput
-from server.core.placement import KIND_GPU, InstanceSpec
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import LoadError, ServerError, WorkerCrashed
 from server.repository.instance_mode import INLINE, THREAD, gpu_kind_problem, unknown_mode_problem
+from server.vocabulary.instances import KIND_GPU, InstanceSpec
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.backend_loading import instance_label, instance_record, load_backend
 from server.workers.batch_io import (
     SelectedOutputs,

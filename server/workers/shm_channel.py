@@ -41,14 +41,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import ServerError, WorkerCrashed, from_wire
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.options import WorkerOptions
 from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
 
 _LIVE_PROCESSES: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
+# How long a worker whose socket closed may take to report its exit status before we name the
+# closed socket instead: it is usually microseconds, but a loaded machine stretches it.
+EXIT_STATUS_GRACE_S = 2.0
 
 
 @atexit.register
@@ -154,8 +157,8 @@ class ShmWorkerChannel(WorkerChannel):
             # The socket buffer holds far more than `max_in_flight` records; a full one means the
             # worker stopped reading. Treat it like a crash rather than block the event loop.
             self._on_worker_gone("stopped reading its control socket")
-        except OSError:
-            self._on_worker_gone("closed its control socket")
+        except OSError:  # the worker is gone: its exit status, not this send, says why
+            self._on_worker_gone(None)
 
     def _write_batch(self, seq: int, slot: int, requests: list[InferenceRequest]) -> tuple[bytes, list[int]]:
         by_request = [{tensor.name: tensor for tensor in request.inputs} for request in requests]
@@ -289,7 +292,8 @@ class ShmWorkerChannel(WorkerChannel):
     # -- end of life ------------------------------------------------------------------------------
 
     def _on_worker_gone(self, why: str | None) -> None:
-        """The process died (or broke the protocol): fail what is in flight, promptly."""
+        """The process died (why None: its socket closed, and its exit status will say why) or
+        broke the protocol (why says how): fail what is in flight, promptly."""
         if not self._alive:
             return
         self._alive = False
@@ -299,11 +303,10 @@ class ShmWorkerChannel(WorkerChannel):
         self._loop.create_task(self._finish_exit(why))
 
     async def _finish_exit(self, why: str | None) -> None:
-        for _ in range(50):  # the socket closes as the process exits; its exit status follows soon
-            if self.process.poll() is not None:
-                break
-            await asyncio.sleep(0.01)
-        reason = why or _describe_exit(self.process.returncode)
+        if why is None:  # the socket closes as the process exits; its exit status follows a moment later
+            returncode = await wait_for_exit(self.process, EXIT_STATUS_GRACE_S)
+            why = _describe_exit(returncode) if returncode is not None else "closed its control socket"
+        reason = why
         in_flight = list(self._in_flight)
         self._in_flight.clear()
         count = sum(len(batch.requests) for batch in in_flight)
@@ -363,6 +366,37 @@ def _request_record(request: InferenceRequest) -> dict[str, Any]:
     if request.parameters:
         record["params"] = scalar_parameters(request.parameters)
     return record
+
+
+async def wait_for_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """The process's exit status, waiting up to `timeout_s` for it; None if it still runs.
+
+    Wakes the moment it exits (a pidfd is readable then); polls only where pidfds are missing."""
+    if process.poll() is not None or timeout_s <= 0:
+        return process.returncode
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3
+        deadline = loop.time() + timeout_s
+        while process.poll() is None and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return process.returncode
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await asyncio.wait_for(exited, timeout_s)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return process.poll()
 
 
 def _describe_exit(returncode: int | None) -> str:

@@ -20,14 +20,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from server.core.placement import KIND_GPU, InstanceSpec
-from server.core.types import InferenceRequest
 from server.errors import LoadError, ModelNotReady
+from server.vocabulary.instances import KIND_GPU, InstanceSpec
+from server.vocabulary.types import InferenceRequest
 from server.workers.backend_loading import instance_label, instance_record
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.options import WorkerOptions
 from server.workers.shm import Receiver, decode, encode
-from server.workers.shm_channel import ShmWorkerChannel, _describe_exit
+from server.workers.shm_channel import (
+    EXIT_STATUS_GRACE_S,
+    ShmWorkerChannel,
+    _describe_exit,
+    wait_for_exit,
+)
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding `server/`
 
@@ -83,6 +88,8 @@ async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agre
         _stop(process, parent_sock)
         raise
     if reply is None or reply.get("op") != "ready":
+        if reply is None:  # it died while loading: let its exit status, not our kill, say how
+            await wait_for_exit(process, EXIT_STATUS_GRACE_S)
         _stop(process, parent_sock)
         if reply is not None and reply.get("op") == "load_failed":
             raise LoadError(f"{where} failed to load: {reply['error'][1]}")
@@ -107,7 +114,7 @@ def _worker_environment(spec: InstanceSpec) -> dict[str, str]:
     env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"  # a model's print() reaches the server log when it happens
     if spec.kind == KIND_GPU and spec.device_id is not None:
-        from server.core.gpus import cuda_visible_devices_value, discover_gpus
+        from server.vocabulary.gpus import cuda_visible_devices_value, discover_gpus
 
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices_value(spec.device_id, discover_gpus())
     elif spec.cuda_visible_devices is not None:

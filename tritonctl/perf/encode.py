@@ -17,7 +17,7 @@ from tritonctl.perf.inputs import Array, InputSpec
 
 def tensor_bytes(datatype: str, array: Array) -> bytes:
     if datatype == "BYTES":
-        from server.core.dtypes import serialize_bytes
+        from server.vocabulary.dtypes import serialize_bytes
 
         return serialize_bytes(array)
     return np.ascontiguousarray(array).tobytes()

@@ -20,7 +20,7 @@ from collections import deque
 from typing import cast
 from urllib.parse import unquote
 
-from server.protocol.h2frames import (  # framing shared with our HTTP/2 gRPC server
+from server.vocabulary.h2frames import (  # framing shared with our HTTP/2 gRPC server
     ACK,
     CONTINUATION,
     DATA,
@@ -47,8 +47,8 @@ from server.protocol.h2frames import (  # framing shared with our HTTP/2 gRPC se
     frame,
     grpc_message,
 )
-from server.protocol.h2frames import hpack_int as _hpack_int
-from server.protocol.h2frames import hpack_string as _hpack_string
+from server.vocabulary.h2frames import hpack_int as _hpack_int
+from server.vocabulary.h2frames import hpack_string as _hpack_string
 from tritonctl.perf.transport import TransportError
 
 REFUSED = "refused"  # outcome of a stream the server refused before processing it: sent again

@@ -105,7 +105,7 @@ def resolve_inputs(
 
 
 def _numpy_dtype(datatype: str) -> np.dtype[Any]:
-    from server.core.dtypes import WIRE_TO_NUMPY
+    from server.vocabulary.dtypes import WIRE_TO_NUMPY
 
     return WIRE_TO_NUMPY[datatype]
 

@@ -156,7 +156,7 @@ def parse_shape(text: str) -> tuple[str, list[int]]:
 
 def parse_datatype(text: str) -> tuple[str, str]:
     """`NAME:DTYPE` with a KServe v2 datatype name (FP32, INT64, BYTES, ...)."""
-    from server.core.dtypes import WIRE_TO_NUMPY
+    from server.vocabulary.dtypes import WIRE_TO_NUMPY
 
     name, sep, dtype = text.rpartition(":")
     dtype = dtype.upper().removeprefix("TYPE_")

@@ -41,7 +41,7 @@ class InferServer(Protocol):
 
 
 def _random_array(datatype: str, shape: list[int], rng: np.random.Generator) -> npt.NDArray[Any]:
-    from server.core.dtypes import WIRE_TO_NUMPY
+    from server.vocabulary.dtypes import WIRE_TO_NUMPY
 
     if datatype == "BYTES":
         letters = rng.integers(ord("a"), ord("z") + 1, size=(int(np.prod(shape)), 8)).astype(np.uint8)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from server.core.dtypes import deserialize_bytes, serialize_bytes
+from server.vocabulary.dtypes import deserialize_bytes, serialize_bytes
 
 # -- data types: TRITONSERVER_DataType numbers (the same order as model_config's TYPE_*) ----------
 

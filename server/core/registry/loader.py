@@ -38,7 +38,7 @@ from server.core.model_version import (
     start_version,
     with_routing_of,
 )
-from server.core.placement import InstanceSpec, place_instances
+from server.core.placement import place_instances
 from server.core.registry.prepare import OverrideFolders, prepare_config
 from server.core.registry.sources import RepositorySources
 from server.core.registry.table import ModelRecord, ModelState, VersionTable
@@ -48,6 +48,7 @@ from server.errors import ConfigError, LoadError, ServerError
 from server.repository import ModelConfig, resolve_versions, validate_model_name
 from server.repository.loader import version_folders
 from server.repository.version_weights import config_version_weights
+from server.vocabulary.instances import InstanceSpec
 from server.workers.options import WorkerOptions
 
 log = logging.getLogger("tritonctl.server")

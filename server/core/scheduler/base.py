@@ -12,7 +12,7 @@ import abc
 import asyncio
 from typing import TYPE_CHECKING
 
-from server.core.types import InferenceRequest, InferenceResult
+from server.vocabulary.types import InferenceRequest, InferenceResult
 
 if TYPE_CHECKING:
     from server.core.scheduler.pool import InstancePool

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from server.core.types import InferenceRequest
 from server.errors import QueueFull
+from server.vocabulary.types import InferenceRequest
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2

@@ -14,8 +14,8 @@ import time
 from server.core.scheduler.base import PendingCount, Scheduler
 from server.core.scheduler.pool import InstancePool
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult
 from server.errors import BackendError, ModelNotReady, ServerError, WorkerCrashed
+from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 

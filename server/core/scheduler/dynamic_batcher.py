@@ -27,8 +27,8 @@ from server.core.scheduler.base import PendingCount, Scheduler
 from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, QueuedRequest, RequestQueue
 from server.core.scheduler.pool import InstancePool
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult
 from server.errors import BackendError, ModelNotReady, RequestTimeout, ServerError, WorkerCrashed
+from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from server.core.scheduler.base import PendingCount, Scheduler
-from server.core.types import ComposingTimings, InferenceRequest, InferenceResult, RequestedOutput, Tensor
 from server.errors import (
     BackendError,
     InvalidInput,
@@ -35,6 +34,13 @@ from server.errors import (
     RequestTimeout,
     ServerError,
     WorkerCrashed,
+)
+from server.vocabulary.types import (
+    ComposingTimings,
+    InferenceRequest,
+    InferenceResult,
+    RequestedOutput,
+    Tensor,
 )
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.core.dtypes import ELEMENT_SIZE, WIRE_TO_NUMPY, config_to_wire, element_count
-from server.core.types import InferenceRequest, Tensor
 from server.errors import LoadError, ServerError
+from server.vocabulary.dtypes import ELEMENT_SIZE, WIRE_TO_NUMPY, config_to_wire, element_count
+from server.vocabulary.types import InferenceRequest, Tensor
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2

@@ -17,9 +17,9 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
-from server.core.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 from server.errors import InvalidInput, Unsupported
 from server.protocol.tensor_codec import check_datatype, contents_to_bytes
+from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 
 Chunk = bytes | bytearray | memoryview
 

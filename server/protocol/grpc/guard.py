@@ -22,7 +22,8 @@ from tritonclient.grpc import service_pb2_grpc
 
 from server.protocol.grpc.codec import Chunk
 from server.protocol.grpc.service import METHODS, PRESERIALIZED, InferenceRpcs, grpc_status
-from server.protocol.restricted import GRPC_CATEGORIES, Restriction, Restrictions, grpc_denial_message
+from server.protocol.restricted import GRPC_CATEGORIES, grpc_denial_message
+from server.vocabulary.restrictions import Restriction, Restrictions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}

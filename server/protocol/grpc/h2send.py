@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from server.protocol import h2frames as h2
 from server.protocol.grpc.codec import Chunk
 from server.protocol.grpc.h2stream import Stream
-from server.protocol.h2frames import frame, hpack_literal
+from server.vocabulary import h2frames as h2
+from server.vocabulary.h2frames import frame, hpack_literal
 
 OK = 0
 _RESPONSE_HEADERS = b"\x88" + hpack_literal(31, "application/grpc")  # :status 200, content-type

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 from server.errors import InvalidInput
-from server.protocol import h2frames as h2
 from server.protocol.grpc.codec import Chunk
 from server.protocol.grpc.h2send import BACKLOG_HIGH, H2Sender
 from server.protocol.grpc.h2stream import (
@@ -42,8 +41,10 @@ from server.protocol.grpc.service import (
     Method,
     grpc_status,
 )
-from server.protocol.h2frames import frame
-from server.protocol.restricted import GRPC_CATEGORIES, Restrictions, grpc_denial_message
+from server.protocol.restricted import GRPC_CATEGORIES, grpc_denial_message
+from server.vocabulary import h2frames as h2
+from server.vocabulary.h2frames import frame
+from server.vocabulary.restrictions import Restrictions
 
 logger = logging.getLogger(__name__)
 

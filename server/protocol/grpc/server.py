@@ -19,7 +19,7 @@ from server.protocol.grpc.guard import add_guarded_service
 from server.protocol.grpc.h2server import H2Connection, H2Settings
 from server.protocol.grpc.service import InferenceRpcs
 from server.protocol.grpc.tls import TlsOptions, server_credentials, tls_enabled
-from server.protocol.restricted import GRPC_HEADER_PREFIX, Restrictions, parse_restrictions
+from server.vocabulary.restrictions import GRPC_HEADER_PREFIX, Restrictions, parse_restrictions
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
-from server.core.types import InferenceResult
 from server.errors import ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
 from server.protocol.grpc.codec import (
@@ -30,6 +29,7 @@ from server.protocol.grpc.codec import (
     varint,
 )
 from server.protocol.tensor_codec import classify_outputs
+from server.vocabulary.types import InferenceResult
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from urllib.parse import unquote
 
 import orjson
 
-from server.core.types import InferenceResult
 from server.errors import InvalidInput, ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.infer_codec import DecodedInfer, decode_infer_request, encode_infer_result
@@ -29,9 +28,11 @@ from server.protocol.http.views import (
     repository_index_json,
     statistics_json,
 )
-from server.protocol.restricted import Restrictions, http_denial
+from server.protocol.restricted import http_denial
 from server.protocol.tensor_codec import classify_outputs
 from server.repository.json_codec import message_to_json
+from server.vocabulary.restrictions import Restrictions
+from server.vocabulary.types import InferenceResult
 
 logger = logging.getLogger(__name__)
 

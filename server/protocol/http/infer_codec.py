@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from server.core.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 from server.errors import InvalidInput, Unsupported
 from server.protocol.tensor_codec import bytes_to_json, check_datatype, json_to_bytes
+from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 
 BINARY_DATA_SIZE = "binary_data_size"
 

@@ -22,7 +22,7 @@ import httptools
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
 from server.protocol.http.linger import Linger, linger_budget
-from server.protocol.restricted import parse_restrictions
+from server.vocabulary.restrictions import parse_restrictions
 
 logger = logging.getLogger(__name__)
 

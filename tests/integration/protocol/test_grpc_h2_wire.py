@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
-from server.protocol import h2frames as h2
+from server.vocabulary import h2frames as h2
 from tests.support.models import write_python_model
 from tests.support.server import RunningServer, start_server
 

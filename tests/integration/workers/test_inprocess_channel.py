@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.core.placement import KIND_GPU, InstanceSpec, place_instances
-from server.core.types import InferenceResult
+from server.core.placement import place_instances
 from server.errors import LoadError, ServerError, WorkerCrashed
 from server.repository import load_model_config
+from server.vocabulary.instances import KIND_GPU, InstanceSpec
+from server.vocabulary.types import InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.inprocess import InProcessChannel
 from server.workers.options import WorkerOptions

@@ -12,8 +12,8 @@ import pytest
 
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest
 from server.repository import load_model_config
+from server.vocabulary.types import InferenceRequest
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.shm_channel import ShmWorkerChannel
 from tests.integration.workers.pool import Workers, output, request

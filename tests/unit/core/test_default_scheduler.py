@@ -11,8 +11,8 @@ import pytest
 
 from server.core.scheduler.default import DefaultScheduler
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import BackendError, ModelNotReady, ServerError, WorkerCrashed
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 

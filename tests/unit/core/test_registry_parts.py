@@ -11,7 +11,6 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from server.core.model_version import LoadedVersion
-from server.core.placement import InstanceSpec
 from server.core.registry import (
     UNLOADED_REASON,
     IndexEntry,
@@ -29,6 +28,7 @@ from server.core.stats import ModelStats
 from server.core.validation import RequestValidator
 from server.errors import ConfigError, LoadError
 from server.repository import ModelConfig, load_server_config
+from server.vocabulary.instances import InstanceSpec
 from tests.support.models import write_python_model
 
 

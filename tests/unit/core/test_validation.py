@@ -8,10 +8,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from server.core.dtypes import serialize_bytes
-from server.core.types import InferenceRequest, RequestedOutput, Tensor
 from server.core.validation import RequestValidator, count_bytes_elements
 from server.errors import InvalidInput
+from server.vocabulary.dtypes import serialize_bytes
+from server.vocabulary.types import InferenceRequest, RequestedOutput, Tensor
 
 ADD_SUB = """
 name: "add_sub"

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from server.core.gpus import (
+from server.errors import ConfigError
+from server.vocabulary.gpus import (
     GpuInfo,
     _apply_cuda_visible_devices,
     cuda_visible_devices_value,
     discover_gpus,
     select_gpus,
 )
-from server.errors import ConfigError
 
 
 def test_missing_pynvml_package_means_no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.core.placement import InstanceSpec, place_instances
+from server.core.placement import place_instances
 from server.errors import LoadError
+from server.vocabulary.instances import InstanceSpec
 
 
 def config(text: str, name: str = "m") -> ModelConfig:

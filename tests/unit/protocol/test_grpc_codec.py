@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from server.core.types import InferenceResult, Tensor
 from server.protocol.grpc.codec import serialize_infer_result, set_parameter
+from server.vocabulary.types import InferenceResult, Tensor
 
 
 def reference(result: InferenceResult, final: bool) -> service_pb2.ModelInferResponse:

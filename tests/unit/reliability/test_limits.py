@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server.core.limits import PendingLimits, input_bytes
-from server.core.types import InferenceRequest, Tensor
 from server.errors import ServerOverloaded
+from server.vocabulary.types import InferenceRequest, Tensor
 
 
 def request(size: int) -> InferenceRequest:

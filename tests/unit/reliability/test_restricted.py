@@ -6,15 +6,8 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from server.errors import ConfigError
-from server.protocol.restricted import (
-    CATEGORIES,
-    GRPC_CATEGORIES,
-    GRPC_HEADER_PREFIX,
-    Restriction,
-    http_category,
-    http_denial,
-    parse_restrictions,
-)
+from server.protocol.restricted import GRPC_CATEGORIES, http_category, http_denial
+from server.vocabulary.restrictions import CATEGORIES, GRPC_HEADER_PREFIX, Restriction, parse_restrictions
 
 
 def test_groups_share_one_key_value() -> None:

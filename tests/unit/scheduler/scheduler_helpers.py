@@ -6,7 +6,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from server.core.types import InferenceRequest, Tensor
+from server.vocabulary.types import InferenceRequest, Tensor
 
 
 def model_config(

@@ -14,8 +14,8 @@ from server.core.scheduler import create_scheduler
 from server.core.scheduler.default import DefaultScheduler
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.errors import ModelNotReady, QueueFull, RequestTimeout, ServerError, WorkerCrashed
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 

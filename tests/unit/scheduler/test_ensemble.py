@@ -15,9 +15,9 @@ from server.core.ensembles import check_ensemble
 from server.core.scheduler.base import Scheduler
 from server.core.scheduler.ensemble import EnsembleScheduler, fit_batch_dim
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult, Tensor
 from server.core.validation import RequestValidator
 from server.errors import BackendError, LoadError, ModelNotFound
+from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 
 Compute = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 

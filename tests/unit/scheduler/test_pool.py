@@ -11,8 +11,8 @@ from scheduler_helpers import model_config, request
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.scheduler.pool import InstancePool
 from server.core.stats import ModelStats
-from server.core.types import InferenceRequest, InferenceResult
 from server.errors import ModelNotReady, ServerError, WorkerCrashed
+from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 

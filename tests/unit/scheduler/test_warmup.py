@@ -11,8 +11,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.core.scheduler.warmup import build_warmup_requests, run_warmup
-from server.core.types import InferenceRequest, InferenceResult
 from server.errors import BackendError, LoadError, ServerError
+from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 CONFIG = """
