@@ -1,11 +1,13 @@
-"""An HTTP client that disconnects while its request waits in the queue: the request never runs."""
+"""An HTTP client that disconnects while its request waits in the queue: the request never runs.
+
+The models are gated (tests/support/events.py): the blocker's execution is held until the
+abandoned request has been counted CANCELED, so that request can only have been in the queue."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.support.models import write_python_model
+from tests.support.events import Gate, wait_pending, wait_until, write_gated_model
 from tests.support.server import HOST, RunningServer, start_server
 
 pytestmark = pytest.mark.integration
@@ -23,13 +25,23 @@ UNBATCHED = "slow_unbatched"  # DefaultScheduler
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def gates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Gate]:
+    root = tmp_path_factory.mktemp("http_cancellation_gates")
+    return {model: Gate(root / model) for model in (BATCHED, UNBATCHED)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, gates: dict[str, Gate]) -> Iterator[RunningServer]:
     repo = tmp_path_factory.mktemp("http_cancellation_repo")
-    # One instance, one row per execution, 800 ms each: a second request must wait in the queue.
-    write_python_model(repo, BATCHED, "slow", delay_ms=800, max_batch_size=1, dims=[4], dynamic_batching=True)
-    write_python_model(repo, UNBATCHED, "slow", delay_ms=800, max_batch_size=1, dims=[4])
+    # One instance, one row per execution, held by its gate: a second request must wait in the queue.
+    write_gated_model(repo, BATCHED, gates[BATCHED], max_batch_size=1, dims=[4], dynamic_batching=True)
+    write_gated_model(repo, UNBATCHED, gates[UNBATCHED], max_batch_size=1, dims=[4])
     with start_server(repo) as running:
-        yield running
+        try:
+            yield running
+        finally:  # a failed test may leave an execution held: let it end so the server stops at once
+            for gate in gates.values():
+                gate.open()
 
 
 def _infer_body(value: float) -> bytes:
@@ -45,7 +57,9 @@ def _stats(server: RunningServer, model: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("model", [BATCHED, UNBATCHED])
-def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServer, model: str) -> None:
+def test_disconnected_http_request_is_removed_from_the_queue(
+    server: RunningServer, gates: dict[str, Gate], model: str
+) -> None:
     blocker_answer: list[Any] = []
 
     def occupy() -> None:  # its own client: tritonclient.http's gevent client stays on one thread
@@ -56,7 +70,7 @@ def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServ
 
     blocker = threading.Thread(target=occupy)
     blocker.start()
-    time.sleep(0.25)  # the blocker is executing now (800 ms)
+    gates[model].wait_started(1)  # the blocker is executing now, held
 
     body = _infer_body(2.0)
     with socket.create_connection((HOST, server.http_port), timeout=10) as abandoned:
@@ -65,18 +79,23 @@ def test_disconnected_http_request_is_removed_from_the_queue(server: RunningServ
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        time.sleep(0.2)  # parsed and queued behind the blocker
-    # The socket is closed while the blocker still runs; its request must leave the queue.
+        wait_pending(server, model, 2)  # parsed and queued behind the blocker
+    # The socket is closed while the blocker is held; its request must leave the queue, counted
+    # CANCELED now (one that stayed queued would run, or be counted, only after the blocker).
+    wait_until(
+        lambda: _stats(server, model)["inference_stats"]["fail"]["count"] == 1,
+        "the abandoned request to be withdrawn",
+    )
+    gates[model].open()
     blocker.join(timeout=30)
     assert blocker_answer and np.array_equal(blocker_answer[0], np.full((1, 4), 1.0, np.float32))
-    time.sleep(1.2)  # long enough for the abandoned request to have run, had it stayed queued
 
     stats = _stats(server, model)
     assert (stats["execution_count"], stats["inference_count"]) == (1, 1), stats
     assert stats["inference_stats"]["success"]["count"] == 1
     assert stats["inference_stats"]["fail"]["count"] == 1  # counted CANCELED
 
-    # The server keeps serving.
+    # The server keeps serving; the request after the blocker is this one, not the abandoned one.
     client = httpclient.InferenceServerClient(server.http_url)
     tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
     tensor.set_data_from_numpy(np.full((1, 4), 3.0, np.float32))

@@ -1,4 +1,7 @@
-"""Dynamic batching, queue policies, priorities, cancellation, warmup and metrics on the real server."""
+"""Dynamic batching, queue policies, priorities, cancellation, warmup and metrics on the real server.
+
+The queueing tests hold their model's executions with a gate (conftest.py): each waits until a
+request is executing or queued, and releases executions one at a time where order matters."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
+from tests.support.events import Gate, wait_pending, wait_until
 from tests.support.server import RunningServer
 
 pytestmark = pytest.mark.integration
@@ -40,6 +44,14 @@ class Calls:
 
     def collect(self, count: int, timeout: float = 30.0) -> list[tuple[str, Any]]:
         return [self.done.get(timeout=timeout) for _ in range(count)]
+
+    def one_by_one(self, gate: Gate, count: int) -> list[tuple[str, Any]]:
+        """Let the held executions finish one at a time: answers in the order they executed."""
+        finished: list[tuple[str, Any]] = []
+        for allowed in range(1, count + 1):
+            gate.allow(allowed)
+            finished += self.collect(1)
+        return finished
 
 
 def model_stats(server: RunningServer, model: str) -> Any:
@@ -74,49 +86,56 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server: Ru
     assert stats.inference_stats.queue.count == 48
 
 
-def test_full_queue_is_unavailable_and_the_model_recovers(server: RunningServer) -> None:
+def test_full_queue_is_unavailable_and_the_model_recovers(
+    server: RunningServer, gates: dict[str, Gate]
+) -> None:
     calls = Calls(server)
     calls.send("tiny_queue", "running")
-    time.sleep(0.3)  # it is executing now (0.6 s)
+    gates["tiny_queue"].wait_started(1)  # it is executing now, held
     calls.send("tiny_queue", "queued")
-    time.sleep(0.1)
-    with pytest.raises(InferenceServerException) as refused:
-        calls.client.infer("tiny_queue", [grpc_input(1.0)])
+    wait_pending(server, "tiny_queue", 2)  # and the queue's one place is taken
+    with pytest.raises(InferenceServerException) as refused:  # a queued one would time out instead
+        calls.client.infer("tiny_queue", [grpc_input(1.0)], client_timeout=10)
     assert refused.value.status() == "StatusCode.UNAVAILABLE"
     assert "Exceeds maximum queue size" in refused.value.message()
-    http = httpclient.InferenceServerClient(server.http_url)
+    http = httpclient.InferenceServerClient(server.http_url, network_timeout=10)
     tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
     tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
     with pytest.raises(InferenceServerException) as over_http:
         http.infer("tiny_queue", [tensor])
     assert over_http.value.status() == "503"
     assert "Exceeds maximum queue size" in over_http.value.message()
+    gates["tiny_queue"].open()
     outcomes = dict(calls.collect(2))
     assert not any(isinstance(v, InferenceServerException) for v in outcomes.values()), outcomes
     result = calls.client.infer("tiny_queue", [grpc_input(2.0)])  # room again
     assert np.array_equal(result.as_numpy("OUTPUT0"), np.full((1, 4), 2.0, np.float32))
 
 
-def test_higher_priority_requests_are_served_first(server: RunningServer) -> None:
+def test_higher_priority_requests_are_served_first(server: RunningServer, gates: dict[str, Gate]) -> None:
+    gate = gates["prioritized"]
     calls = Calls(server)
     calls.send("prioritized", "blocker")
-    time.sleep(0.1)
+    gate.wait_started(1)
     calls.send("prioritized", "low-1", priority=2)
+    wait_pending(server, "prioritized", 2)  # queued in this order behind the held blocker
     calls.send("prioritized", "low-2")  # default level 2
-    time.sleep(0.05)
+    wait_pending(server, "prioritized", 3)
     calls.send("prioritized", "high", priority=1)
-    order = [tag for tag, _ in calls.collect(4)]
+    wait_pending(server, "prioritized", 4)
+    order = [tag for tag, _ in calls.one_by_one(gate, 4)]
     assert order == ["blocker", "high", "low-1", "low-2"]
 
 
-def test_timeout_reject_answers_unavailable(server: RunningServer) -> None:
+def test_timeout_reject_answers_unavailable(server: RunningServer, gates: dict[str, Gate]) -> None:
     calls = Calls(server)
     calls.send("reject_late", "blocker")
-    time.sleep(0.1)
+    gates["reject_late"].wait_started(1)  # held until the late one is answered
     started = time.monotonic()
     with pytest.raises(InferenceServerException) as late:
-        calls.client.infer("reject_late", [grpc_input(1.0)])
+        calls.client.infer("reject_late", [grpc_input(1.0)], client_timeout=10)
     assert time.monotonic() - started < 0.45  # rejected at its timeout, not after the blocker
+    gates["reject_late"].open()
     assert late.value.status() == "StatusCode.UNAVAILABLE"
     assert "Request timeout expired" in late.value.message()
     assert [tag for tag, _ in calls.collect(1)] == ["blocker"]
@@ -124,28 +143,40 @@ def test_timeout_reject_answers_unavailable(server: RunningServer) -> None:
     assert scrape(server)[("nv_inference_request_failure", key)] == 1
 
 
-def test_timeout_delay_moves_a_late_request_behind_the_others(server: RunningServer) -> None:
+def test_timeout_delay_moves_a_late_request_behind_the_others(
+    server: RunningServer, gates: dict[str, Gate]
+) -> None:
+    gate = gates["delay_late"]
     calls = Calls(server)
     calls.send("delay_late", "blocker")
-    time.sleep(0.1)
-    calls.send("delay_late", "impatient", timeout=50_000)  # µs; times out while the blocker runs
-    time.sleep(0.02)
-    calls.send("delay_late", "patient")
-    results = calls.collect(3)
+    gate.wait_started(1)
+    calls.send("delay_late", "impatient", timeout=1)  # µs; times out at once, while the blocker is held
+    wait_pending(server, "delay_late", 2)
+    calls.send("delay_late", "patient")  # queued after the impatient one
+    wait_pending(server, "delay_late", 3)
+    results = calls.one_by_one(gate, 3)
     assert [tag for tag, _ in results] == ["blocker", "patient", "impatient"]
     assert not any(isinstance(answer, InferenceServerException) for _, answer in results)
 
 
-def test_a_request_whose_deadline_passes_leaves_the_queue(server: RunningServer) -> None:
+def test_a_request_whose_deadline_passes_leaves_the_queue(
+    server: RunningServer, gates: dict[str, Gate]
+) -> None:
     calls = Calls(server)
     before = scrape(server)
     calls.send("cancellable", "blocker")
-    time.sleep(0.1)
+    gates["cancellable"].wait_started(1)  # held: the next request can only wait in the queue
     with pytest.raises(InferenceServerException) as gone:
         calls.client.infer("cancellable", [grpc_input(1.0)], client_timeout=0.2)
     assert "Deadline" in gone.value.message() or gone.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    # Counted CANCELED while the blocker is still held: it left the queue (one that stayed would
+    # be counted only after running).
+    wait_until(
+        lambda: model_stats(server, "cancellable").inference_stats.fail.count == 1,
+        "the expired request to be withdrawn",
+    )
+    gates["cancellable"].open()
     calls.collect(1)
-    time.sleep(0.3)
     stats = model_stats(server, "cancellable")
     assert (stats.execution_count, stats.inference_count) == (1, 1)  # the cancelled one never ran
     after = scrape(server)
