@@ -115,6 +115,7 @@ def start(
     """Roll MODEL out to --to-version: load beside, shadow, canary steps, promote; roll back on failure."""
     from server.errors import ServerError
     from tritonctl.rollout.errors import RolloutUsageError
+    from tritonctl.rollout.interrupts import Interrupts
     from tritonctl.rollout.machine import RolloutMachine
     from tritonctl.rollout.plan import Gates, RolloutSettings, parse_steps
 
@@ -138,7 +139,7 @@ def start(
     console = _console()
     store = _store(state_file)
     try:
-        with _connect(url, protocol.value) as connection:
+        with _connect(url, protocol.value) as connection, Interrupts() as interrupts:
             machine = RolloutMachine(
                 connection,
                 model,
@@ -147,13 +148,14 @@ def start(
                 server_url=connection.url,
                 protocol=protocol.value,
                 observer=_printer(console),
+                sleep=interrupts.sleep,  # a hold wakes on Ctrl-C/SIGTERM, whichever thread gets it
             )
             plan = machine.plan()
             _print_plan(console, plan, store)
             if dry_run:
                 console.print("[bold]--dry-run[/]: nothing was changed.")
                 return
-            with _sigterm_as_interrupt():
+            with interrupts.installed():  # SIGTERM too (a cancelled CI job) rolls back
                 outcome = machine.run(plan)
     except RolloutUsageError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
@@ -203,6 +205,9 @@ def _printer(console: Console) -> Observer:
         def shadow(self, report: ShadowReport) -> None:
             _print_shadow(console, report)
 
+        def holding(self, percent: int, seconds: float) -> None:
+            console.print(f"{'':>13} holding {percent}% for {seconds:g}s (Ctrl-C rolls back)")
+
         def canary_step(self, percent: int, verdict: CanaryVerdict, baseline: VersionCounters) -> None:
             new = verdict.candidate
             ratio = f", mean latency ratio {verdict.latency_ratio:.2f}" if verdict.latency_ratio else ""
@@ -247,23 +252,6 @@ def _print_shadow(console: Console, report: ShadowReport) -> None:
     console.print(latency)
     verdict = "[green]passed[/]" if report.passed else "[red]failed[/]: " + "; ".join(report.problems)
     console.print(f"shadow check {verdict}")
-
-
-class _sigterm_as_interrupt:
-    """SIGTERM rolls back like Ctrl-C does (e.g. a CI job cancelled mid-rollout)."""
-
-    def __enter__(self) -> None:
-        import signal
-
-        def interrupt(*_: object) -> None:
-            raise KeyboardInterrupt
-
-        self._previous = signal.signal(signal.SIGTERM, interrupt)
-
-    def __exit__(self, *exc_info: object) -> None:
-        import signal
-
-        signal.signal(signal.SIGTERM, self._previous)
 
 
 @app.command("status", no_args_is_help=True)

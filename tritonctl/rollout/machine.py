@@ -11,18 +11,16 @@ through an `Observer`, so the CLI stays a thin presenter and tests can drive eve
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.errors import ServerError
 from tritonctl.rollout.errors import GateFailed, NothingChanged, RolloutError
 from tritonctl.rollout.gates import CanaryVerdict, VersionCounters, counters_by_version, judge_canary
+from tritonctl.rollout.interrupts import interrupts_deferred
 from tritonctl.rollout.plan import RolloutPlan, draw_plan, ready_versions, routed_config, step_weights
 from tritonctl.rollout.shadow import InferServer, ShadowReport, run_shadow, shadow_samples
 from tritonctl.rollout.state import Phase, RolloutRecord, StateStore
@@ -52,6 +50,9 @@ class Observer:
     def shadow(self, report: ShadowReport) -> None:
         """The shadow check is over."""
 
+    def holding(self, percent: int, seconds: float) -> None:
+        """A canary step is loaded and its hold begins (Ctrl-C from here rolls back)."""
+
     def canary_step(self, percent: int, verdict: CanaryVerdict, baseline: VersionCounters) -> None:
         """A canary step held its time and passed (a failing one raises instead)."""
 
@@ -68,19 +69,6 @@ class RolloutOutcome:
         return self.record.phase is Phase.DONE
 
 
-@contextlib.contextmanager
-def interrupts_deferred(notice: Callable[[], None]) -> Iterator[None]:
-    """Hold Ctrl-C off while the server is put back: a half-done rollback helps nobody."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: notice())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class RolloutMachine:
     """Runs one rollout of one model against one server."""
 
@@ -94,7 +82,7 @@ class RolloutMachine:
         server_url: str = "",
         protocol: str = "grpc",
         observer: Observer | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = time.sleep,  # the CLI passes Interrupts.sleep
         clock: Callable[[], float] = time.monotonic,
         latency_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -227,6 +215,7 @@ class RolloutMachine:
             self._enter(record, Phase.CANARY, f"{percent}% of unversioned requests to version {new}")
             self._load(record, plan, [old, new], weights)
             step_start = self._counters()
+            self.observer.holding(percent, plan.settings.hold_secs)
             verdict = self._hold(plan, step_start, canary_start)
             baseline = (
                 self._counters().get(old, VersionCounters()).since(canary_start.get(old, VersionCounters()))

@@ -3,6 +3,9 @@ and small views of the real server's statistics and index (all through tritoncli
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -18,7 +21,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.support.models import write_python_model, write_python_source
-from tests.support.server import RunningServer
+from tests.support.server import PROJECT_ROOT, RunningServer
 
 MODEL = "ranker"
 
@@ -172,3 +175,67 @@ def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> 
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class CliProcess:
+    """A CLI run in its own process whose output lines a test can wait for; killed on exit.
+
+    A reader thread collects stdout (stderr joined), so waits are on lines, never on time."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"},
+        )
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for_line(self, text: str, timeout: float) -> None:
+        """Until a line holds `text`; fails (with the output so far) at the timeout or the end."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: self._ended or any(text in line for line in self._lines), timeout
+            )
+            if not found or not any(text in line for line in self._lines):
+                raise AssertionError(f"no line with {text!r} within {timeout:g}s:\n{''.join(self._lines)}")
+
+    def interrupt(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)  # the rest of the output
+        return code
+
+    def __enter__(self) -> CliProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,7 +16,14 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from rollout_helpers import MODEL, Traffic, success_by_version, version_states, wait_for, write_ranker
+from rollout_helpers import (
+    MODEL,
+    CliProcess,
+    Traffic,
+    success_by_version,
+    version_states,
+    write_ranker,
+)
 from typer.testing import CliRunner
 
 from tests.support.server import PROJECT_ROOT, RunningServer, start_server
@@ -159,32 +165,22 @@ def test_ctrl_c_mid_rollout_restores_the_start_state_and_rollback_works_from_ano
     ):
         config_before = httpx.get(f"http://{server.http_url}/v2/models/{MODEL}/config").json()
         slow = [*FAST, "--hold-secs", "60"]
-        process = subprocess.Popen(
-            tritonctl(
-                "start", MODEL, "--to-version", "2", "-u", server.grpc_url, *slow, state_file=state_file
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"},
+        command = tritonctl(
+            "start", MODEL, "--to-version", "2", "-u", server.grpc_url, *slow, state_file=state_file
         )
-        try:
-            wait_for(
-                lambda: state_file.is_file() and last_rollout(state_file)["phase"] == "canary",
-                timeout=60,
-                what="the rollout to reach its canary",
-            )
+        # As a script's background job (`cmd &`, many CI runners) it starts with SIGINT ignored:
+        # Ctrl-C must stop it all the same.
+        with CliProcess(["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]) as process:
+            process.wait_for_line("holding 25% for 60s", timeout=90)
             # The running rollout owns the model: a rollback from another shell refuses without --force.
             refused = in_process("rollback", MODEL, state_file=state_file)
             assert refused.returncode == 1 and "is still running" in refused.stderr
-            process.send_signal(signal.SIGINT)
-            output, _ = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == 130, output
-        assert "interrupted (Ctrl-C)" in output
+            process.interrupt()
+            # Stopped at once, not when the 60 s hold ends; the rollback itself may take a moment.
+            process.wait_for_line("rolling back: interrupted (Ctrl-C)", timeout=5)
+            assert process.wait(timeout=60) == 130, process.output
+        output = process.output
+        assert "rolled back to version 1: interrupted (Ctrl-C)" in output
         assert version_states(server) == {"1": "READY", "2": "UNAVAILABLE"}
         config_after = httpx.get(f"http://{server.http_url}/v2/models/{MODEL}/config").json()
         assert config_after == config_before  # policy and parameters as they were
