@@ -25,7 +25,7 @@ import psutil
 from server.core.placement import place_instances
 from server.repository import load_model_config
 from server.vocabulary.types import InferenceRequest, Tensor
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.shm_channel import ShmWorkerChannel
 from server.workers.supervisor import start_worker
 from tests.support.models import write_python_model

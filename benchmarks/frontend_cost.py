@@ -33,9 +33,9 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 from benchmarks.batching import InstantChannel
 from server.core.dataplane import DataPlane
 from server.core.model_version import LoadedVersion
+from server.core.request_validator import RequestValidator
 from server.core.scheduler import create_scheduler
 from server.core.stats import ModelStats
-from server.core.validation import RequestValidator
 from server.vocabulary import h2frames as h2
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome
@@ -208,7 +208,7 @@ def _http_request() -> bytes:
 
 
 async def run_http(requests: int, concurrency: int) -> float:
-    from server.protocol.http.app import HttpApp
+    from server.protocol.http.routes import HttpApp
     from server.protocol.http.server import HttpConnection
 
     app = HttpApp(await _dataplane(), 64 << 20, {})

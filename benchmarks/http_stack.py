@@ -1,6 +1,6 @@
 """Which HTTP stack should carry the front end? Measure the candidates in one run, with perf_analyzer.
 
-Both candidates serve the same stack-independent `HttpApp` (server/protocol/http/app.py) over an
+Both candidates serve the same stack-independent `HttpApp` (server/protocol/http/routes.py) over an
 in-process identity DataPlane (FP32[16], no worker hop), so the numbers isolate the HTTP layer:
 
     asyncio    our raw asyncio.Protocol + httptools parser on uvloop (server/protocol/http/server.py)
@@ -168,7 +168,7 @@ def _serve_starlette(port: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from server.protocol.http.app import HttpApp, HttpRequest
+    from server.protocol.http.routes import HttpApp, HttpRequest
 
     app = HttpApp(IdentityDataPlane(), 64 * 1024 * 1024)
 

@@ -122,7 +122,7 @@ async def worker_part(  # noqa: PLR0917 - the command line's settings
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from server.core.placement import place_instances
     from server.repository import load_model_config
-    from server.workers.options import WorkerOptions
+    from server.workers.settings import WorkerOptions
     from server.workers.supervisor import start_worker
     from tests.support.models import write_python_model
 

@@ -30,7 +30,7 @@ from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
 from server.options import ServerOptions, backend_config_map
 
-log = logging.getLogger("tritonctl.server")
+log = logging.getLogger(__name__)
 
 PORTS_FILE_ENV = "TRITONCTL_PORTS_FILE"
 T = TypeVar("T")
@@ -82,7 +82,7 @@ def load_server_configs(options: ServerOptions) -> dict[Path, Any]:
 
 def build_worker_options(options: ServerOptions, server_configs: dict[Path, Any]) -> Any:
     """WorkerOptions from the server-level backend_config, overridden by --backend-config."""
-    from server.workers.options import WorkerOptions
+    from server.workers.settings import WorkerOptions
 
     merged: dict[str, dict[str, str]] = {}
     for server_config in server_configs.values():

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from server.core.stats import FAILURE_REASONS, ModelStats, StatsEntry
 
-log = logging.getLogger("tritonctl.metrics")
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
+from server.core.request_validator import RequestValidator
 from server.core.scheduler import create_scheduler
 from server.core.scheduler.base import Scheduler
 from server.core.scheduler.ensemble import ComposingLookup, EnsembleScheduler
 from server.core.scheduler.warmup import run_warmup
 from server.core.stats import ModelStats
-from server.core.validation import RequestValidator
 from server.errors import LoadError, ServerError
 from server.repository import ModelConfig, check_model_config
 from server.repository.instance_mode import PROCESS, configured_instance_mode
@@ -30,7 +30,7 @@ from server.repository.version_weights import VERSION_WEIGHTS_KEY
 from server.vocabulary.instances import InstanceSpec
 from server.workers.channel import WorkerChannel
 
-log = logging.getLogger("tritonctl.server")
+log = logging.getLogger(__name__)
 
 
 @dataclass

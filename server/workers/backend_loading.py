@@ -19,7 +19,7 @@ from server.errors import LoadError, ServerError
 
 if TYPE_CHECKING:  # a worker process imports this module: keep tritonclient.grpc out of its start-up
     from server.vocabulary.instances import InstanceSpec
-    from server.workers.options import WorkerOptions
+    from server.workers.settings import WorkerOptions
 
 
 def instance_label(model_name: str, version: int, instance_name: str) -> str:

@@ -45,9 +45,9 @@ from server.workers.batch_io import (
     to_bytes,
 )
 from server.workers.channel import BatchOutcome, WorkerChannel
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 
-log = logging.getLogger("tritonctl.server")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

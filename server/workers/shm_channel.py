@@ -45,7 +45,7 @@ from server.errors import ServerError, WorkerCrashed, from_wire
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
 
 _LIVE_PROCESSES: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()

@@ -25,7 +25,7 @@ from server.vocabulary.instances import KIND_GPU, InstanceSpec
 from server.vocabulary.types import InferenceRequest
 from server.workers.backend_loading import instance_label, instance_record
 from server.workers.channel import BatchOutcome, WorkerChannel
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.shm import Receiver, decode, encode
 from server.workers.shm_channel import (
     EXIT_STATUS_GRACE_S,

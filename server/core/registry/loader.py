@@ -22,14 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.core.ensembles import (
-    check_ensemble,
-    composing_failure,
-    composing_names,
-    is_ensemble,
-    reachable_configs,
-)
-from server.core.model_files import write_override_files
 from server.core.model_version import (
     LoadedVersion,
     instance_key,
@@ -39,6 +31,14 @@ from server.core.model_version import (
     with_routing_of,
 )
 from server.core.placement import place_instances
+from server.core.registry.composing_models import (
+    check_ensemble,
+    composing_failure,
+    composing_names,
+    is_ensemble,
+    reachable_configs,
+)
+from server.core.registry.model_folders import write_override_files
 from server.core.registry.prepare import OverrideFolders, prepare_config
 from server.core.registry.sources import RepositorySources
 from server.core.registry.table import ModelRecord, ModelState, VersionTable
@@ -49,9 +49,9 @@ from server.repository import ModelConfig, resolve_versions, validate_model_name
 from server.repository.loader import version_folders
 from server.repository.version_weights import config_version_weights
 from server.vocabulary.instances import InstanceSpec
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 
-log = logging.getLogger("tritonctl.server")
+log = logging.getLogger(__name__)
 
 
 class LoadPolicy(Protocol):

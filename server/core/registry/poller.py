@@ -19,7 +19,7 @@ from server.core.registry.sources import RepositorySources
 from server.core.registry.table import VersionTable
 from server.errors import ConfigError, ServerError
 
-log = logging.getLogger("tritonctl.server")
+log = logging.getLogger(__name__)
 
 ServerConfigReader = Callable[[], dict[Path, Any]]
 

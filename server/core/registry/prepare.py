@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from server.core.override_paths import check_override_config
+from server.core.registry.override_paths import check_override_config
 from server.errors import LoadError
 from server.repository import ModelConfig, check_model_config, config_from_json, load_model_config
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.core.model_files import folder_fingerprint
+from server.core.registry.model_folders import folder_fingerprint
 from server.errors import ServerError
 from server.repository import ModelConfig, load_model_config
 

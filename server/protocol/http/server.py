@@ -20,8 +20,8 @@ from typing import Any, Protocol, cast
 import httptools
 
 from server.protocol.api import DataPlaneApi
-from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
 from server.protocol.http.linger import Linger, linger_budget
+from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
 from server.vocabulary.restrictions import parse_restrictions
 
 logger = logging.getLogger(__name__)

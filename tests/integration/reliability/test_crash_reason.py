@@ -18,7 +18,7 @@ import pytest
 
 from server.errors import WorkerCrashed
 from server.workers import shm_channel
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.shm_channel import ShmWorkerChannel
 from tests.integration.workers.pool import request
 

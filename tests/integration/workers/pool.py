@@ -14,7 +14,7 @@ from server.core.placement import place_instances
 from server.repository import load_model_config
 from server.vocabulary.dtypes import WIRE_TO_NUMPY, deserialize_bytes, numpy_to_wire, serialize_bytes
 from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.shm_channel import ShmWorkerChannel
 from server.workers.supervisor import start_worker
 

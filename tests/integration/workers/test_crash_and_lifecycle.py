@@ -18,7 +18,7 @@ import pytest
 from server.core.placement import place_instances
 from server.errors import LoadError, ModelNotReady, WorkerCrashed
 from server.repository import load_model_config
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.supervisor import InstanceSupervisor, start_worker
 from tests.integration.workers.pool import Workers, output, request
 from tests.support.models import INIT_FAILURE_MESSAGE, write_python_model, write_python_source
@@ -242,7 +242,7 @@ import asyncio, sys
 from pathlib import Path
 from server.core.placement import place_instances
 from server.repository import load_model_config
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.supervisor import start_worker
 
 async def main():

@@ -22,7 +22,7 @@ from server.vocabulary.instances import KIND_GPU, InstanceSpec
 from server.vocabulary.types import InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.inprocess import InProcessChannel
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from tests.integration.core.test_auto_complete import SELF_DESCRIBING
 from tests.integration.workers.pool import Workers, output, request
 from tests.integration.workers.test_channel_python import ERROR_CODE_MODEL

@@ -17,7 +17,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from server.core.placement import place_instances
 from server.errors import LoadError
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.supervisor import start_worker
 from tests.integration.workers.pool import Workers, output, request
 from tests.support.models import write_python_source

@@ -12,13 +12,13 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from server.core.dataplane import DataPlane, RepositoryEntry
-from server.core.model_files import write_override_files
 from server.core.model_version import LoadedVersion
 from server.core.registry import UNLOADED_REASON, ModelRecord, ModelRegistry, ModelState, VersionSlot
+from server.core.registry.model_folders import write_override_files
 from server.core.registry.prepare import OverrideFolders
+from server.core.request_validator import RequestValidator
 from server.core.scheduler.default import DefaultScheduler
 from server.core.stats import ModelStats
-from server.core.validation import RequestValidator
 from server.errors import InvalidInput, LoadError, ModelNotFound, ModelNotReady, ServerError
 
 

@@ -23,9 +23,9 @@ from server.core.registry import (
     VersionTable,
 )
 from server.core.registry.prepare import OverrideFolders
+from server.core.request_validator import RequestValidator
 from server.core.scheduler.default import DefaultScheduler
 from server.core.stats import ModelStats
-from server.core.validation import RequestValidator
 from server.errors import ConfigError, LoadError
 from server.repository import ModelConfig, load_server_config
 from server.vocabulary.instances import InstanceSpec

@@ -25,9 +25,9 @@ import orjson
 from server.core.dataplane import DataPlane
 from server.core.registry import ModelRegistry
 from server.errors import ServerError
-from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, InferCall
+from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall
 from server.vocabulary.restrictions import Restrictions
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from tests.support.models import write_python_model
 
 MAX_INPUT_SIZE = 1 << 16

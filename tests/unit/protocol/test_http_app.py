@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from server.core.dataplane import DataPlane
-from server.protocol.http.app import HttpApp, HttpRequest, HttpResponse, InferCall
+from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall
 from server.vocabulary.restrictions import parse_restrictions
 from tests.unit.protocol.http_harness import (
     MAX_INPUT_SIZE,

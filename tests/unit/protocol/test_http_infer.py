@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from server.protocol.http.app import HttpRequest, HttpResponse, InferCall
+from server.protocol.http.routes import HttpRequest, HttpResponse, InferCall
 from tests.unit.protocol.http_harness import (
     Http,
     error_of,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from server.core.ensembles import check_ensemble
+from server.core.registry.composing_models import check_ensemble
+from server.core.request_validator import RequestValidator
 from server.core.scheduler.base import Scheduler
 from server.core.scheduler.ensemble import EnsembleScheduler, fit_batch_dim
 from server.core.stats import ModelStats
-from server.core.validation import RequestValidator
 from server.errors import BackendError, LoadError, ModelNotFound
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 

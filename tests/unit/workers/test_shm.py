@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.errors import ConfigError
-from server.workers.options import WorkerOptions
+from server.workers.settings import WorkerOptions
 from server.workers.shm import MAX_INLINE, Receiver, Segment, decode, encode, send, spill_size, spilled_arena
 
 

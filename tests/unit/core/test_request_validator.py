@@ -1,4 +1,4 @@
-"""server/core/validation.py: the messages are those real Triton 2.51 answered for the same requests
+"""server/core/request_validator.py: the messages are those real Triton 2.51 answered for the same requests
 (recorded with tests/tools/real_triton.py against python-backend add_sub / identity / strings models)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from server.core.validation import RequestValidator, count_bytes_elements
+from server.core.request_validator import RequestValidator, count_bytes_elements
 from server.errors import InvalidInput
 from server.vocabulary.dtypes import serialize_bytes
 from server.vocabulary.types import InferenceRequest, RequestedOutput, Tensor
