@@ -25,6 +25,7 @@ import psutil
 from server.core.placement import place_instances
 from server.repository import load_model_config
 from server.vocabulary.types import InferenceRequest, Tensor
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.settings import WorkerOptions
 from server.workers.shm_channel import ShmWorkerChannel
 from server.workers.supervisor import start_worker
@@ -70,7 +71,7 @@ async def main(rounds: int, total: int) -> None:
     spec = place_instances(config, [])[0]
     channels = {
         in_flight: await start_worker(
-            "identity", 1, model_dir, config, spec, WorkerOptions(max_in_flight=in_flight)
+            InstanceLaunch("identity", 1, model_dir, config, spec), WorkerOptions(max_in_flight=in_flight)
         )
         for in_flight in (1, 2)
     }

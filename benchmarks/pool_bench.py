@@ -38,6 +38,7 @@ from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
 from server.errors import ServerError
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 
@@ -141,7 +142,9 @@ async def worker_part(  # noqa: PLR0917 - the command line's settings
 
     setups: dict[int, tuple[DynamicBatcher, ModelStats, WorkerChannel]] = {}
     for in_flight in (1, 2):
-        channel = await start_worker("m", 1, model_dir, config, spec, WorkerOptions(max_in_flight=in_flight))
+        channel = await start_worker(
+            InstanceLaunch("m", 1, model_dir, config, spec), WorkerOptions(max_in_flight=in_flight)
+        )
         stats = ModelStats()
         batcher = DynamicBatcher(config, 1, [channel], stats)
         await batcher.start()

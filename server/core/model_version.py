@@ -89,6 +89,7 @@ async def start_version(
     Raises LoadError (every started instance stopped again) when any instance fails to load.
     `on_gave_up(scheduler, reason)` is called when an instance's supervisor stops restarting it.
     """
+    from server.workers.backend_loading import InstanceLaunch
     from server.workers.inprocess import InProcessChannel
     from server.workers.supervisor import InstanceSupervisor
 
@@ -109,12 +110,11 @@ async def start_version(
     mode = configured_instance_mode(config)
 
     def launch(spec: InstanceSpec) -> Awaitable[WorkerChannel]:
+        instance = InstanceLaunch(name, version, model_dir, config, spec)
         if mode == PROCESS:
-            return InstanceSupervisor.launch(
-                name, version, model_dir, config, spec, worker_options, on_instance_state
-            )
+            return InstanceSupervisor.launch(instance, worker_options, on_instance_state)
         # inline / thread: in the server's own process, nothing to supervise (issue #8)
-        return InProcessChannel.start(name, version, model_dir, config, spec, worker_options, mode)
+        return InProcessChannel.start(instance, worker_options, mode)
 
     results = await asyncio.gather(*(launch(spec) for spec in specs), return_exceptions=True)
     channels: list[WorkerChannel] = [result for result in results if isinstance(result, WorkerChannel)]

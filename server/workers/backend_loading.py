@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,16 +28,31 @@ def instance_label(model_name: str, version: int, instance_name: str) -> str:
     return f"model '{model_name}' version {version} instance '{instance_name}'"
 
 
-def instance_record(  # noqa: PLR0917 - mirrors start_worker
-    model_name: str,
-    version: int,
-    model_dir: Path,
-    config: Any,
-    spec: InstanceSpec,
-    options: WorkerOptions,
-    backend: str,
-    *,
-    in_process: bool = False,
+@dataclass(frozen=True, slots=True)
+class InstanceLaunch:
+    """What starting one instance needs, whichever way it runs (worker process or in-process):
+    built once by the core, passed whole through the supervisor and the channels."""
+
+    model_name: str
+    version: int
+    model_dir: Path
+    config: Any  # the model's ModelConfig
+    spec: InstanceSpec
+    backend: str = ""  # "": the one the config names (platform or backend)
+
+    def __post_init__(self) -> None:
+        if not self.backend:
+            from server.repository import backend_name
+
+            object.__setattr__(self, "backend", backend_name(self.config))
+
+    @property
+    def label(self) -> str:
+        return instance_label(self.model_name, self.version, self.spec.name)
+
+
+def instance_record(
+    launch: InstanceLaunch, options: WorkerOptions, *, in_process: bool = False
 ) -> dict[str, Any]:
     """The JSON-safe description of one instance (the `init` record of shm_channel.py, less the
     arena settings a worker process adds)."""
@@ -44,14 +60,14 @@ def instance_record(  # noqa: PLR0917 - mirrors start_worker
 
     return {
         "op": "init",
-        "model_name": model_name,
-        "version": version,
-        "model_dir": str(model_dir),
-        "backend": backend,
-        "config": base64.b64encode(config.SerializeToString()).decode(),
-        "config_json": json.dumps(config_to_json(config)),
-        "instance": {"name": spec.name, "kind": spec.kind, "device_id": spec.device_id},
-        "backend_parameters": options.backend_parameters.get(backend, {}),
+        "model_name": launch.model_name,
+        "version": launch.version,
+        "model_dir": str(launch.model_dir),
+        "backend": launch.backend,
+        "config": base64.b64encode(launch.config.SerializeToString()).decode(),
+        "config_json": json.dumps(config_to_json(launch.config)),
+        "instance": {"name": launch.spec.name, "kind": launch.spec.kind, "device_id": launch.spec.device_id},
+        "backend_parameters": options.backend_parameters.get(launch.backend, {}),
         "log_verbose": options.log_verbose,
         "auto_complete": options.auto_complete_config,
         "in_process": in_process,

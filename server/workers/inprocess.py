@@ -27,15 +27,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from server.backends.base import Backend, Batch, BatchInput, Request, RequestInput
 from server.errors import LoadError, ServerError, WorkerCrashed
 from server.repository.instance_mode import INLINE, THREAD, gpu_kind_problem, unknown_mode_problem
-from server.vocabulary.instances import KIND_GPU, InstanceSpec
+from server.vocabulary.instances import KIND_GPU
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
-from server.workers.backend_loading import instance_label, instance_record, load_backend
+from server.workers.backend_loading import InstanceLaunch, instance_record, load_backend
 from server.workers.batch_io import (
     SelectedOutputs,
     backend_request,
@@ -121,32 +120,18 @@ class InProcessChannel(WorkerChannel):
         self._closing: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(  # noqa: PLR0917 - mirrors start_worker
-        cls,
-        model_name: str,
-        version: int,
-        model_dir: Path,
-        config: Any,
-        spec: InstanceSpec,
-        options: WorkerOptions,
-        mode: str,
-        *,
-        backend: str | None = None,
-    ) -> InProcessChannel:
+    async def start(cls, launch: InstanceLaunch, options: WorkerOptions, mode: str) -> InProcessChannel:
         """Load the instance's backend on its own thread; raises LoadError as start_worker does."""
-        from server.repository import backend_name, config_from_json
+        from server.repository import config_from_json
 
-        where = instance_label(model_name, version, spec.name)
+        where = launch.label
         problem = unknown_mode_problem(mode)
-        if problem is None and spec.kind == KIND_GPU:
-            problem = gpu_kind_problem(mode, f"instance '{spec.name}'")
+        if problem is None and launch.spec.kind == KIND_GPU:
+            problem = gpu_kind_problem(mode, f"instance '{launch.spec.name}'")
         if problem is not None:
             raise LoadError(f"{where}: {problem}")
-        backend = backend or backend_name(config)
-        init = instance_record(
-            model_name, version, model_dir, config, spec, options, backend, in_process=True
-        )
-        thread = _InstanceThread(f"instance {spec.name}")
+        init = instance_record(launch, options, in_process=True)
+        thread = _InstanceThread(f"instance {launch.spec.name}")
         try:
             loaded = await asyncio.wait_for(thread.call(lambda: load_backend(init)), options.load_timeout_s)
         except BaseException as exc:
@@ -159,9 +144,9 @@ class InProcessChannel(WorkerChannel):
                 raise LoadError(f"{where} failed to load: {exc.message}") from None
             raise
         channel = cls(
-            model_name=model_name,
-            version=version,
-            instance_name=spec.name,
+            model_name=launch.model_name,
+            version=launch.version,
+            instance_name=launch.spec.name,
             mode=mode,
             backend=loaded,
             thread=thread,

@@ -23,7 +23,7 @@ from typing import Any
 from server.errors import LoadError, ModelNotReady
 from server.vocabulary.instances import KIND_GPU, InstanceSpec
 from server.vocabulary.types import InferenceRequest
-from server.workers.backend_loading import instance_label, instance_record
+from server.workers.backend_loading import InstanceLaunch, instance_record
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.settings import WorkerOptions
 from server.workers.shm import Receiver, decode, encode
@@ -37,31 +37,20 @@ from server.workers.shm_channel import (
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding `server/`
 
 
-async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agreed
-    model_name: str,
-    version: int,
-    model_dir: Path,
-    config: Any,
-    spec: InstanceSpec,
-    options: WorkerOptions,
-    *,
-    backend: str | None = None,
-) -> ShmWorkerChannel:
+async def start_worker(launch: InstanceLaunch, options: WorkerOptions) -> ShmWorkerChannel:
     """Spawn the instance's worker and wait for its model to load.
 
     Raises LoadError with the backend's own message when loading fails, the process dies while
     loading, or it takes longer than `options.load_timeout_s`.
     """
-    from server.repository import backend_name, config_from_json
+    from server.repository import config_from_json
 
-    if backend is None:
-        backend = backend_name(config)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "server.workers.main", "--fd", str(child_sock.fileno())],
             pass_fds=(child_sock.fileno(),),
-            env=_worker_environment(spec),
+            env=_worker_environment(launch.spec),
             stdin=subprocess.DEVNULL,
         )
     except OSError:
@@ -70,10 +59,10 @@ async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agre
     finally:
         child_sock.close()  # the worker's end must live only in the worker, or its death goes unseen
     parent_sock.setblocking(False)
-    where = instance_label(model_name, version, spec.name)
+    where = launch.label
     try:
         init = {
-            **instance_record(model_name, version, model_dir, config, spec, options, backend),
+            **instance_record(launch, options),
             "slots": max(1, options.max_in_flight),
             "shm_default_size": options.shm_default_size,
             "shm_growth_size": options.shm_growth_size,
@@ -95,9 +84,9 @@ async def start_worker(  # noqa: PLR0917 - the signature docs/INTERFACES.md agre
             raise LoadError(f"{where} failed to load: {reply['error'][1]}")
         raise LoadError(f"{where}: the worker process {_describe_exit(process.returncode)} while loading")
     channel = ShmWorkerChannel(
-        model_name=model_name,
-        version=version,
-        instance_name=spec.name,
+        model_name=launch.model_name,
+        version=launch.version,
+        instance_name=launch.spec.name,
         process=process,
         sock=parent_sock,
         options=options,
@@ -191,13 +180,9 @@ class InstanceSupervisor(WorkerChannel):
         self.restarts = 0
 
     @classmethod
-    async def launch(  # noqa: PLR0917 - mirrors start_worker
+    async def launch(
         cls,
-        model_name: str,
-        version: int,
-        model_dir: Path,
-        config: Any,
-        spec: InstanceSpec,
+        launch: InstanceLaunch,
         options: WorkerOptions,
         on_state_change: StateCallback | None = None,
         **policy: float,
@@ -205,9 +190,9 @@ class InstanceSupervisor(WorkerChannel):
         """Start a supervised instance; raises LoadError if the first load fails."""
 
         async def start() -> ShmWorkerChannel:
-            return await start_worker(model_name, version, model_dir, config, spec, options)
+            return await start_worker(launch, options)
 
-        supervisor = cls(start, spec.name, on_state_change, **policy)  # type: ignore[arg-type]
+        supervisor = cls(start, launch.spec.name, on_state_change, **policy)  # type: ignore[arg-type]
         await supervisor.start()
         return supervisor
 

@@ -14,6 +14,7 @@ from server.core.placement import place_instances
 from server.repository import load_model_config
 from server.vocabulary.dtypes import WIRE_TO_NUMPY, deserialize_bytes, numpy_to_wire, serialize_bytes
 from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.settings import WorkerOptions
 from server.workers.shm_channel import ShmWorkerChannel
 from server.workers.supervisor import start_worker
@@ -35,7 +36,9 @@ class Workers:
     def start(self, model_dir: Path, **options: Any) -> ShmWorkerChannel:
         config = load_model_config(model_dir)
         spec = place_instances(config, [])[0]
-        channel = self.run(start_worker(model_dir.name, 1, model_dir, config, spec, WorkerOptions(**options)))
+        channel = self.run(
+            start_worker(InstanceLaunch(model_dir.name, 1, model_dir, config, spec), WorkerOptions(**options))
+        )
         self.channels.append(channel)
         return channel
 

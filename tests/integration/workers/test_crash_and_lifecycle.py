@@ -18,6 +18,7 @@ import pytest
 from server.core.placement import place_instances
 from server.errors import LoadError, ModelNotReady, WorkerCrashed
 from server.repository import load_model_config
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.settings import WorkerOptions
 from server.workers.supervisor import InstanceSupervisor, start_worker
 from tests.integration.workers.pool import Workers, output, request
@@ -71,7 +72,9 @@ def test_missing_model_file_and_unknown_backend_are_load_errors(workers: Workers
     config = load_model_config(model_dir)
     spec = place_instances(config, [])[0]
     with pytest.raises(LoadError, match="names backend 'cobol', which tritonctl lacks"):
-        workers.run(start_worker("no_file", 1, model_dir, config, spec, WorkerOptions(), backend="cobol"))
+        workers.run(
+            start_worker(InstanceLaunch("no_file", 1, model_dir, config, spec, "cobol"), WorkerOptions())
+        )
 
 
 def test_worker_dying_while_loading_is_a_load_error(workers: Workers) -> None:
@@ -87,7 +90,9 @@ def test_tensorrt_model_without_tensorrt_says_so(workers: Workers) -> None:
     config.backend, config.platform = "", "tensorrt_plan"
     spec = place_instances(config, [])[0]
     with pytest.raises(LoadError, match=r"the 'tensorrt' Python package is not installed|run only on a GPU"):
-        workers.run(start_worker("plan", 1, model_dir, config, spec, WorkerOptions(), backend="tensorrt"))
+        workers.run(
+            start_worker(InstanceLaunch("plan", 1, model_dir, config, spec, "tensorrt"), WorkerOptions())
+        )
 
 
 def test_supervisor_restarts_a_crashed_instance_and_reports_each_state(workers: Workers) -> None:
@@ -98,11 +103,7 @@ def test_supervisor_restarts_a_crashed_instance_and_reports_each_state(workers: 
 
     async def scenario() -> None:
         supervisor = await InstanceSupervisor.launch(
-            "crash_supervised",
-            1,
-            model_dir,
-            config,
-            spec,
+            InstanceLaunch("crash_supervised", 1, model_dir, config, spec),
             WorkerOptions(),
             lambda _name, state, reason: states.append((state, reason)),
             backoff_initial_s=0.05,
@@ -138,11 +139,7 @@ def test_supervisor_gives_up_after_rapid_crashes_and_keeps_the_reason(workers: W
 
     async def scenario() -> tuple[str, str]:
         supervisor = await InstanceSupervisor.launch(
-            "crash_forever",
-            1,
-            model_dir,
-            config,
-            spec,
+            InstanceLaunch("crash_forever", 1, model_dir, config, spec),
             WorkerOptions(),
             lambda _name, state, _reason: states.append(state),
             backoff_initial_s=0.01,
@@ -208,11 +205,7 @@ def test_kill_ends_a_busy_instance_that_is_closing(workers: Workers) -> None:
 
     async def scenario() -> tuple[int, float]:
         supervisor = await InstanceSupervisor.launch(
-            "slow_killed",
-            1,
-            model_dir,
-            config,
-            spec,
+            InstanceLaunch("slow_killed", 1, model_dir, config, spec),
             WorkerOptions(),
             lambda _n, state, _r: states.append(state),
         )
@@ -242,13 +235,15 @@ import asyncio, sys
 from pathlib import Path
 from server.core.placement import place_instances
 from server.repository import load_model_config
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.settings import WorkerOptions
 from server.workers.supervisor import start_worker
 
 async def main():
     model_dir = Path(sys.argv[1])
     config = load_model_config(model_dir)
-    channel = await start_worker("m", 1, model_dir, config, place_instances(config, [])[0], WorkerOptions())
+    spec = place_instances(config, [])[0]
+    channel = await start_worker(InstanceLaunch("m", 1, model_dir, config, spec), WorkerOptions())
     print(channel.pid, flush=True)
     await asyncio.sleep(3600)
 

@@ -20,6 +20,7 @@ from server.errors import LoadError, ServerError, WorkerCrashed
 from server.repository import load_model_config
 from server.vocabulary.instances import KIND_GPU, InstanceSpec
 from server.vocabulary.types import InferenceResult
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.inprocess import InProcessChannel
 from server.workers.settings import WorkerOptions
@@ -44,7 +45,9 @@ class InProcess:
         config = load_model_config(model_dir)
         spec = place_instances(config, [])[0]
         channel = self.workers.run(
-            InProcessChannel.start(model_dir.name, 1, model_dir, config, spec, WorkerOptions(**options), mode)
+            InProcessChannel.start(
+                InstanceLaunch(model_dir.name, 1, model_dir, config, spec), WorkerOptions(**options), mode
+            )
         )
         self.channels.append(channel)
         return channel
@@ -183,10 +186,18 @@ def test_gpu_instances_and_unknown_modes_are_load_errors(workers: Workers) -> No
     config = load_model_config(model_dir)
     gpu = InstanceSpec("gpu_ip_0_0", KIND_GPU, 0, 0, 0)
     with pytest.raises(LoadError, match="'inline' runs instances inside the server process, on CPU only"):
-        workers.run(InProcessChannel.start("gpu_ip", 1, model_dir, config, gpu, WorkerOptions(), "inline"))
+        workers.run(
+            InProcessChannel.start(
+                InstanceLaunch("gpu_ip", 1, model_dir, config, gpu), WorkerOptions(), "inline"
+            )
+        )
     cpu = place_instances(config, [])[0]
     with pytest.raises(LoadError, match="TRITONCTL_INSTANCE_MODE is 'fast'"):
-        workers.run(InProcessChannel.start("gpu_ip", 1, model_dir, config, cpu, WorkerOptions(), "fast"))
+        workers.run(
+            InProcessChannel.start(
+                InstanceLaunch("gpu_ip", 1, model_dir, config, cpu), WorkerOptions(), "fast"
+            )
+        )
 
 
 ASYNC_MODEL = """

@@ -17,6 +17,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from server.core.placement import place_instances
 from server.errors import LoadError
+from server.workers.backend_loading import InstanceLaunch
 from server.workers.settings import WorkerOptions
 from server.workers.supervisor import start_worker
 from tests.integration.workers.pool import Workers, output, request
@@ -87,7 +88,9 @@ def test_docs_style_python_model_runs_unchanged(workers: Workers) -> None:
     write_python_source(model_dir, DOCS_STYLE_MODEL)
     config = text_format.Parse((model_dir / "config.pbtxt").read_text(), ModelConfig())
     spec = place_instances(config, [])[0]
-    channel = workers.run(start_worker("add_sub", 1, model_dir, config, spec, WorkerOptions()))
+    channel = workers.run(
+        start_worker(InstanceLaunch("add_sub", 1, model_dir, config, spec), WorkerOptions())
+    )
     workers.channels.append(channel)
 
     completed = channel.completed_config
@@ -127,4 +130,4 @@ def test_auto_complete_config_is_not_called_when_the_server_says_so(workers: Wor
     options = WorkerOptions(auto_complete_config=False)
     with pytest.raises(LoadError, match="'NoneType' object is not subscriptable"):
         # initialize() looks up OUTPUT0's config, which only auto_complete_config would have added
-        workers.run(start_worker("strict_add_sub", 1, model_dir, config, spec, options))
+        workers.run(start_worker(InstanceLaunch("strict_add_sub", 1, model_dir, config, spec), options))
