@@ -12,10 +12,14 @@ import abc
 import asyncio
 from typing import TYPE_CHECKING
 
+from server.core.scheduler.pool import InstancePool
+from server.errors import ModelNotReady
 from server.vocabulary.types import InferenceRequest, InferenceResult
 
 if TYPE_CHECKING:
-    from server.core.scheduler.pool import InstancePool
+    from collections.abc import Sequence
+
+    from server.workers.channel import WorkerChannel
 
 
 class PendingCount:
@@ -74,3 +78,36 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def pending(self) -> int:
         """Requests queued or executing (nv_inference_pending_request_count)."""
+
+
+class PooledScheduler(Scheduler):
+    """What every scheduler over an InstancePool shares: the pool, the pending count, whether it
+    takes requests. The policies (default, dynamic batching, sequences) add how requests meet
+    instances."""
+
+    def __init__(
+        self,
+        model_name: str,
+        version: int | str,
+        channels: Sequence[WorkerChannel],
+        max_in_flight_per_instance: int | None,
+    ) -> None:
+        self.model_name = model_name
+        self.version = version
+        self.pool: InstancePool = InstancePool(model_name, version, channels, max_in_flight_per_instance)
+        self._pending = PendingCount()  # queued + executing
+        self._accepting = False
+
+    @property
+    def pending(self) -> int:
+        return self._pending.count
+
+    @property
+    def channels(self) -> list[WorkerChannel]:
+        return self.pool.channels
+
+    async def start(self) -> None:
+        self._accepting = True
+
+    def not_ready(self) -> ModelNotReady:
+        return ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.core.scheduler.base import PendingCount, Scheduler
-from server.core.scheduler.pool import InstancePool
+from server.core.scheduler.base import PooledScheduler
 from server.core.stats import ModelStats
-from server.errors import BackendError, ModelNotReady, ServerError, WorkerCrashed
+from server.errors import BackendError, ServerError, WorkerCrashed
 from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
 
-class DefaultScheduler(Scheduler):
+class DefaultScheduler(PooledScheduler):
     def __init__(
         self,
         model_name: str,
@@ -30,36 +29,19 @@ class DefaultScheduler(Scheduler):
         max_batch_size: int = 0,
         max_in_flight_per_instance: int | None = None,
     ) -> None:
-        self.model_name = model_name
-        self.version = version
+        super().__init__(model_name, version, channels, max_in_flight_per_instance)
         self.stats = stats
         self.max_batch_size = max_batch_size
-        self.pool: InstancePool = InstancePool(model_name, version, channels, max_in_flight_per_instance)
-        self._pending = PendingCount()
-        self._accepting = False
-
-    @property
-    def pending(self) -> int:
-        return self._pending.count
-
-    @property
-    def channels(self) -> list[WorkerChannel]:
-        return self.pool.channels
-
-    async def start(self) -> None:
-        self._accepting = True
 
     async def stop(self, drain: bool = True) -> None:
         self._accepting = False
         if not drain:
-            self.pool.fail_waiters(
-                ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
-            )
+            self.pool.fail_waiters(self.not_ready())
         await self._pending.settled()
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         if not self._accepting:
-            raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
+            raise self.not_ready()
         pending = self._pending
         pending.count += 1
         queued_at = time.monotonic_ns()

@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.core.scheduler.base import PendingCount, Scheduler
+from server.core.scheduler.base import PooledScheduler
 from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, QueuedRequest, RequestQueue
-from server.core.scheduler.pool import InstancePool
 from server.core.stats import ModelStats
-from server.errors import BackendError, ModelNotReady, RequestTimeout, ServerError, WorkerCrashed
+from server.errors import BackendError, RequestTimeout, ServerError, WorkerCrashed
 from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
@@ -44,7 +43,7 @@ class _Execution:
     outcome: BatchOutcome | None = None
 
 
-class DynamicBatcher(Scheduler):
+class DynamicBatcher(PooledScheduler):
     def __init__(
         self,
         config: model_config_pb2.ModelConfig,
@@ -53,20 +52,16 @@ class DynamicBatcher(Scheduler):
         stats: ModelStats,
         max_in_flight_per_instance: int | None = None,
     ) -> None:
-        self.model_name = config.name
-        self.version = str(version)
+        super().__init__(config.name, str(version), channels, max_in_flight_per_instance)
         self.stats = stats
         self.policy = BatchingPolicy.from_config(config)
         self._queue = RequestQueue(self.policy)
-        self.pool: InstancePool = InstancePool(self.model_name, version, channels, max_in_flight_per_instance)
         self.pool.on_available = self._schedule_pump
-        self._pending = PendingCount()  # queued + in dispatched batches
         # Queue length above which a batch may go to a busy instance. With priority levels never:
         # a batch sent early could not be overtaken by a higher-priority request arriving after it.
         self._spare_above = self.policy.max_batch_size if not self.policy.priority_levels else sys.maxsize
         self._in_order: collections.deque[_Execution] = collections.deque()  # preserve_ordering only
         self._tasks: set[asyncio.Task[None]] = set()
-        self._accepting = False
         self._pump_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at_ns = 0
@@ -74,21 +69,10 @@ class DynamicBatcher(Scheduler):
 
     # -- Scheduler ------------------------------------------------------------------------------
 
-    @property
-    def pending(self) -> int:
-        return self._pending.count
-
-    @property
-    def channels(self) -> list[WorkerChannel]:
-        return self.pool.channels
-
-    async def start(self) -> None:
-        self._accepting = True
-
     async def stop(self, drain: bool = True) -> None:
         self._accepting = False
         if not drain:
-            error = ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
+            error = self.not_ready()
             now = time.monotonic_ns()
             for item in self._queue.drain():
                 self._fail(item, error, now, "OTHER")
@@ -105,7 +89,7 @@ class DynamicBatcher(Scheduler):
 
     def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         if not self._accepting:
-            raise ModelNotReady(f"'{self.model_name}' version {self.version} is not at ready state")
+            raise self.not_ready()
         future: asyncio.Future[InferenceResult] = self._loop().create_future()
         # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
         item = self._queue.enqueue(request, time.monotonic_ns(), future)
