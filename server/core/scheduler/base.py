@@ -1,9 +1,10 @@
 """The seam between the DataPlane and a model version's instances.
 
 A Scheduler owns the queue of one model version and decides which requests go together to which
-instance (WorkerChannel). `DefaultScheduler` sends one request per execution to the next free
-instance; the dynamic batcher (dynamic_batcher.py) forms batches by rows. The DataPlane calls
-`submit` (or `infer`), `start` and `stop`.
+instance. The instances belong to the version's InstancePool (pool.py), which lends their slots;
+a scheduler is a policy on top of it: `DefaultScheduler` sends one request per execution, the
+dynamic batcher (dynamic_batcher.py) forms batches by rows. The DataPlane calls `submit` (or
+`infer`), `start` and `stop`.
 """
 
 from __future__ import annotations
