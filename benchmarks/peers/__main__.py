@@ -67,6 +67,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="run our server from the working tree instead of a snapshot of HEAD (uncommitted changes)",
     )
+    parser.add_argument(
+        "--ours-commit",
+        default="HEAD",
+        help="measure our server as of this commit (a snapshot; e.g. the 'before' of a change)",
+    )
     parser.add_argument("--no-setup", action="store_true", help="fail instead of installing missing peers")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="the Markdown file to append to")
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.working_tree:
             commit = tools.commit() + " (working tree)"
         else:
-            commit = tools.snapshot_head(Path(folder) / "code") + " (snapshot of HEAD)"
+            rev = args.ours_commit
+            commit = tools.snapshot_head(Path(folder) / "code", rev) + f" (snapshot of {rev})"
             peers = dataclasses.replace(peers, ours_code=Path(folder) / "code")
         ctx = Context(
             tools=peers,

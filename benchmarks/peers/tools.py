@@ -136,21 +136,22 @@ def machine_facts() -> dict[str, str]:
     }
 
 
-def snapshot_head(destination: Path) -> str:
-    """Export HEAD's `server/` and `tritonctl/` into `destination`; returns HEAD's short hash.
+def snapshot_head(destination: Path, rev: str = "HEAD") -> str:
+    """Export `rev`'s (HEAD's) `server/` and `tritonctl/` into `destination`; returns its short hash.
 
-    The checkout is shared and others edit server code while a run lasts: measuring the committed
-    code keeps every sample of a run on the same code, and names it exactly."""
+    The checkout is shared and others edit server code while a run lasts: measuring committed
+    code keeps every sample of a run on the same code, and names it exactly. An older `rev` gives
+    the "before" of a before/after comparison, measured against the same peers."""
     destination.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", "HEAD", "server", "tritonctl"],
+        ["git", "archive", "--format=tar", rev, "server", "tritonctl"],
         cwd=ROOT,
         capture_output=True,
         check=True,
     )
     subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
     head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
     )
     return head.stdout.strip()
 
