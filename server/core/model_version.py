@@ -8,6 +8,7 @@ scheduler its config asks for); `LoadedVersion.close` drains and stops it. The r
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,8 +25,8 @@ from server.core.scheduler.ensemble import ComposingLookup, EnsembleScheduler
 from server.core.scheduler.warmup import run_warmup
 from server.core.stats import ModelStats
 from server.errors import LoadError, ServerError
-from server.repository import ModelConfig, check_model_config
-from server.repository.instance_mode import PROCESS, configured_instance_mode
+from server.repository import ModelConfig, backend_name, check_model_config
+from server.repository.instance_mode import HOST, PROCESS, effective_instance_mode
 from server.repository.version_weights import VERSION_WEIGHTS_KEY
 from server.vocabulary.instances import InstanceSpec
 from server.workers.channel import WorkerChannel
@@ -48,6 +49,11 @@ class LoadedVersion:
     instances: list[InstanceSpec]
     # What the instances depend on (instance_key); a load that leaves it unchanged keeps them.
     reuse_key: tuple[Any, ...] | None = None
+
+    @functools.cached_property
+    def decoupled(self) -> bool:
+        """The model sends 0..N responses per request (model_transaction_policy.decoupled)."""
+        return bool(self.config.model_transaction_policy.decoupled)
 
     @property
     def has_live_instance(self) -> bool:
@@ -107,12 +113,12 @@ async def start_version(
         if state == "FAILED":
             on_gave_up(scheduler_box[0], reason)
 
-    mode = configured_instance_mode(config)
+    mode = effective_instance_mode(config, backend_name(config))
 
     def launch(spec: InstanceSpec) -> Awaitable[WorkerChannel]:
         instance = InstanceLaunch(name, version, model_dir, config, spec)
-        if mode == PROCESS:
-            return InstanceSupervisor.launch(instance, worker_options, on_instance_state)
+        if mode in (PROCESS, HOST):
+            return InstanceSupervisor.launch(instance, worker_options, on_instance_state, hosted=mode == HOST)
         # inline / thread: in the server's own process, nothing to supervise (issue #8)
         return InProcessChannel.start(instance, worker_options, mode)
 

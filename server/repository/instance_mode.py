@@ -2,7 +2,11 @@
 
     parameters { key: "TRITONCTL_INSTANCE_MODE" value { string_value: "inline" } }
 
-- `process` (default): one worker process per instance (server/workers/supervisor.py);
+- `host` (default for onnxruntime, pytorch, tensorrt): a thread of the backend's shared host
+  process for the instance's device (server/workers/host.py): many models, one interpreter; a
+  crash takes down the host (restarted with its models), never the front end;
+- `process` (default for python, and always for it): one worker process per instance
+  (server/workers/supervisor.py);
 - `inline`: the instance lives in the server's main process and executes on the event-loop thread;
 - `thread`: the instance lives in the main process and executes on a thread of its own.
 
@@ -16,8 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 INSTANCE_MODE_KEY = "TRITONCTL_INSTANCE_MODE"
-PROCESS, INLINE, THREAD = "process", "inline", "thread"
-INSTANCE_MODES = (PROCESS, INLINE, THREAD)
+PROCESS, INLINE, THREAD, HOST = "process", "inline", "thread", "host"
+INSTANCE_MODES = (PROCESS, INLINE, THREAD, HOST)
+# Backends whose instances share a host process by default (their models are data, not code
+# that imports modules by name: many of them live well in one interpreter).
+HOSTED_BACKENDS = frozenset({"onnxruntime", "pytorch", "tensorrt"})
 INSTANCE_MODE_EXAMPLE = f'parameters {{ key: "{INSTANCE_MODE_KEY}" value {{ string_value: "inline" }} }}'
 
 
@@ -26,6 +33,18 @@ def configured_instance_mode(config: Any) -> str:
     if INSTANCE_MODE_KEY not in config.parameters:
         return PROCESS
     return str(config.parameters[INSTANCE_MODE_KEY].string_value).strip().lower()
+
+
+def effective_instance_mode(config: Any, backend: str) -> str:
+    """Where the instances of a model of `backend` run: the parameter if written, else `host` for
+    the framework backends and `process` for the others. A python model always gets `process`
+    for `host` (its model.py modules would share one interpreter's names)."""
+    mode = configured_instance_mode(config)
+    if INSTANCE_MODE_KEY not in config.parameters:
+        return HOST if backend in HOSTED_BACKENDS else PROCESS
+    if mode == HOST and backend not in HOSTED_BACKENDS:
+        return PROCESS
+    return mode
 
 
 def unknown_mode_problem(mode: str) -> str | None:

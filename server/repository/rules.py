@@ -11,6 +11,7 @@ from server.repository.diagnostics import Diagnostic
 from server.repository.files import check_layout
 from server.repository.findings import Findings, default_source
 from server.repository.instance_mode import (
+    HOST,
     INSTANCE_MODE_EXAMPLE,
     INSTANCE_MODE_KEY,
     PROCESS,
@@ -291,7 +292,7 @@ def _check_version_weights(config: Any, found: Findings, versions: list[int] | N
 def _check_instance_mode(config: Any, found: Findings) -> None:
     # tritonctl's own parameter (server/repository/instance_mode.py): in-process instances are CPU only.
     mode = configured_instance_mode(config)
-    if mode == PROCESS:
+    if mode in (PROCESS, HOST):
         return
     value_path = found.source.locations.map_entry("parameters", INSTANCE_MODE_KEY) + ".value.string_value"
     problem = unknown_mode_problem(mode)

@@ -374,6 +374,9 @@ async def wait_for_exit(process: subprocess.Popen[bytes], timeout_s: float) -> i
     Wakes the moment it exits (a pidfd is readable then); polls only where pidfds are missing."""
     if process.poll() is not None or timeout_s <= 0:
         return process.returncode
+    wait_exit = getattr(process, "wait_exit", None)  # an instance of a shared host (host.py)
+    if wait_exit is not None:
+        return await wait_exit(timeout_s)  # type: ignore[no-any-return]
     loop = asyncio.get_running_loop()
     try:
         pidfd = os.pidfd_open(process.pid)

@@ -37,22 +37,32 @@ from server.workers.shm_channel import (
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding `server/`
 
 
-async def start_worker(launch: InstanceLaunch, options: WorkerOptions) -> ShmWorkerChannel:
+async def start_worker(
+    launch: InstanceLaunch, options: WorkerOptions, *, hosted: bool = False
+) -> ShmWorkerChannel:
     """Spawn the instance's worker and wait for its model to load.
 
+    With `hosted`, the instance runs as a thread of its backend's shared host process (host.py)
+    instead of a process of its own; the channel is the same.
     Raises LoadError with the backend's own message when loading fails, the process dies while
     loading, or it takes longer than `options.load_timeout_s`.
     """
     from server.repository import config_from_json
 
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process: Any
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server.workers.main", "--fd", str(child_sock.fileno())],
-            pass_fds=(child_sock.fileno(),),
-            env=_worker_environment(launch.spec),
-            stdin=subprocess.DEVNULL,
-        )
+        if hosted:
+            from server.workers.host import host_for
+
+            process = host_for(launch.backend, _worker_environment(launch.spec)).add(parent_sock, child_sock)
+        else:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "server.workers.main", "--fd", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                env=_worker_environment(launch.spec),
+                stdin=subprocess.DEVNULL,
+            )
     except OSError:
         parent_sock.close()
         raise
@@ -83,6 +93,9 @@ async def start_worker(launch: InstanceLaunch, options: WorkerOptions) -> ShmWor
         if reply is not None and reply.get("op") == "load_failed":
             raise LoadError(f"{where} failed to load: {reply['error'][1]}")
         raise LoadError(f"{where}: the worker process {_describe_exit(process.returncode)} while loading")
+    if hosted:  # the memory its load added comes right after its ready
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.loaded), 5.0)
     channel = ShmWorkerChannel(
         model_name=launch.model_name,
         version=launch.version,
@@ -185,12 +198,14 @@ class InstanceSupervisor(WorkerChannel):
         launch: InstanceLaunch,
         options: WorkerOptions,
         on_state_change: StateCallback | None = None,
+        *,
+        hosted: bool = False,
         **policy: float,
     ) -> InstanceSupervisor:
         """Start a supervised instance; raises LoadError if the first load fails."""
 
         async def start() -> ShmWorkerChannel:
-            return await start_worker(launch, options)
+            return await start_worker(launch, options, hosted=hosted)
 
         supervisor = cls(start, launch.spec.name, on_state_change, **policy)  # type: ignore[arg-type]
         await supervisor.start()
@@ -199,6 +214,10 @@ class InstanceSupervisor(WorkerChannel):
     @property
     def channel(self) -> ShmWorkerChannel | None:
         return self._channel
+
+    @property
+    def incarnation(self) -> object:
+        return self._channel if self._channel is not None else self
 
     @property
     def alive(self) -> bool:

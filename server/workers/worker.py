@@ -208,8 +208,14 @@ def _copy_into(target: memoryview, data: Any) -> None:
         target[:] = data.reshape(-1).view(np.uint8)
 
 
+_WATCHED: set[int] = set()  # a shared host (host_process.py) runs many workers: one watcher
+
+
 def _watch_parent(parent_pid: int) -> None:
     """Exit when the main process dies, even while a long batch runs (the socket EOF covers idle)."""
+    if parent_pid in _WATCHED:
+        return
+    _WATCHED.add(parent_pid)
 
     def watch() -> None:
         while True:

@@ -1,0 +1,241 @@
+"""Shared host processes: many framework models' instances in one process per backend and device.
+
+A process per instance costs an interpreter, numpy and the framework (~35 MiB PSS for a tiny ONNX
+model); a thousand models do not fit a machine that way. Instances of onnxruntime, pytorch and
+tensorrt models therefore run, by default, as threads of one *host* process per (backend, visible
+device) (`TRITONCTL_INSTANCE_MODE` `host`, server/repository/instance_mode.py). Each hosted
+instance keeps its own control socket and shared-memory arenas, so its channel is the ordinary
+`ShmWorkerChannel` and the hot path is the same as a worker process's.
+
+What the process model gave is kept where it matters: a model that crashes (segfault, os._exit)
+takes down its host, never the front end; the host's instances then exit like crashed workers and
+their supervisors restart them in a fresh host. A hosted model that hangs holds its thread: `kill`
+abandons the instance (its socket is shut) without touching the others.
+
+`HostedProcess` is what a hosted instance's channel holds in place of a `subprocess.Popen`: the
+host's pid, and an exit status of the instance itself (its thread's end, or the host's death).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import weakref
+
+from server.workers.shm import Receiver, decode, encode, send
+
+log = logging.getLogger(__name__)
+
+KILLED = -9  # the exit status a killed instance reports (as SIGKILL would)
+_HOSTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Host]] = (
+    weakref.WeakKeyDictionary()
+)
+_PROCESSES: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_leftover_hosts() -> None:
+    for process in list(_PROCESSES):
+        if process.poll() is None:
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+
+
+class HostedProcess:
+    """One hosted instance, seen through the `subprocess.Popen` methods its channel uses."""
+
+    def __init__(self, host: Host, ident: int, parent_sock: socket.socket) -> None:
+        self.host = host
+        self.ident = ident
+        self.pid = host.pid
+        self.returncode: int | None = None
+        self.memory_bytes = 0  # resident memory its load added to the host
+        self._sock = parent_sock
+        self._ended = threading.Event()
+        loop = asyncio.get_running_loop()
+        self.loaded: asyncio.Future[None] = loop.create_future()
+        self._exit: asyncio.Future[None] = loop.create_future()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"hosted instance {self.ident}", timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    async def wait_exit(self, timeout_s: float) -> int | None:
+        """The instance's exit status, waiting up to `timeout_s` (shm_channel.wait_for_exit)."""
+        if self.returncode is None and timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exit), timeout_s)
+        return self.returncode
+
+    def kill(self) -> None:
+        """Abandon the instance: its socket is shut (the channel sees it exit, the host's thread
+        ends when its model returns); the host and its other instances go on."""
+        if self.returncode is not None:
+            return
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self.ended(KILLED)
+
+    def ended(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+        self._ended.set()
+        if not self._exit.done():
+            self._exit.set_result(None)
+        if not self.loaded.done():
+            self.loaded.set_result(None)
+
+
+class Host:
+    """One host process and its control socket (main-process side)."""
+
+    def __init__(self, key: tuple[str, str], env: dict[str, str]) -> None:
+        self.key = key
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.instances: dict[int, HostedProcess] = {}
+        self._ids = itertools.count(1)
+        self._control: socket.socket | None = None
+        self._receiver: Receiver | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    @property
+    def alive(self) -> bool:
+        return self._control is not None and self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server.workers.host_process", "--fd", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        _PROCESSES.add(self.process)
+        parent.setblocking(False)
+        self._control = parent
+        self._receiver = Receiver(parent)
+        self._loop.add_reader(parent.fileno(), self._on_readable)
+        log.info("started host process %d for %s on %s", self.process.pid, *self.key)
+
+    def add(self, parent_sock: socket.socket, child_sock: socket.socket) -> HostedProcess:
+        """Hand an instance's socket to the host; its worker loop starts on a thread there."""
+        assert self._control is not None
+        hosted = HostedProcess(self, next(self._ids), parent_sock)
+        self.instances[hosted.ident] = hosted
+        send(self._control, encode({"op": "add", "id": hosted.ident}), [child_sock.fileno()])
+        return hosted
+
+    def _on_readable(self) -> None:
+        assert self._receiver is not None
+        while True:
+            try:
+                received = self._receiver.receive()
+            except BlockingIOError:
+                return
+            except (OSError, ValueError):
+                received = None
+            if received is None:
+                self._gone()
+                return
+            message, fds = received
+            for fd in fds:
+                os.close(fd)
+            record = decode(message)
+            hosted = self.instances.get(int(record.get("id", 0)))
+            if hosted is None:
+                continue
+            if record["op"] == "loaded":
+                hosted.memory_bytes = int(record.get("memory", 0))
+                if not hosted.loaded.done():
+                    hosted.loaded.set_result(None)
+            elif record["op"] == "ended":
+                self.instances.pop(hosted.ident, None)
+                hosted.ended(int(record.get("code", 1)))
+
+    def _gone(self) -> None:
+        """The host died: every instance it held exits with its status."""
+        if self._control is None:
+            return
+        self._loop.remove_reader(self._control.fileno())
+        self._control.close()
+        self._control = None
+        process = self.process
+        code = KILLED
+        if process is not None:
+            try:
+                code = process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+        log.warning(
+            "host process %d for %s on %s exited (%s): restarting its %d instance(s)",
+            self.pid,
+            *self.key,
+            code,
+            len(self.instances),
+        )
+        instances, self.instances = self.instances, {}
+        for hosted in instances.values():
+            hosted.ended(code)
+
+    def close(self) -> None:
+        """End the host (its instances' sockets closed first by their channels)."""
+        if self._control is not None:
+            self._loop.remove_reader(self._control.fileno())
+            self._control.close()
+            self._control = None
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+
+
+def host_for(backend: str, env: dict[str, str]) -> Host:
+    """The live host of `backend` for the device `env` makes visible, started if needed."""
+    loop = asyncio.get_running_loop()
+    hosts = _HOSTS.setdefault(loop, {})
+    key = (backend, env.get("CUDA_VISIBLE_DEVICES", "cpu") or "cpu")
+    host = hosts.get(key)
+    if host is None or not host.alive:
+        host = hosts[key] = Host(key, env)
+        host.start()
+    return host
+
+
+def live_hosts() -> list[Host]:
+    """This event loop's live hosts (memory accounting, tests)."""
+    with contextlib.suppress(RuntimeError):
+        return [host for host in _HOSTS.get(asyncio.get_running_loop(), {}).values() if host.alive]
+    return []
+
+
+def close_hosts() -> None:
+    """End every host of this event loop (server shutdown, after the models closed)."""
+    with contextlib.suppress(RuntimeError):
+        hosts = _HOSTS.pop(asyncio.get_running_loop(), {})
+        for host in hosts.values():
+            host.close()

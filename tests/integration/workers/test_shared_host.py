@@ -1,0 +1,77 @@
+"""Framework models share one host process per backend and device (server/workers/host.py).
+
+A crash of the host (here: SIGKILL, what a segfaulting model does to it) never takes the front end
+down; the host's models come back in a fresh host, and a python model keeps its own process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.http as httpclient
+
+from tests.integration.reliability.helpers import wait_for, worker_pids
+from tests.support.models import write_onnx_model, write_python_model
+from tests.support.server import RunningServer, start_server
+
+ONNX_MODELS = ("onnx_a", "onnx_b", "onnx_c")
+
+
+def host_pids(server: RunningServer) -> set[int]:
+    pids = set()
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "server.workers.host_process" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
+
+
+def add(server: RunningServer, model: str, value: float) -> np.ndarray:
+    client = httpclient.InferenceServerClient(server.http_url)
+    data = np.full((1, 4), value, np.float32)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = httpclient.InferInput(name, [1, 4], "FP32")
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    result = client.infer(model, inputs).as_numpy("OUTPUT0")
+    assert result is not None
+    return result
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    for name in ONNX_MODELS:
+        write_onnx_model(tmp_path, name, "add_sub", dims=[4])
+    write_python_model(tmp_path, "py_identity", "identity", dims=[4])
+    with start_server(tmp_path) as running:
+        yield running
+
+
+def test_framework_models_share_one_host_and_python_keeps_its_process(server: RunningServer) -> None:
+    assert len(host_pids(server)) == 1
+    assert len(worker_pids(server)) == 1  # py_identity's own worker; the ONNX models have none
+    for index, name in enumerate(ONNX_MODELS):
+        np.testing.assert_array_equal(add(server, name, index), np.full((1, 4), 2 * index, np.float32))
+
+
+def test_a_host_crash_restarts_its_models_and_spares_the_front_end(server: RunningServer) -> None:
+    (host,) = host_pids(server)
+    python_worker = worker_pids(server)
+    os.kill(host, signal.SIGKILL)
+    client = httpclient.InferenceServerClient(server.http_url)
+    wait_for(lambda: host_pids(server) - {host} != set(), 30, "a new host process")
+    wait_for(lambda: all(client.is_model_ready(name) for name in ONNX_MODELS), 30, "the models back")
+    assert client.is_server_live()
+    for name in ONNX_MODELS:
+        np.testing.assert_array_equal(add(server, name, 1.0), np.full((1, 4), 2.0, np.float32))
+    assert worker_pids(server) == python_worker  # the python model's process was not touched
+    assert "restarting its 3 instance(s)" in server.log
