@@ -231,14 +231,16 @@ class Server:
     async def _start_front_ends(self) -> None:
         options, dataplane = self.options, self.dataplane
         assert dataplane is not None
+        # Client shared-memory regions: one table for both protocols (--allow-client-shm).
+        regions = self.regions = RegionTable(allowed=options.allow_client_shm)
         if options.allow_http:
             from server.protocol.http.server import start_http
 
-            self.front_ends["HTTP"] = await start_http(dataplane, options)
+            self.front_ends["HTTP"] = await start_http(dataplane, options, regions)
         if options.allow_grpc:
             from server.protocol.grpc.server import start_grpc
 
-            self.front_ends["gRPC"] = await start_grpc(dataplane, options)
+            self.front_ends["gRPC"] = await start_grpc(dataplane, options, regions)
         if options.allow_metrics:
             from server.metrics import start_metrics
 
@@ -302,6 +304,8 @@ class Server:
             return_exceptions=True,
         )
         await self._close_models(grace)
+        if self.regions is not None:
+            self.regions.close()  # every region's descriptor (in-flight outputs hold their own)
         if "metrics" in self.front_ends:
             await self.front_ends["metrics"].stop()
         log.info("server stopped")

@@ -3,6 +3,9 @@
     ServerError (status 500, INTERNAL)
     ├── ConfigError          400 INVALID_ARGUMENT  a config.pbtxt or server config is wrong
     ├── InvalidInput         400 INVALID_ARGUMENT  a request is malformed (shape, dtype, size, JSON ...)
+    │   ├── RegionExists     400 ALREADY_EXISTS    a shared-memory region of that name is registered
+    │   └── GpuRequired      400 FAILED_PRECONDITION CUDA shared memory on a server without a GPU
+    ├── RegionNotFound       404 NOT_FOUND         no shared-memory region of that name
     ├── ModelNotFound        404 NOT_FOUND         no such model or version in the repository
     ├── ModelNotReady        503 UNAVAILABLE       known, but not loaded / loading / failed
     ├── QueueFull            503 UNAVAILABLE       "Exceeds maximum queue size"
@@ -69,6 +72,25 @@ class InvalidInput(ServerError):
 
     http_status = 400
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class RegionExists(InvalidInput):
+    """A shared-memory region of that name is already registered (Triton: ALREADY_EXISTS)."""
+
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class GpuRequired(InvalidInput):
+    """CUDA shared memory asked of a server without a GPU or a CUDA IPC library."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class RegionNotFound(ServerError):
+    """No shared-memory region of that name is registered."""
+
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
 
 
 class ModelNotFound(ServerError):

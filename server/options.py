@@ -99,6 +99,7 @@ _BOOL_FLAGS = (
     "exit-on-error",
     "grpc-use-ssl",
     "grpc-use-ssl-mutual",
+    "allow-client-shm",
 )
 # Flags whose parsed value goes straight into the ServerOptions field of the same name.
 _VALUE_FIELDS = (
@@ -170,6 +171,9 @@ class ServerOptions:
     grpc_root_cert: Path | None = None
     # "grpcio" (grpc.aio) or "h2" (our lean HTTP/2 server; TLS always uses grpcio).
     grpc_stack: str = "h2"
+    # Client shared memory (register regions, tensors in them): off by default, like Triton since
+    # 2.6x (README "Client shared memory" says why); True accepts `--allow-client-shm=true`.
+    allow_client_shm: bool = False
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
 

@@ -36,6 +36,7 @@ EXTENSIONS = (
     "binary_tensor_data",
     "parameters",
     "statistics",
+    "system_shared_memory",
 )
 
 

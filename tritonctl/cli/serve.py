@@ -159,6 +159,14 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         str,
         typer.Option(help="gRPC server: h2 (lean HTTP/2) or grpcio (grpc.aio; TLS always uses it)."),
     ] = "h2",
+    allow_client_shm: Annotated[
+        str,
+        typer.Option(
+            help="Let clients register shared-memory regions and send tensors through them "
+            "(local clients only; off by default, like Triton).",
+            metavar="BOOL",
+        ),
+    ] = "false",
 ) -> None:
     """Serve model repositories over Triton's HTTP and gRPC protocols (plus Prometheus metrics)."""
     from server.app import serve as run_server
@@ -195,6 +203,7 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         http_restricted_api=list(http_restricted_api or []),
         grpc_restricted_protocol=list(grpc_restricted_protocol or []),
         grpc_use_ssl=_flag(grpc_use_ssl, "--grpc-use-ssl"),
+        allow_client_shm=_flag(allow_client_shm, "--allow-client-shm"),
         grpc_use_ssl_mutual=_flag(grpc_use_ssl_mutual, "--grpc-use-ssl-mutual"),
         grpc_server_cert=grpc_server_cert,
         grpc_server_key=grpc_server_key,

@@ -17,8 +17,16 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
-from server.errors import InvalidInput, Unsupported
+from server.errors import InvalidInput
+from server.protocol.shm_tensors import (
+    DISABLED,
+    OutputTargets,
+    add_output_target,
+    names_shared_memory,
+    read_input,
+)
 from server.protocol.tensor_codec import check_datatype, contents_to_bytes
+from server.vocabulary.shm_regions import REGION, RegionTable
 from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 
 Chunk = bytes | bytearray | memoryview
@@ -49,36 +57,50 @@ def set_parameter(target: service_pb2.InferParameter, value: Any) -> None:
         target.string_param = str(value)
 
 
-def decode_infer_request(message: service_pb2.ModelInferRequest) -> tuple[InferenceRequest, dict[str, int]]:
-    """The protocol-free request, plus the outputs that asked for classification (name -> k)."""
+def decode_infer_request(
+    message: service_pb2.ModelInferRequest,
+    regions: RegionTable = DISABLED,
+    shm_outputs: OutputTargets | None = None,
+) -> tuple[InferenceRequest, dict[str, int]]:
+    """The protocol-free request, plus the outputs that asked for classification (name -> k).
+
+    Inputs in shared memory are read from `regions`; outputs asked into it get their targets in
+    `shm_outputs` (refused when it is None)."""
     model = message.model_name
     raw_contents = message.raw_input_contents
     if raw_contents and len(raw_contents) != len(message.inputs):
-        raise InvalidInput(
-            f"expected {len(message.inputs)} entries in raw_input_contents for model '{model}', "
-            f"got {len(raw_contents)}"
-        )
+        # Inputs in shared memory have no raw_input_contents entry (tritonclient sends none).
+        expected = sum(REGION not in tensor.parameters for tensor in message.inputs)
+        if len(raw_contents) != expected:
+            raise InvalidInput(
+                f"expected {expected} entries in raw_input_contents for model '{model}', "
+                f"got {len(raw_contents)}"
+            )
     inputs: list[Tensor] = []
     seen: set[str] = set()
-    for index, tensor in enumerate(message.inputs):
+    index = -1
+    for tensor in message.inputs:
         name = tensor.name
         if name in seen:
             raise InvalidInput(f"input '{name}' already exists in request")
         seen.add(name)
         parameters = parameters_to_dict(tensor.parameters) if tensor.parameters else {}
-        if "shared_memory_region" in parameters:
-            raise Unsupported(
-                f"input '{name}' uses shared memory ('shared_memory_region'): "
-                "the shared-memory extension is not supported by this server; send the data in the request"
-            )
         check_datatype(tensor.datatype, name)
-        if raw_contents:
+        if parameters and names_shared_memory(parameters):
+            if tensor.HasField("contents") and tensor.contents.ListFields():
+                raise InvalidInput(
+                    f"input '{name}' for model '{model}' sets both 'contents' and "
+                    "'shared_memory_region': send one of them"
+                )
+            data: bytes = read_input(regions, parameters, name)
+        elif raw_contents:
+            index += 1
             if tensor.HasField("contents") and tensor.contents.ListFields():
                 raise InvalidInput(
                     f"contents field must not be specified when using raw_input_contents for '{name}' "
                     f"for model '{model}'"
                 )
-            data: bytes = raw_contents[index]
+            data = raw_contents[index]
         else:
             converted = contents_to_bytes(tensor.datatype, tensor.contents, name, model)
             if converted is None:
@@ -92,10 +114,9 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> tuple[Infere
     classification: dict[str, int] = {}
     for output in message.outputs:
         parameters = parameters_to_dict(output.parameters) if output.parameters else {}
-        if "shared_memory_region" in parameters:
-            raise Unsupported(
-                f"output '{output.name}' asks for shared memory: the shared-memory extension is not supported"
-            )
+        if parameters and names_shared_memory(parameters):
+            targets = shm_outputs if shm_outputs is not None else {}
+            add_output_target(regions, targets, parameters, output.name)
         count = parameters.get("classification")
         if count is not None:
             if not isinstance(count, int) or isinstance(count, bool) or count <= 0:

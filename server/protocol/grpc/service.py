@@ -5,8 +5,8 @@ iterator of requests -> one of responses) and raises on failure; it knows nothin
 grpc.aio (guard.py) and our lean HTTP/2 server (h2server.py) call the same methods and turn the
 exceptions into gRPC statuses with `grpc_status`. The two inference RPCs answer already serialized
 chunks (`PRESERIALIZED`): outputs go out uncopied, and neither stack parses them back.
-Shared memory, trace and logging answer UNIMPLEMENTED. `METHODS` describes every RPC from the
-service descriptor.
+Trace and logging answer UNIMPLEMENTED; shared memory goes to the region tables (shm_rpcs.py).
+`METHODS` describes every RPC from the service descriptor.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
@@ -28,7 +28,10 @@ from server.protocol.grpc.codec import (
     serialize_infer_result,
     varint,
 )
+from server.protocol.grpc.shm_rpcs import SharedMemoryRpcs
+from server.protocol.shm_tensors import DISABLED, OutputTargets, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
+from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
 from server.vocabulary.types import InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class InferCall:
 
     future: asyncio.Future[InferenceResult]
     classification: dict[str, int]
+    shm_outputs: OutputTargets = field(default_factory=dict)  # outputs asked into shared memory
 
 
 def _methods() -> dict[str, Method]:
@@ -82,11 +86,19 @@ def grpc_status(error: BaseException) -> tuple[int, str]:
     return INTERNAL, f"internal error: {type(error).__name__}: {error}"
 
 
-class InferenceRpcs:
+class InferenceRpcs(SharedMemoryRpcs):
     """Every RPC of the service over the DataPlane; failures raise (see grpc_status)."""
 
-    def __init__(self, dataplane: DataPlaneApi) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlaneApi,
+        regions: RegionTable | None = None,
+        cuda_regions: CudaRegionTable | None = None,
+    ) -> None:
         self.dataplane = dataplane
+        # Client shared memory (vocabulary/shm_regions.py); without a table it is refused.
+        self.regions = regions if regions is not None else DISABLED
+        self.cuda_regions = cuda_regions or CudaRegionTable(allowed=self.regions.allowed)
 
     # -- health and metadata ---------------------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
@@ -126,15 +138,26 @@ class InferenceRpcs:
     # -- inference -------------------------------------------------------------------------------
     def start_infer(self, request: pb.ModelInferRequest) -> InferCall:
         """Decode and queue a request (the hot path: no coroutine); errors before queueing raise."""
-        infer_request, classification = decode_infer_request(request)
-        return InferCall(self.dataplane.submit(infer_request), classification)
+        shm_outputs: OutputTargets = {}
+        try:
+            infer_request, classification = decode_infer_request(request, self.regions, shm_outputs)
+            return InferCall(self.dataplane.submit(infer_request), classification, shm_outputs)
+        except BaseException:
+            release(shm_outputs.values())
+            raise
 
     def finish_infer(self, call: InferCall, final_flag: bool = False) -> list[Chunk]:
         """The serialized answer of a settled call (raises its error)."""
-        result = call.future.result()
-        if call.classification:
-            batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
-            classify_outputs(result, call.classification, batched)
+        try:
+            result = call.future.result()
+            if call.classification:
+                batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
+                classify_outputs(result, call.classification, batched)
+            if call.shm_outputs:
+                write_outputs(result, call.shm_outputs)  # their raw_output_contents stay empty
+        finally:
+            if call.shm_outputs:
+                release(call.shm_outputs.values())
         return serialize_infer_result(result, final_flag)
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> list[Chunk]:
@@ -229,24 +252,6 @@ class InferenceRpcs:
         return pb.RepositoryModelUnloadResponse()
 
     # -- extensions we do not offer --------------------------------------------------------------
-    async def SystemSharedMemoryStatus(self, request: Any) -> Any:
-        raise Unsupported("the system shared-memory extension is not supported by this server")
-
-    async def SystemSharedMemoryRegister(self, request: Any) -> Any:
-        raise Unsupported("the system shared-memory extension is not supported by this server")
-
-    async def SystemSharedMemoryUnregister(self, request: Any) -> Any:
-        raise Unsupported("the system shared-memory extension is not supported by this server")
-
-    async def CudaSharedMemoryStatus(self, request: Any) -> Any:
-        raise Unsupported("the CUDA shared-memory extension is not supported by this server")
-
-    async def CudaSharedMemoryRegister(self, request: Any) -> Any:
-        raise Unsupported("the CUDA shared-memory extension is not supported by this server")
-
-    async def CudaSharedMemoryUnregister(self, request: Any) -> Any:
-        raise Unsupported("the CUDA shared-memory extension is not supported by this server")
-
     async def TraceSetting(self, request: Any) -> Any:
         raise Unsupported("the trace extension is not supported by this server")
 

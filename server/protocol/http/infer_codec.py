@@ -8,13 +8,22 @@ parts after the JSON header when the client asks (`binary_data`, `binary_data_ou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from server.errors import InvalidInput, Unsupported
+from server.errors import InvalidInput
+from server.protocol.shm_tensors import (
+    DISABLED,
+    OutputTargets,
+    add_output_target,
+    names_shared_memory,
+    read_input,
+)
 from server.protocol.tensor_codec import bytes_to_json, check_datatype, json_to_bytes
+from server.vocabulary.shm_regions import RegionTable
 from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 
 BINARY_DATA_SIZE = "binary_data_size"
@@ -26,6 +35,8 @@ class DecodedInfer:
     binary_output_default: bool  # the request-level `binary_data_output` parameter
     # Outputs that asked for classification: name -> top-k count.
     classification: dict[str, int]
+    # Outputs the client asked to receive in a shared-memory region (protocol/shm_tensors.py).
+    shm_outputs: OutputTargets = field(default_factory=dict)
 
 
 def _header_length(value: str | None, body_size: int) -> int | None:
@@ -57,9 +68,14 @@ def _shape(raw: Any, name: str) -> list[int]:
 
 
 def decode_infer_request(
-    model: str, version: str, body: bytes | bytearray, header_length_value: str | None
+    model: str,
+    version: str,
+    body: bytes | bytearray,
+    header_length_value: str | None,
+    regions: RegionTable = DISABLED,
 ) -> DecodedInfer:
-    """Parse an infer body; binary input data stays a view into `body`."""
+    """Parse an infer body; binary input data stays a view into `body`; inputs in shared memory
+    are read from `regions`, and outputs asked into it get their targets there."""
     view = memoryview(body)
     header_length = _header_length(header_length_value, len(body))
     header_view = view if header_length is None else view[:header_length]
@@ -77,7 +93,7 @@ def decode_infer_request(
     if not isinstance(raw_inputs, list):
         raise InvalidInput("Unable to parse 'inputs': expected a JSON array")
     for raw in raw_inputs:
-        tensor, offset = _decode_input(_object(raw, "inputs"), view, offset, model)
+        tensor, offset = _decode_input(_object(raw, "inputs"), view, offset, model, regions)
         if tensor.name in seen:
             raise InvalidInput(f"input '{tensor.name}' already exists in request")
         seen.add(tensor.name)
@@ -87,7 +103,8 @@ def decode_infer_request(
 
     parameters = dict(_object(header.get("parameters"), "parameters"))
     binary_default = bool(parameters.pop("binary_data_output", False))
-    outputs, classification = _decode_outputs(header.get("outputs"))
+    shm_outputs: OutputTargets = {}
+    outputs, classification = _decode_outputs(header.get("outputs"), regions, shm_outputs)
     request_id = header.get("id", "")
     request = InferenceRequest(
         model=model,
@@ -97,10 +114,12 @@ def decode_infer_request(
         id=request_id if isinstance(request_id, str) else str(request_id),
         parameters=parameters,
     )
-    return DecodedInfer(request, binary_default, classification)
+    return DecodedInfer(request, binary_default, classification, shm_outputs)
 
 
-def _decode_input(raw: dict[str, Any], body: memoryview, offset: int, model: str) -> tuple[Tensor, int]:
+def _decode_input(
+    raw: dict[str, Any], body: memoryview, offset: int, model: str, regions: RegionTable
+) -> tuple[Tensor, int]:
     name = raw.get("name")
     if not isinstance(name, str):
         raise InvalidInput("Unable to parse 'name': every input needs a string 'name'")
@@ -112,11 +131,16 @@ def _decode_input(raw: dict[str, Any], body: memoryview, offset: int, model: str
     parameters = dict(_object(raw.get("parameters"), "parameters"))
     binary_size = parameters.pop(BINARY_DATA_SIZE, None)
     has_data = "data" in raw
-    if "shared_memory_region" in parameters:
-        raise Unsupported(
-            f"input '{name}' uses shared memory ('shared_memory_region'): "
-            "the shared-memory extension is not supported by this server; send the data in the request"
-        )
+    if parameters and names_shared_memory(parameters):
+        if has_data or binary_size is not None:
+            other = "'data'" if has_data else "'binary_data_size'"
+            raise InvalidInput(
+                "Input must set only one of the following fields: 'data', 'binary_data_size' in "
+                f"'parameters', 'shared_memory_region' in 'parameters'. But set {other} "
+                "'shared_memory_region'"
+            )
+        shm_data = read_input(regions, parameters, name)
+        return Tensor(name=name, datatype=datatype, shape=shape, data=shm_data, parameters=parameters), offset
     if (binary_size is not None) == has_data:
         state = "both 'data' and 'binary_data_size' are set" if has_data else "no field is set"
         raise InvalidInput(
@@ -139,7 +163,9 @@ def _decode_input(raw: dict[str, Any], body: memoryview, offset: int, model: str
     return Tensor(name=name, datatype=datatype, shape=shape, data=data, parameters=parameters), offset
 
 
-def _decode_outputs(raw_outputs: Any) -> tuple[list[RequestedOutput], dict[str, int]]:
+def _decode_outputs(
+    raw_outputs: Any, regions: RegionTable, shm_outputs: OutputTargets
+) -> tuple[list[RequestedOutput], dict[str, int]]:
     if raw_outputs is None:
         return [], {}
     if not isinstance(raw_outputs, list):
@@ -153,10 +179,8 @@ def _decode_outputs(raw_outputs: Any) -> tuple[list[RequestedOutput], dict[str, 
         if not isinstance(name, str):
             raise InvalidInput("Unable to parse 'name': every requested output needs a string 'name'")
         parameters = dict(_object(item.get("parameters"), "parameters"))
-        if "shared_memory_region" in parameters:
-            raise Unsupported(
-                f"output '{name}' asks for shared memory: the shared-memory extension is not supported"
-            )
+        if parameters and names_shared_memory(parameters):
+            add_output_target(regions, shm_outputs, parameters, name)
         count = parameters.get("classification")
         if count is not None:
             if not isinstance(count, int) or count <= 0:
@@ -176,9 +200,13 @@ class EncodedInfer:
 
 
 def encode_infer_result(
-    result: InferenceResult, requested: list[RequestedOutput], binary_default: bool
+    result: InferenceResult,
+    requested: list[RequestedOutput],
+    binary_default: bool,
+    in_shared_memory: Collection[str] = (),
 ) -> EncodedInfer:
-    """The response JSON (and binary parts) for `result`, honouring each output's `binary_data`."""
+    """The response JSON (and binary parts) for `result`, honouring each output's `binary_data`;
+    outputs written into shared memory (`in_shared_memory`) get their name, datatype and shape only."""
     binary_by_name: dict[str, bool] = {}
     for output in requested:
         flag = output.parameters.get("binary_data")
@@ -190,6 +218,9 @@ def encode_infer_result(
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
         if tensor.parameters:
             entry["parameters"] = dict(tensor.parameters)
+        if in_shared_memory and tensor.name in in_shared_memory:
+            outputs_json.append(entry)
+            continue
         if binary_by_name.get(tensor.name, binary_default):
             size = len(tensor.data) if not isinstance(tensor.data, memoryview) else tensor.data.nbytes
             entry.setdefault("parameters", {})[BINARY_DATA_SIZE] = size

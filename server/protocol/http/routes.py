@@ -23,15 +23,18 @@ import orjson
 from server.errors import InvalidInput, ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.infer_codec import DecodedInfer, decode_infer_request, encode_infer_result
+from server.protocol.http.shm_routes import route_shared_memory
 from server.protocol.http.views import (
     model_metadata_json,
     repository_index_json,
     statistics_json,
 )
 from server.protocol.restricted import http_denial
+from server.protocol.shm_tensors import DISABLED, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
 from server.repository.json_codec import message_to_json
 from server.vocabulary.restrictions import Restrictions
+from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
 from server.vocabulary.types import InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -40,9 +43,8 @@ JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 TEXT = "text/plain"
 
+_SHARED_MEMORY = ("systemsharedmemory", "cudasharedmemory")
 _UNSUPPORTED_PREFIXES = {
-    "systemsharedmemory": "the system shared-memory extension",
-    "cudasharedmemory": "the CUDA shared-memory extension",
     "trace": "the trace extension",
     "logging": "the logging extension",
 }
@@ -111,11 +113,19 @@ class HttpApp:
     """Routes a request to the DataPlane and maps ServerError to Triton's status and body."""
 
     def __init__(
-        self, dataplane: DataPlaneApi, max_input_size: int, restrictions: Restrictions | None = None
+        self,
+        dataplane: DataPlaneApi,
+        max_input_size: int,
+        restrictions: Restrictions | None = None,
+        regions: RegionTable | None = None,
+        cuda_regions: CudaRegionTable | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.max_input_size = max_input_size
         self.restrictions = restrictions or {}  # --http-restricted-api (server/protocol/restricted.py)
+        # Client shared memory (vocabulary/shm_regions.py); without a table it is refused.
+        self.regions = regions if regions is not None else DISABLED
+        self.cuda_regions = cuda_regions or CudaRegionTable(allowed=self.regions.allowed)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Any request. Inference goes through start_infer/finish_infer, the path the socket
@@ -155,6 +165,14 @@ class HttpApp:
             return _EMPTY_OK if ok else HttpResponse(400, b"", TEXT)
         if head == "repository":
             return await self._repository(request, rest[1:])
+        if head in _SHARED_MEMORY:
+            body = _decompressed_body(request, self.max_input_size)
+            status, value = route_shared_memory(
+                request.method, head, rest[1:], body, system=self.regions, cuda=self.cuda_regions
+            )
+            if value is None:
+                return HttpResponse(status, b"")
+            return HttpResponse(status, orjson.dumps(value), TEXT if status in (404, 405) else JSON)
         if head in _UNSUPPORTED_PREFIXES:
             raise Unsupported(f"{_UNSUPPORTED_PREFIXES[head]} is not supported by this server")
         return _NOT_FOUND
@@ -228,14 +246,21 @@ class HttpApp:
         except Exception as exc:  # a bug: answer 500 and keep serving
             logger.exception("unhandled error answering %s", call.request.path)
             response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if call.decoded.shm_outputs:
+                release(call.decoded.shm_outputs.values())
         return _maybe_compress(call.request, response)
 
     def _start_infer(self, request: HttpRequest, model: str, version: str) -> InferCall:
         body = _decompressed_body(request, self.max_input_size)
         decoded = decode_infer_request(
-            model, version, body, request.headers.get("inference-header-content-length")
+            model, version, body, request.headers.get("inference-header-content-length"), self.regions
         )
-        return InferCall(request, decoded, self.dataplane.submit(decoded.request))
+        try:
+            return InferCall(request, decoded, self.dataplane.submit(decoded.request))
+        except BaseException:
+            release(decoded.shm_outputs.values())
+            raise
 
     def _infer_response(self, call: InferCall) -> HttpResponse:
         result = call.future.result()
@@ -243,7 +268,8 @@ class HttpApp:
         if decoded.classification:
             batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
             classify_outputs(result, decoded.classification, batched)
-        encoded = encode_infer_result(result, decoded.request.outputs, decoded.binary_output_default)
+        in_shm = write_outputs(result, decoded.shm_outputs) if decoded.shm_outputs else ()
+        encoded = encode_infer_result(result, decoded.request.outputs, decoded.binary_output_default, in_shm)
         if not encoded.binary_parts:
             return HttpResponse(200, encoded.header)
         return HttpResponse(

@@ -23,6 +23,7 @@ from server.protocol.api import DataPlaneApi
 from server.protocol.http.linger import Linger, linger_budget
 from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
 from server.vocabulary.restrictions import parse_restrictions
+from server.vocabulary.shm_regions import RegionTable
 
 logger = logging.getLogger(__name__)
 
@@ -391,12 +392,15 @@ class HttpOptions(Protocol):
     def http_max_input_size(self) -> int: ...
 
 
-async def start_http(dataplane: DataPlaneApi, options: HttpOptions) -> HttpServer:
-    """Listen on `options.http_host:options.http_port` (port 0: any free port, see `.port`)."""
+async def start_http(
+    dataplane: DataPlaneApi, options: HttpOptions, regions: RegionTable | None = None
+) -> HttpServer:
+    """Listen on `options.http_host:options.http_port` (port 0: any free port, see `.port`).
+    `regions`: the client shared-memory regions (shared with gRPC; None: refused)."""
     restrictions = parse_restrictions(
         getattr(options, "http_restricted_api", []), flag="--http-restricted-api"
     )
-    app = HttpApp(dataplane, options.http_max_input_size, restrictions)
+    app = HttpApp(dataplane, options.http_max_input_size, restrictions, regions)
     connections: set[HttpConnection] = set()
     budget = BodyBudget(int(getattr(options, "max_pending_bytes", 0)))  # see BodyBudget
     loop = asyncio.get_running_loop()

@@ -1,0 +1,75 @@
+"""Tensors in client shared memory, for both front ends (the region table: vocabulary/shm_regions.py).
+
+An input whose parameters name a `shared_memory_region` is read from the region when the request
+is decoded; a requested output that names one gets an OutputTarget then (the region is checked
+before the model runs), and its bytes are written there when the answer is encoded: the answer
+carries only its name, datatype and shape (gRPC: an empty raw_output_contents entry keeps the
+others' positions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from server.errors import InvalidInput
+from server.vocabulary.shm_regions import (
+    BYTE_SIZE,
+    OFFSET,
+    REGION,
+    OutputTarget,
+    RegionTable,
+    shm_parameters,
+)
+from server.vocabulary.types import InferenceResult
+
+DISABLED = RegionTable(allowed=False)  # what a front end built without a table refuses with
+
+OutputTargets = dict[str, OutputTarget]
+
+
+def names_shared_memory(parameters: dict[str, Any]) -> bool:
+    return REGION in parameters or BYTE_SIZE in parameters or OFFSET in parameters
+
+
+def read_input(regions: RegionTable, parameters: dict[str, Any], name: str) -> bytes:
+    """The bytes of input `name` from the region its parameters name (the parameters are popped)."""
+    found = shm_parameters(parameters, name)
+    if found is None:  # only the offset or size was given
+        raise InvalidInput(f"input '{name}' sets '{BYTE_SIZE}' or '{OFFSET}' without '{REGION}'")
+    region, offset, size = found
+    return regions.read_input(region, offset, size)
+
+
+def add_output_target(
+    regions: RegionTable, targets: OutputTargets, parameters: dict[str, Any], name: str
+) -> None:
+    """Resolve the region a requested output names into `targets` (its parameters are popped)."""
+    if parameters.get("binary_data"):
+        raise InvalidInput("Output can't set both 'shared_memory_region' and 'binary_data'")
+    found = shm_parameters(parameters, name)
+    if found is None:
+        raise InvalidInput(f"output '{name}' sets '{BYTE_SIZE}' or '{OFFSET}' without '{REGION}'")
+    region, offset, size = found
+    previous = targets.pop(name, None)
+    if previous is not None:
+        previous.release()
+    targets[name] = regions.output_target(region, offset, size)
+
+
+def write_outputs(result: InferenceResult, targets: OutputTargets) -> set[str]:
+    """Write each output that has a target into its region and empty its data; the names written."""
+    written: set[str] = set()
+    for tensor in result.outputs:
+        target = targets.get(tensor.name)
+        if target is None:
+            continue
+        target.write(tensor.name, tensor.data)
+        tensor.data = b""
+        written.add(tensor.name)
+    return written
+
+
+def release(targets: Iterable[OutputTarget]) -> None:
+    for target in targets:
+        target.release()

@@ -1,0 +1,322 @@
+"""Client shared memory: the table of registered system shared-memory regions (Triton's extension).
+
+A client creates a POSIX shared-memory object (`shm_open`, i.e. a file in /dev/shm), registers a
+region of it (`key`, `offset`, `byte_size`) under a name, and then names that region instead of
+sending tensor bytes: inputs are read from it, requested outputs are written into it.
+
+Safety, because the key comes from the network (Triton's own CVE history is here):
+- only POSIX shared-memory objects: the key is one path component (an optional leading "/", no
+  other "/", not "." or "..", no NUL), opened in /dev/shm with O_NOFOLLOW, and it must be a
+  regular file on the /dev/shm file system; our own arenas are memfd files with no name at all;
+- offset + byte_size is checked against the object's real size at registration, and every access
+  is bounds-checked again at use against the region and the object's size at that moment;
+- bytes move with pread/pwrite on the object's descriptor, never through a mapping: a client that
+  shrinks its object cannot fault the server (SIGBUS), it gets an error instead;
+- an output target holds its own duplicate of the descriptor, so a region unregistered while a
+  request uses it stays open until that request ends (Triton #7743 was a use after free there);
+- names, keys and the number of regions are bounded; descriptors close at unregister and exit.
+
+Registration is off unless the server runs with `--allow-client-shm=true` (README says why).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.errors import Forbidden, GpuRequired, InvalidInput, RegionExists, RegionNotFound
+
+SHM_DIRECTORY = "/dev/shm"
+MAX_REGIONS = 1024
+MAX_NAME_LENGTH = 256
+_KEY = re.compile(r"/?[^/\x00]{1,255}")
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,256}")  # MAX_NAME_LENGTH printable characters
+_MAX_INT64 = (1 << 63) - 1
+CUDA_IPC_HANDLE_SIZE = 64  # sizeof(cudaIpcMemHandle_t)
+
+# The tensor parameters of the extension.
+REGION = "shared_memory_region"
+OFFSET = "shared_memory_offset"
+BYTE_SIZE = "shared_memory_byte_size"
+
+DISABLED_MESSAGE = (
+    "client shared memory is disabled on this server: start it with --allow-client-shm=true "
+    "to register shared-memory regions"
+)
+
+
+def _count(value: Any, what: str) -> int:
+    """A non-negative int64 from the network (JSON or protobuf): no bools, floats or strings."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT64:
+        raise InvalidInput(f"Unable to parse '{what}': expected a non-negative integer, got {value!r}")
+    return value
+
+
+def check_key(key: Any) -> str:
+    """The key of a POSIX shared-memory object; anything that could name another file is refused."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key) or key.lstrip("/") in (".", ".."):
+        raise InvalidInput(
+            f"Invalid shared memory key {key!r}: expected the name of a POSIX shared-memory object "
+            "(one path component such as '/my_region', as given to shm_open)"
+        )
+    return key
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"Invalid shared memory region name {name!r}: 1 to {MAX_NAME_LENGTH} printable characters"
+        )
+    return name
+
+
+def _open_object(key: str) -> tuple[int, int]:
+    """(fd, size) of the POSIX shared-memory object `key`, opened read-write."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(Path(SHM_DIRECTORY) / key.lstrip("/"), flags)
+    except OSError:
+        raise InvalidInput(f"Unable to open shared memory region: '{key}'") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_dev != Path(SHM_DIRECTORY).stat().st_dev:
+            raise InvalidInput(f"Unable to open shared memory region: '{key}' is not a shared-memory object")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+@dataclass(slots=True)
+class SystemRegion:
+    """One registered region: `byte_size` bytes at `offset` of the object `key`."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+    fd: int
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
+
+    def span(self, offset: int, size: int) -> int:
+        """The object offset of `size` bytes at `offset` in the region; refuses what does not fit."""
+        if offset < 0 or size < 0 or offset + size > self.byte_size:
+            raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{self.name}'")
+        return self.offset + offset
+
+    def read(self, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of the region, checked against the object as it is now."""
+        position = self.span(offset, size)
+        data = _pread(self.fd, size, position)
+        if len(data) != size:
+            raise InvalidInput(
+                f"shared memory region '{self.name}' is smaller than registered: its object "
+                f"'{self.key}' was truncated"
+            )
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def _pread(fd: int, size: int, position: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = os.pread(fd, remaining, position)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        position += len(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class OutputTarget:
+    """Where one requested output goes: a span of a region, with its own duplicate descriptor, so
+    the span stays writable until the request ends even if the region is unregistered meanwhile."""
+
+    __slots__ = ("byte_size", "fd", "key", "name", "position")
+
+    def __init__(self, region: SystemRegion, offset: int, byte_size: int) -> None:
+        self.name = region.name
+        self.key = region.key
+        self.byte_size = byte_size
+        self.position = region.span(offset, byte_size)
+        self.fd = os.dup(region.fd)
+
+    def write(self, output_name: str, data: bytes | bytearray | memoryview) -> None:
+        """Write the output's bytes (at most byte_size) into the region."""
+        view = memoryview(data).cast("B")
+        if view.nbytes > self.byte_size:
+            raise InvalidInput(
+                f"shared memory size specified with the request for output '{output_name}' "
+                f"({self.byte_size} bytes) should be at least {view.nbytes} bytes to hold the results"
+            )
+        if self.fd < 0:
+            raise InvalidInput(f"shared memory region '{self.name}' was released before the output came")
+        end = self.position + view.nbytes
+        if os.fstat(self.fd).st_size < end:
+            raise InvalidInput(
+                f"shared memory region '{self.name}' is smaller than registered: its object "
+                f"'{self.key}' was truncated"
+            )
+        written = 0
+        while written < view.nbytes:
+            written += os.pwrite(self.fd, view[written:], self.position + written)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:  # a request dropped without an answer still lets its descriptor go
+        self.release()
+
+
+def shm_parameters(parameters: dict[str, Any], tensor: str) -> tuple[str, int, int] | None:
+    """(region, offset, byte_size) when a tensor's parameters name a region, else None.
+
+    Pops the three parameters, so they do not travel on to the model."""
+    if REGION not in parameters:
+        if BYTE_SIZE in parameters or OFFSET in parameters:
+            raise InvalidInput(f"'{BYTE_SIZE}' or '{OFFSET}' of '{tensor}' given without '{REGION}'")
+        return None
+    region = parameters.pop(REGION)
+    if not isinstance(region, str):
+        raise InvalidInput(f"Unable to parse '{REGION}' of '{tensor}': expected a string")
+    if BYTE_SIZE not in parameters:
+        raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{region}'")
+    size = _count(parameters.pop(BYTE_SIZE), BYTE_SIZE)
+    offset = _count(parameters.pop(OFFSET, 0), OFFSET)
+    return region, offset, size
+
+
+class RegionTable:
+    """The registered system shared-memory regions of one server (both protocols share it)."""
+
+    def __init__(self, *, allowed: bool, max_regions: int = MAX_REGIONS) -> None:
+        self.allowed = allowed
+        self.max_regions = max_regions
+        self._regions: dict[str, SystemRegion] = {}
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    # -- the extension's API ---------------------------------------------------------------------
+    def register(self, name: Any, key: Any, offset: Any, byte_size: Any) -> None:
+        if not self.allowed:
+            raise Forbidden(DISABLED_MESSAGE)
+        name = check_name(name)
+        key = check_key(key)
+        offset = _count(offset, "offset")
+        byte_size = _count(byte_size, "byte_size")
+        if name in self._regions:
+            raise RegionExists(f"shared memory region '{name}' already in manager")
+        if len(self._regions) >= self.max_regions:
+            raise InvalidInput(
+                f"too many shared memory regions: {self.max_regions} are registered; unregister one first"
+            )
+        fd, object_size = _open_object(key)
+        if byte_size == 0 or offset + byte_size > object_size:
+            os.close(fd)
+            raise InvalidInput(
+                f"Invalid shared memory region: '{key}' holds {object_size} bytes, which cannot hold "
+                f"{byte_size} bytes at offset {offset}"
+            )
+        self._regions[name] = SystemRegion(name, key, offset, byte_size, fd)
+
+    def status(self, name: str = "") -> list[dict[str, Any]]:
+        if not name:
+            return [region.status() for region in self._regions.values()]
+        region = self._regions.get(name)
+        if region is None:
+            raise RegionNotFound(f"Unable to find system shared memory region: '{name}'")
+        return [region.status()]
+
+    def unregister(self, name: str = "") -> None:
+        """Forget one region (no error when it is unknown, like Triton) or, without a name, all."""
+        names = [name] if name else list(self._regions)
+        for each in names:
+            region = self._regions.pop(each, None)
+            if region is not None:
+                region.close()
+
+    def close(self) -> None:
+        self.unregister()
+
+    # -- tensors ---------------------------------------------------------------------------------
+    def region(self, name: str) -> SystemRegion:
+        if not self.allowed:
+            raise Forbidden(DISABLED_MESSAGE)
+        region = self._regions.get(name)
+        if region is None:
+            raise RegionNotFound(f"Unable to find shared memory region: '{name}'")
+        return region
+
+    def read_input(self, name: str, offset: int, byte_size: int) -> bytes:
+        return self.region(name).read(offset, byte_size)
+
+    def output_target(self, name: str, offset: int, byte_size: int) -> OutputTarget:
+        return OutputTarget(self.region(name), offset, byte_size)
+
+
+# -- CUDA shared memory ----------------------------------------------------------------------------
+
+
+def check_cuda_register(raw_handle: Any, device_id: Any, byte_size: Any) -> tuple[bytes, int, int]:
+    """The checked fields of a CUDA register request: (cudaIpcMemHandle_t bytes, device, size)."""
+    if isinstance(raw_handle, dict):  # HTTP: {"b64": "..."}
+        encoded = raw_handle.get("b64")
+        try:
+            raw_handle = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
+        except binascii.Error:
+            raw_handle = None
+    if not isinstance(raw_handle, bytes) or len(raw_handle) != CUDA_IPC_HANDLE_SIZE:
+        raise InvalidInput("'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t")
+    return raw_handle, _count(device_id, "device_id"), _count(byte_size, "byte_size")
+
+
+def cuda_unavailable(reason: str) -> GpuRequired:
+    return GpuRequired(
+        f"CUDA shared memory needs a GPU and a CUDA IPC library: {reason}; "
+        "use system shared memory (/v2/systemsharedmemory) instead"
+    )
+
+
+class CudaRegionTable:
+    """CUDA shared-memory regions. Without a GPU and a CUDA IPC library (the only case this server
+    runs in today) status lists none and registering answers GpuRequired, after the request itself
+    was checked, so a malformed request still gets its own error."""
+
+    def __init__(self, *, allowed: bool, gpu_reason: str = "this server has no GPU") -> None:
+        self.allowed = allowed
+        self.gpu_reason = gpu_reason
+
+    def status(self, name: str = "") -> list[dict[str, Any]]:
+        if name:
+            raise RegionNotFound(f"Unable to find cuda shared memory region: '{name}'")
+        return []
+
+    def register(self, name: Any, raw_handle: Any, device_id: Any, byte_size: Any) -> None:
+        if not self.allowed:
+            raise Forbidden(DISABLED_MESSAGE)
+        check_name(name)
+        check_cuda_register(raw_handle, device_id, byte_size)
+        raise cuda_unavailable(self.gpu_reason)
+
+    def unregister(self, name: str = "") -> None:
+        """Nothing is ever registered: unregistering succeeds, like Triton's for an unknown name."""
