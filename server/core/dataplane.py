@@ -37,6 +37,7 @@ EXTENSIONS = (
     "parameters",
     "statistics",
     "system_shared_memory",
+    "sequence",  # sequence_id / sequence_start / sequence_end (scheduler/sequence.py)
 )
 
 

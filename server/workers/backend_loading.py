@@ -117,4 +117,6 @@ def _create_backend(init: dict[str, Any]) -> Backend:
         raise LoadError(
             f"model '{context.model_name}' names backend '{init['backend']}', which tritonctl lacks"
         )
-    return backend
+    from server.workers.sequence_state import wrap_sequence_backend
+
+    return wrap_sequence_backend(backend, config)  # stateful models: implicit state, row parameters

@@ -42,6 +42,12 @@ class WorkerChannel(abc.ABC):
     #: this many slots). A worker process has one arena slot per batch (WorkerOptions.max_in_flight).
     max_in_flight: int = 1
 
+    @property
+    def incarnation(self) -> object:
+        """The running worker behind this channel: another object once it was restarted (the
+        state a stateful model kept in the old one is gone). A channel that never restarts: itself."""
+        return self
+
     @abc.abstractmethod
     async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
         """Execute `requests` as one batch (their rows concatenated for batching backends).

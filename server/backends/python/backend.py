@@ -19,6 +19,7 @@ from typing import Any
 
 from server.backends.base import Backend, Batch, OutputArray, OutputsWithParameters, RequestOutputs
 from server.backends.python.imports import ModelImports
+from server.backends.sequence_fields import pop_sequence_fields
 from server.errors import (
     BackendError,
     InvalidInput,
@@ -121,9 +122,12 @@ class PythonBackend(Backend):
                 pb.Tensor(name, tensor.to_numpy(), "BF16" if tensor.datatype == "BF16" else None)
                 for name, tensor in request.inputs.items()
             ]
+            correlation_id, flags = pop_sequence_fields(request.parameters)
             requests.append(
                 pb.InferenceRequest(
                     request_id=request.id,
+                    correlation_id=correlation_id,
+                    flags=flags,
                     inputs=tensors,
                     requested_output_names=list(request.requested_outputs),
                     model_name=self.context.model_name,

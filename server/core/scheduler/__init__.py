@@ -1,7 +1,8 @@
 """Schedulers: how a model version's requests reach its instances.
 
-`create_scheduler` is what the registry calls once per loaded model version: a `DynamicBatcher`
-when the config has `dynamic_batching`, else the `DefaultScheduler` (one request per execution,
+`create_scheduler` is what the registry calls once per loaded model version: a `SequenceBatcher`
+when the config has `sequence_batching` (stateful models), a `DynamicBatcher` when it has
+`dynamic_batching`, else the `DefaultScheduler` (one request per execution,
 still spread over every instance).
 """
 
@@ -29,6 +30,10 @@ def create_scheduler(
     stats: ModelStats,
 ) -> Scheduler:
     """The scheduler for one model version over its live instances."""
+    if config.HasField("sequence_batching"):
+        from server.core.scheduler.sequence import SequenceBatcher
+
+        return SequenceBatcher(config, version, channels, stats)
     if config.HasField("dynamic_batching"):
         from server.core.scheduler.dynamic_batcher import DynamicBatcher
 

@@ -103,6 +103,12 @@ class InstancePool:
         """Batches out on instance `instance` (an index)."""
         return self._instance_at(instance).in_flight
 
+    def incarnation_of(self, instance: int) -> object | None:
+        """The running worker of instance `instance` (WorkerChannel.incarnation); None while it
+        is out of the rotation or down. The sequence batcher ends sequences whose worker changed."""
+        found = self._instance_at(instance)
+        return found.channel.incarnation if found.serving and found.channel.alive else None
+
     def index_of(self, channel: WorkerChannel) -> int:
         """The index of an instance (for `acquire(instance=...)`); ValueError if not in the pool."""
         found = self._by_channel.get(channel)

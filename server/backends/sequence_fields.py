@@ -1,0 +1,31 @@
+"""A sequence request's id and flags as a model sees them (python models' pb_utils).
+
+Clients send `sequence_id`, `sequence_start` and `sequence_end` as request parameters; Triton
+hands a python model the id as `request.correlation_id()` and START/END as `request.flags()`
+(TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1, _END = 2), not among its `parameters()`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FLAG_SEQUENCE_START, FLAG_SEQUENCE_END = 1, 2
+_KEYS = ("sequence_id", "sequence_start", "sequence_end")
+
+
+def pop_sequence_fields(parameters: dict[str, Any]) -> tuple[int | str, int]:
+    """(correlation id, flags), taking the three sequence parameters out of `parameters`."""
+    if not any(key in parameters for key in _KEYS):
+        return 0, 0
+    corrid = parameters.pop("sequence_id", 0)
+    if isinstance(corrid, bool) or not isinstance(corrid, int | str):
+        corrid = 0
+    flags = 0
+    if _truthy(parameters.pop("sequence_start", False)):
+        flags |= FLAG_SEQUENCE_START
+    if _truthy(parameters.pop("sequence_end", False)):
+        flags |= FLAG_SEQUENCE_END
+    return corrid, flags
+
+
+def _truthy(value: Any) -> bool:
+    return value.lower() == "true" if isinstance(value, str) else bool(value)
