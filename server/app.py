@@ -29,6 +29,7 @@ from server.core.registry import ModelRegistry, ModelState, RepositoryPoller
 from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
 from server.options import ServerOptions, backend_config_map
+from server.vocabulary.shm_regions import RegionTable
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class Server:
         self.registry: ModelRegistry | None = None
         self.dataplane: DataPlane | None = None
         self.front_ends: dict[str, Any] = {}
+        self.regions: RegionTable | None = None
         self._stop = asyncio.Event()
         self._signals = 0
         self._poller: RepositoryPoller | None = None
