@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from server.core.dataplane import DataPlane
 from server.core.limits import PendingLimits
 from server.core.registry import ModelRegistry, ModelState, RepositoryPoller
+from server.core.response_cache import ResponseCache
 from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
 from server.options import ServerOptions, backend_config_map
@@ -193,6 +194,9 @@ class Server:
             strict_readiness=options.strict_readiness,
             server_name=options.server_id,
             limits=PendingLimits(options.max_pending_requests, options.max_pending_bytes),
+            response_cache=(
+                ResponseCache(options.response_cache_byte_size) if options.response_cache_byte_size else None
+            ),
         )
         for root in options.model_repositories:
             if not root.is_dir():

@@ -75,6 +75,23 @@ _MODEL_COUNTERS: list[tuple[str, str, Callable[[ModelStats], float]]] = [
 ]
 
 
+# Per-model response cache counters (Triton 2.51's names and help texts), for the versions that use it.
+_CACHE_COUNTERS: list[tuple[str, str, Callable[[ModelStats], float]]] = [
+    ("nv_cache_num_hits_per_model", "Number of cache hits per model", lambda s: s.cache_hit_count),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Total cache hit duration per model, in microseconds",
+        lambda s: s.cache_hit_ns // 1000,
+    ),
+    ("nv_cache_num_misses_per_model", "Number of cache misses per model", lambda s: s.cache_miss_count),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Total cache miss (insert+lookup) duration per model, in microseconds",
+        lambda s: s.cache_miss_ns // 1000,
+    ),
+]
+
+
 @dataclass
 class MetricsSettings:
     """The metrics part of the server options (Triton's flags of the same names)."""
@@ -157,6 +174,9 @@ class TritonCollector(Collector):
         yield failure
         for name, help_text, value_of in _MODEL_COUNTERS[1:]:
             yield _family(name, help_text, "counter", entries, value_of)
+        cached = [entry for entry in entries if entry.stats.cache_enabled]  # response cache users only
+        for name, help_text, value_of in _CACHE_COUNTERS:
+            yield _family(name, help_text, "counter", cached, value_of)
         pending = Metric(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model.",

@@ -34,8 +34,6 @@ _IGNORED_FLAGS = (
     "backend-directory",
     "repoagent-directory",
     "cache-directory",
-    "cache-config",
-    "response-cache-byte-size",
     "pinned-memory-pool-byte-size",
     "cuda-memory-pool-byte-size",
     "cuda-virtual-address-size",
@@ -174,6 +172,8 @@ class ServerOptions:
     # Client shared memory (register regions, tensors in them): off by default, like Triton since
     # 2.6x (README "Client shared memory" says why); True accepts `--allow-client-shm=true`.
     allow_client_shm: bool = False
+    # Response cache (--cache-config local,size=N or --response-cache-byte-size N): 0 = none.
+    response_cache_byte_size: int = 0
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
 
@@ -211,6 +211,8 @@ class ServerOptions:
                 raise ConfigError(f"--{name}-port must be within 0..65535, got {port}")
         for entry in self.backend_config:
             parse_backend_config_entry(entry)
+        if self.response_cache_byte_size < 0:
+            raise ConfigError(f"--cache-config size must be 0 or more, got {self.response_cache_byte_size}")
         self._check_security()
 
     def _check_security(self) -> None:
@@ -269,6 +271,31 @@ def backend_config_map(entries: list[str]) -> dict[str, dict[str, str]]:
     return result
 
 
+def parse_cache_config(entries: list[str]) -> int:
+    """`--cache-config local,size=N` entries (Triton's `<cache>,<key>=<value>`) -> the cache size.
+
+    Only Triton's `local` cache exists here (in the server's memory, LRU by bytes)."""
+    size = 0
+    for entry in entries:
+        cache, _, setting = entry.partition(",")
+        key, sep, value = setting.partition("=")
+        cache, key, value = cache.strip(), key.strip(), value.strip()
+        if cache != "local":
+            raise ConfigError(
+                f"--cache-config '{entry}': only the local cache is supported "
+                "(--cache-config local,size=<bytes>)"
+            )
+        if not sep or key != "size":
+            raise ConfigError(f"--cache-config '{entry}': the local cache takes size=<bytes>")
+        try:
+            size = int(value)
+        except ValueError:
+            raise ConfigError(f"--cache-config '{entry}': size must be a number of bytes") from None
+        if size <= 0:
+            raise ConfigError(f"--cache-config '{entry}': size must be more than 0 bytes")
+    return size
+
+
 def parse_bool(value: str | bool, flag: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -307,6 +334,8 @@ def _build_parser() -> _ArgumentParser:
     add("--load-model", dest="load_models", action="append", default=[])
     add("--repository-poll-secs", dest="repository_poll_secs", type=float)
     add("--backend-config", dest="backend_config", action="append", default=[])
+    add("--cache-config", dest="cache_config", action="append", default=[])
+    add("--response-cache-byte-size", dest="response_cache_byte_size", type=int)
     add("--log-verbose", dest="log_verbose", type=int)
     add("--exit-timeout-secs", dest="exit_timeout_secs", type=float)
     add("--server-config", dest="server_config")
@@ -364,6 +393,10 @@ def parse_tritonserver_args(argv: list[str]) -> ServerOptions:
         options.model_control_mode = "poll"  # Triton's legacy spelling of poll mode
     options.load_models = list(values["load_models"])
     options.backend_config = list(values["backend_config"])
+    if values["response_cache_byte_size"] is not None:  # Triton's deprecated spelling of the local cache
+        options.response_cache_byte_size = values["response_cache_byte_size"]
+    if values["cache_config"]:
+        options.response_cache_byte_size = parse_cache_config(values["cache_config"])
     if values["server_config"] is not None:
         options.server_config = Path(values["server_config"])
     options.http_restricted_api = list(values["http_restricted_api"])

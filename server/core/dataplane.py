@@ -18,6 +18,7 @@ from server import __version__
 from server.core.limits import PendingLimits
 from server.core.model_version import LoadedVersion
 from server.core.registry import ModelRegistry, ModelState
+from server.core.response_cache import CachedModels, ResponseCache
 from server.core.stats import StatsEntry, statistics_response
 from server.errors import InvalidInput, ModelNotReady, Unavailable
 from server.vocabulary.dtypes import config_to_wire
@@ -90,10 +91,17 @@ class DataPlane:
         strict_readiness: bool = True,
         server_name: str = "triton",
         limits: PendingLimits | None = None,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.registry = registry
         self.table = registry.table  # every lookup goes through its public API
         self.limits = limits  # server-wide cap on pending requests and bytes (limits.py)
+        # --cache-config: answers of models with response_cache { enable: true } (response_cache.py)
+        self.cached_models = (
+            CachedModels(response_cache, self.table.get)
+            if response_cache is not None
+            else None
+        )
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
         self.server_name = server_name
@@ -163,6 +171,12 @@ class DataPlane:
             )
         loaded.validator.validate(request)
         request.version = str(loaded.version)
+        cached = self.cached_models
+        if cached is not None and cached.uses(loaded):
+            return cached.submit(loaded, request, self._schedule)
+        return self._schedule(loaded, request)
+
+    def _schedule(self, loaded: LoadedVersion, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         limits = self.limits
         if limits is None:
             return loaded.scheduler.submit(request)
@@ -194,6 +208,9 @@ class DataPlane:
 
     def stats_entries(self) -> list[StatsEntry]:
         """Every READY version's statistics and queue depth (for the metrics endpoint)."""
+        if self.cached_models is not None:  # marks the versions that use the cache (their metrics)
+            for loaded in self.table.loaded_versions():
+                self.cached_models.uses(loaded)
         return [
             StatsEntry(v.name, str(v.version), v.stats, v.scheduler.pending)
             for v in self.table.loaded_versions()

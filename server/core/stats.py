@@ -14,7 +14,11 @@ Triton's meaning of the numbers (docs/protocol/extension_statistics.md):
 - `queue`, `compute_input/infer/output`: per successful request, count and cumulative ns;
 - `inference_count`: rows executed (a batch of 8 rows counts 8); `execution_count`: executions;
 - `batch_stats`: per executed batch size, the execution's compute input/infer/output (count, ns);
-- `last_inference`: ms since the epoch of the last execution.
+- `last_inference`: ms since the epoch of the last execution;
+- `cache_hit` / `cache_miss` (response cache, server/core/response_cache.py): a hit is a successful
+  request with its queue count, never an execution nor a compute count (compute_* counts are
+  `success - cache_hit`, as in Triton); its duration is the lookup's, a miss's the lookup's plus
+  the insertion's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ class ModelStats:
 
     __slots__ = (
         "_batches",
+        "cache_enabled",
+        "cache_hit_count",
+        "cache_hit_ns",
+        "cache_miss_count",
+        "cache_miss_ns",
         "compute_infer_ns",
         "compute_input_ns",
         "compute_output_ns",
@@ -66,6 +75,11 @@ class ModelStats:
         self.execution_count = 0
         self.last_inference_ms = 0
         self.load_duration_secs = 0.0
+        self.cache_enabled = False  # the version answers from the response cache (metrics show it)
+        self.cache_hit_count = 0
+        self.cache_hit_ns = 0
+        self.cache_miss_count = 0
+        self.cache_miss_ns = 0
         # batch size -> [executions, compute_input_ns, compute_infer_ns, compute_output_ns]
         self._batches: dict[int, list[int]] = {}
 
@@ -143,6 +157,18 @@ class ModelStats:
             entry[2] += compute_infer_ns
             entry[3] += compute_output_ns
 
+    def record_cache_hit(self, *, request_ns: int, lookup_ns: int) -> None:
+        """One request answered from the response cache: a success, not an execution."""
+        self.success_count += 1
+        self.success_ns += request_ns
+        self.cache_hit_count += 1
+        self.cache_hit_ns += lookup_ns
+
+    def record_cache_miss(self, lookup_ns: int) -> None:
+        """One lookup that missed (the insertion of its answer adds to cache_miss_ns later)."""
+        self.cache_miss_count += 1
+        self.cache_miss_ns += lookup_ns
+
     def record_load(self, seconds: float) -> None:
         """How long loading this version took (nv_model_load_duration_secs)."""
         self.load_duration_secs = seconds
@@ -166,14 +192,17 @@ class ModelStats:
         stats = message.inference_stats
         stats.success.count, stats.success.ns = self.success_count, self.success_ns
         stats.fail.count, stats.fail.ns = self.fail_count, self.fail_ns
+        stats.queue.count, stats.queue.ns = self.success_count, self.queue_ns
+        executed = self.success_count - self.cache_hit_count  # hits have no compute times
         for duration, ns in (
-            (stats.queue, self.queue_ns),
             (stats.compute_input, self.compute_input_ns),
             (stats.compute_infer, self.compute_infer_ns),
             (stats.compute_output, self.compute_output_ns),
         ):
-            duration.count = self.success_count
+            duration.count = executed
             duration.ns = ns
+        stats.cache_hit.count, stats.cache_hit.ns = self.cache_hit_count, self.cache_hit_ns
+        stats.cache_miss.count, stats.cache_miss.ns = self.cache_miss_count, self.cache_miss_ns
         for size, (count, input_ns, infer_ns, output_ns) in sorted(self._batches.items()):
             batch = message.batch_stats.add(batch_size=size)
             batch.compute_input.count, batch.compute_input.ns = count, input_ns
