@@ -150,6 +150,16 @@ class Unsupported(ServerError):
     grpc_code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class DecoupledUnsupported(Unsupported):
+    """A one-response route (HTTP infer, gRPC ModelInfer) called on a decoupled model; gRPC words
+    it as Triton's ModelInfer does (service.grpc_status)."""
+
+    GRPC_MESSAGE = "ModelInfer RPC doesn't support models with decoupled transaction policy"
+
+    def __init__(self) -> None:
+        super().__init__("HTTP end point doesn't support models with decoupled transaction policy")
+
+
 class LoadError(ServerError):
     """A model version failed to load."""
 

@@ -75,6 +75,37 @@ class BatchInput:
         return np.frombuffer(self.data, dtype=WIRE_TO_NUMPY[self.datatype]).reshape([rows, *first[1:]])
 
 
+class RequestControl:
+    """What a request offers a model besides its tensors: its cancellation flag and its responses
+    sent one by one (response senders). The instance executing the request makes one (the worker
+    process: workers/worker_side.py; in-process: workers/inprocess_side.py).
+
+    `streamed`: the request belongs to a decoupled model, so each `send` goes to the client as it
+    is made; otherwise the one response sent is kept in `sent` and answers the request."""
+
+    __slots__ = ("finished", "request", "sent", "streamed")
+
+    def __init__(self, streamed: bool = False) -> None:
+        self.streamed = streamed
+        self.finished = False  # the final flag was sent
+        self.sent: RequestOutputs | ServerError | None = None
+        self.request: Request | None = None
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def send(self, outputs: RequestOutputs | ServerError | None, final: bool) -> None:
+        """One response (None: a flags-only final). Streamed: out now; else kept in `sent`."""
+        if not self.streamed:
+            self.sent = outputs
+        self.finished = self.finished or final
+
+    def fail(self, error: ServerError) -> None:
+        """execute() raised: a streamed request still open ends with this error."""
+        if self.streamed and not self.finished:
+            self.send(error, True)
+
+
 @dataclass(slots=True)
 class Request:
     id: str
@@ -82,6 +113,7 @@ class Request:
     requested_outputs: list[str]  # never empty: every configured output when the client named none
     parameters: dict[str, Any] = field(default_factory=dict)
     explicit_outputs: bool = True  # False: the client named no output, so it gets whatever the model makes
+    control: RequestControl | None = None  # cancellation and response senders (python models)
 
     @property
     def rows(self) -> int:
@@ -139,6 +171,8 @@ class Backend(abc.ABC):
     #: False for backends that never read `Batch.inputs` (they take each request's own inputs):
     #: an in-process instance then skips concatenating the requests' bytes into one buffer.
     reads_batch_inputs: ClassVar[bool] = True
+    #: Where the model's calls to other models go (BLS); set by the instance once it has a side link.
+    upcalls: Any = None
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

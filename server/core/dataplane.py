@@ -20,9 +20,12 @@ from server.core.model_version import LoadedVersion
 from server.core.registry import ModelRegistry, ModelState
 from server.core.response_cache import CachedModels, ResponseCache
 from server.core.stats import StatsEntry, statistics_response
-from server.errors import InvalidInput, ModelNotReady, Unavailable
+from server.core.upcalls import DataPlaneUpcalls, start_stream
+from server.errors import DecoupledUnsupported, InvalidInput, ModelNotReady, Unavailable
 from server.vocabulary.dtypes import config_to_wire
+from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceRequest, InferenceResult
+from server.workers.upcalls import install_upcall_handler
 
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2
@@ -107,6 +110,7 @@ class DataPlane:
         self.server_name = server_name
         self._started = False
         self._exiting = False
+        install_upcall_handler(DataPlaneUpcalls(self))  # models' BLS calls come in here (upcalls.py)
 
     # -- lifecycle (app.py) ----------------------------------------------------------------------
     def mark_started(self) -> None:
@@ -170,6 +174,8 @@ class DataPlane:
                 "(restarting after a crash)"
             )
         loaded.validator.validate(request)
+        if loaded.decoupled and request.stream is None:
+            raise DecoupledUnsupported()  # Triton's words; gRPC ModelStreamInfer and generate_stream serve it
         request.version = str(loaded.version)
         cached = self.cached_models
         if cached is not None and cached.uses(loaded):
@@ -188,6 +194,11 @@ class DataPlane:
             raise
         future.add_done_callback(lambda _: limits.release(size))
         return future
+
+    def submit_stream(self, request: InferenceRequest, stream: ResponseStream) -> None:
+        """Queue a request whose answers (0..N of a decoupled model, else one) go into `stream`,
+        ending with a final item; errors before queueing raise at once (core/upcalls.py)."""
+        start_stream(self, request, stream)
 
     # -- statistics ------------------------------------------------------------------------------
     def model_statistics(self, name: str = "", version: str = "") -> service_pb2.ModelStatisticsResponse:

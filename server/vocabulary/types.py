@@ -8,8 +8,12 @@ length-prefixed format) from the socket to the worker: no decode to numpy in the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.vocabulary.stream import ResponseStream
 
 
 @dataclass(slots=True)
@@ -60,6 +64,10 @@ class InferenceRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     arrival_ns: int = field(default_factory=time.monotonic_ns)
     timings: ComposingTimings | None = None  # set on an ensemble step: where its times are summed
+    # A decoupled model's responses go here (the DataPlane sets it); None: one result, in the future.
+    stream: ResponseStream | None = None
+    # Set by the instance executing the request: tells the model the client went away (is_cancelled).
+    cancel_hook: Callable[[], None] | None = None
 
     def batch_rows(self, max_batch_size: int) -> int:
         """Rows this request contributes to a batch (1 for models without batching)."""

@@ -31,6 +31,9 @@ class SelectedOutputs:
     parameters: dict[str, Any] | None
 
 
+STREAMED = SelectedOutputs([], None)  # the batch answer of a streamed request: no outputs
+
+
 def scalar_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     """The request parameters a model sees: plain values only (what a control record can carry)."""
     return {key: value for key, value in parameters.items() if isinstance(value, str | int | float | bool)}
@@ -78,6 +81,12 @@ def select_results(
     """Per request: the outputs it asked for (in wire form), or the error it gets instead."""
     selected: list[SelectedOutputs | ServerError] = []
     for request, result in zip(batch.requests, results, strict=True):
+        control = request.control
+        if control is not None and control.streamed:  # its responses went out as they were sent
+            if isinstance(result, ServerError):
+                control.fail(result)
+            selected.append(STREAMED)
+            continue
         if isinstance(result, ServerError):
             selected.append(result)
             continue

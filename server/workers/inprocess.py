@@ -44,6 +44,7 @@ from server.workers.batch_io import (
     to_bytes,
 )
 from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.inprocess_side import InProcessUpcalls, attach_control
 from server.workers.settings import WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,9 @@ class InProcessChannel(WorkerChannel):
         self._alive = True
         self._killed = False
         self._in_flight: set[asyncio.Future[Any]] = set()  # calls on the thread that someone awaits
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        backend.upcalls = InProcessUpcalls(self._loop, mode, model_name)  # BLS calls
         self._closing: asyncio.Task[None] | None = None
 
     @classmethod
@@ -228,12 +232,15 @@ class InProcessChannel(WorkerChannel):
         return batch
 
     def _backend_request(self, request: InferenceRequest) -> Request:
-        return backend_request(
+        target = backend_request(
             request.id,
             [output.name for output in request.outputs] or None,
             scalar_parameters(request.parameters) if request.parameters else None,
             self._all_outputs,
         )
+        # cancellation and response senders (inprocess_side.py)
+        attach_control(request, target, self._loop, self._loop_thread, self._version_text)
+        return target
 
     def _result(
         self, request: InferenceRequest, answer: SelectedOutputs | ServerError

@@ -47,6 +47,7 @@ from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
 from server.workers.settings import WorkerOptions
 from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
+from server.workers.side import SideLink
 
 _LIVE_PROCESSES: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
 # How long a worker whose socket closed may take to report its exit status before we name the
@@ -70,6 +71,7 @@ class _InFlight:
     requests: list[InferenceRequest]
     future: asyncio.Future[BatchOutcome]
     compute_input_ns: int
+    slots: list[int]  # each request's cancel-board slot (side.py)
 
 
 class ShmWorkerChannel(WorkerChannel):
@@ -103,6 +105,7 @@ class ShmWorkerChannel(WorkerChannel):
         self._closing = False
         self._loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[str] = self._loop.create_future()  # resolves with the reason
+        self._side: SideLink | None = None  # streams, cancellation, BLS (side.py)
         _LIVE_PROCESSES.add(process)
 
     @property
@@ -120,6 +123,10 @@ class ShmWorkerChannel(WorkerChannel):
 
     def start_reading(self) -> None:
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._side = SideLink(self.model_name, self.version, self.instance_name)
+        message, fds = self._side.handover()
+        self._send(message, fds)
+        self._side.handed_over()
 
     # -- submit -------------------------------------------------------------------------------------
 
@@ -136,9 +143,13 @@ class ShmWorkerChannel(WorkerChannel):
             seq = self._seq
             self._seq += 1
             slot = seq % self._slot_count
-            message, fds = self._write_batch(seq, slot, requests)
+            side = self._side
+            slots = [side.admit(request) for request in requests] if side is not None else []
+            message, fds = self._write_batch(seq, slot, requests, slots)
             future: asyncio.Future[BatchOutcome] = self._loop.create_future()
-            self._in_flight.append(_InFlight(seq, slot, requests, future, time.monotonic_ns() - started))
+            self._in_flight.append(
+                _InFlight(seq, slot, requests, future, time.monotonic_ns() - started, slots)
+            )
             self._send(message, fds)
         except BaseException:
             if not self._in_flight or self._in_flight[-1].requests is not requests:
@@ -160,7 +171,9 @@ class ShmWorkerChannel(WorkerChannel):
         except OSError:  # the worker is gone: its exit status, not this send, says why
             self._on_worker_gone(None)
 
-    def _write_batch(self, seq: int, slot: int, requests: list[InferenceRequest]) -> tuple[bytes, list[int]]:
+    def _write_batch(
+        self, seq: int, slot: int, requests: list[InferenceRequest], slots: list[int]
+    ) -> tuple[bytes, list[int]]:
         by_request = [{tensor.name: tensor for tensor in request.inputs} for request in requests]
         names: list[str] = []
         for request in requests:
@@ -197,7 +210,10 @@ class ShmWorkerChannel(WorkerChannel):
             "op": "exec",
             "seq": seq,
             "slot": slot,
-            "requests": [_request_record(request) for request in requests],
+            "requests": [
+                _request_record(request, slots[index] if slots else -1)
+                for index, request in enumerate(requests)
+            ],
             "inputs": input_entries,
         }
         needed = position + spill_size(record)
@@ -252,6 +268,10 @@ class ShmWorkerChannel(WorkerChannel):
                 self._in_flight.appendleft(batch)
                 self._on_worker_gone(f"sent a malformed answer ({exc})")
                 return
+            side = self._side
+            if side is not None and batch.slots:
+                for request, board in zip(batch.requests, batch.slots, strict=True):
+                    side.answered(request, board)
             if not batch.future.done():
                 batch.future.set_result(outcome)
             self._slots_free.release()
@@ -310,6 +330,10 @@ class ShmWorkerChannel(WorkerChannel):
         in_flight = list(self._in_flight)
         self._in_flight.clear()
         count = sum(len(batch.requests) for batch in in_flight)
+        if self._side is not None:  # streams end, the model's BLS calls are cancelled
+            self._side.fail_all(
+                WorkerCrashed(f"instance '{self.instance_name}' of model '{self.model_name}' {reason}")
+            )
         for batch in in_flight:
             if not batch.future.done():
                 batch.future.set_exception(
@@ -333,6 +357,8 @@ class ShmWorkerChannel(WorkerChannel):
         self._in_slots = [None] * self._slot_count
         self._out_slots = [None] * self._slot_count
         self._sock.close()
+        if self._side is not None:
+            self._side.close()
         _LIVE_PROCESSES.discard(self.process)
 
     def kill(self) -> None:
@@ -361,10 +387,17 @@ class ShmWorkerChannel(WorkerChannel):
             await asyncio.shield(self.exited)
 
 
-def _request_record(request: InferenceRequest) -> dict[str, Any]:
+def _request_record(request: InferenceRequest, board: int) -> dict[str, Any]:
     record: dict[str, Any] = {"id": request.id, "outputs": [o.name for o in request.outputs] or None}
     if request.parameters:
-        record["params"] = scalar_parameters(request.parameters)
+        parameters = record["params"] = scalar_parameters(request.parameters)
+        timeout_us = parameters.get("timeout")
+        if isinstance(timeout_us, int) and timeout_us > 0:  # is_cancelled() after it (CLOCK_MONOTONIC)
+            record["dl"] = request.arrival_ns + timeout_us * 1000
+    if board >= 0:
+        record["k"] = board
+    if request.stream is not None:
+        record["s"] = 1  # decoupled: responses go out on the side link, in board slot k
     return record
 
 

@@ -27,6 +27,7 @@ from server.workers.batch_io import (
     select_results,
 )
 from server.workers.shm import Receiver, Segment, align, decode, encode, send, spill_size, spilled_arena
+from server.workers.worker_side import WorkerSide
 
 PARENT_POLL_S = 0.5
 
@@ -41,6 +42,7 @@ class Worker:
         self.default_size = 0
         self.growth_size = 0
         self.all_outputs: list[str] = []
+        self.side: WorkerSide | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -86,6 +88,9 @@ class Worker:
                 self._replace(self.in_slots, spilled_slot, fds)  # the spill lies in the new segment
                 fds = []
             record = decode(message, self.in_slots)
+            if record["op"] == "side":  # the side link (side.py): cancel board and side socket
+                self._attach_side(fds)
+                continue
             if fds:
                 self._replace(self.in_slots, int(record["slot"]), fds)
             if record["op"] == "close":
@@ -94,6 +99,11 @@ class Worker:
                 return
             if record["op"] == "exec":
                 self._execute(record, received_ns)
+
+    def _attach_side(self, fds: list[int]) -> None:
+        self.side = WorkerSide(fds[0], fds[1])
+        if self.backend is not None:
+            self.backend.upcalls = self.side
 
     @staticmethod
     def _replace(slots: list[Segment | None], slot: int, fds: list[int]) -> None:
@@ -146,6 +156,10 @@ class Worker:
             backend_request(raw.get("id", ""), raw.get("outputs"), raw.get("params"), self.all_outputs)
             for raw in raw_requests
         ]
+        side = self.side
+        if side is not None:
+            for raw, request in zip(raw_requests, requests, strict=True):
+                side.control(raw, request)
         inputs: dict[str, BatchInput] = {}
         view = arena.view if arena is not None else memoryview(b"")
         for entry in record["inputs"]:

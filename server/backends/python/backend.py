@@ -87,6 +87,11 @@ class PythonBackend(Backend):
                 config_json = completed_json
 
         self.model = model_class()
+        self._decoupled = bool(self.context.config.model_transaction_policy.decoupled)
+        if self.context.in_process:
+            self._upcall_source = lambda: self.upcalls
+        else:
+            pb_utils._PROCESS_UPCALLS[0] = lambda: self.upcalls
         # An async execute() runs on an event loop of the backend's own (see _run).
         self.async_execute = inspect.iscoroutinefunction(self.model.execute)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,7 +121,10 @@ class PythonBackend(Backend):
 
     def execute(self, batch: Batch) -> list[RequestOutputs | ServerError]:
         pb = self._pb
+        if self.context.in_process:  # models share this module: BLS calls find their instance per thread
+            pb._UPCALLS.source = self._upcall_source
         requests = []
+        convert = self._convert
         for request in batch.requests:
             tensors = [
                 pb.Tensor(name, tensor.to_numpy(), "BF16" if tensor.datatype == "BF16" else None)
@@ -135,12 +143,23 @@ class PythonBackend(Backend):
                     parameters=request.parameters,
                 )
             )
+            requests[-1]._control = request.control
+            requests[-1]._convert = convert
         try:
             responses = self.model.execute(requests)
             if self.async_execute:
                 responses = self._run(responses)
         except pb.TritonModelException as exc:
             raise BackendError(str(exc)) from None
+        if self._decoupled:
+            if responses is not None:
+                raise BackendError(
+                    f"Python model '{self.context.instance_name}' is using the decoupled mode and the "
+                    "execute function must return None."
+                )
+            return [OutputsWithParameters() for _ in requests]  # its responses went out as sent
+        if responses is None:  # default mode with response senders: each sent one response
+            return [self._sent_response(request) for request in batch.requests]
         if not isinstance(responses, list | tuple) or len(responses) != len(requests):
             got = (
                 "None"
@@ -154,6 +173,16 @@ class PythonBackend(Backend):
                 f"per request ({len(requests)}), got {got}"
             )
         return [self._convert(response) for response in responses]
+
+    def _sent_response(self, request: Any) -> RequestOutputs | ServerError:
+        control = request.control
+        if control is None or control.sent is None:
+            return BackendError(
+                f"execute() of model '{self.context.model_name}' returned None without sending a "
+                "response for every request"
+            )
+        sent: RequestOutputs | ServerError = control.sent
+        return sent
 
     def _convert(self, response: Any) -> RequestOutputs | ServerError:
         pb = self._pb

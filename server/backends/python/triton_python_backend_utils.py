@@ -2,20 +2,32 @@
 
 Written from the python_backend README (Usage, Error Handling, Interoperability, Logging); inside a
 worker this module is importable under the top-level name `triton_python_backend_utils`, so a
-`model.py` written for Triton runs unchanged. Not offered: BLS (`InferenceRequest.exec`),
-decoupled response senders, request rescheduling; they raise TritonModelException saying so.
+`model.py` written for Triton runs unchanged. Response senders and BLS calls live in
+streaming.py; request rescheduling is not offered (TritonModelException says so).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from server.backends.python import streaming as _streaming
 from server.vocabulary.dtypes import deserialize_bytes, serialize_bytes
+
+# Where this instance's BLS calls go: the backend sets it (per thread for in-process instances).
+_UPCALLS = threading.local()
+_PROCESS_UPCALLS: list[Any] = [None]
+
+
+def _upcall_client() -> Any:
+    source = getattr(_UPCALLS, "source", None) or _PROCESS_UPCALLS[0]
+    return source() if callable(source) else None
+
 
 # -- data types: TRITONSERVER_DataType numbers (the same order as model_config's TYPE_*) ----------
 
@@ -224,6 +236,7 @@ class InferenceRequest:
         preferred_memory: Any = None,
         trace: Any = None,
         parameters: dict[str, Any] | str | None = None,
+        request_timeout: int = 0,
     ) -> None:
         self._request_id = request_id
         self._correlation_id = correlation_id
@@ -232,8 +245,11 @@ class InferenceRequest:
         self._model_name = model_name
         self._model_version = model_version
         self._flags = flags
-        self._timeout = timeout
+        self._timeout = timeout or request_timeout
         self._parameters = parameters  # rendered as JSON only when the model asks
+        self._control: Any = None  # the executing instance's RequestControl (cancel flag, sender)
+        self._convert: Any = None  # InferenceResponse -> what the control sends
+        self._sender: Any = None
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -261,21 +277,28 @@ class InferenceRequest:
         return self._parameters if isinstance(self._parameters, str) else json.dumps(self._parameters or {})
 
     def is_cancelled(self) -> bool:
-        return False
+        return self._control is not None and bool(self._control.is_cancelled())
 
     def get_response_sender(self) -> Any:
-        raise TritonModelException("decoupled models (response senders) are not supported by tritonctl yet")
+        if self._control is None:
+            raise TritonModelException("only a request given to execute() has a response sender")
+        if self._sender is None:
+            self._sender = _streaming.InferenceResponseSender(
+                self._control, self._convert, TritonModelException
+            )
+        return self._sender
 
     def set_release_flags(self, flags: int) -> None:
         raise TritonModelException("request rescheduling is not supported by tritonctl yet")
 
-    def exec(self, decoupled: bool = False) -> InferenceResponse:
-        raise TritonModelException(
-            "business logic scripting (InferenceRequest.exec) is not supported by tritonctl yet"
-        )
+    def exec(self, decoupled: bool = False) -> Any:
+        """Business logic scripting: run this request on the named model of the server."""
+        return _streaming.bls_exec(self, sys.modules[__name__], _upcall_client(), decoupled)
 
-    async def async_exec(self, decoupled: bool = False) -> InferenceResponse:
-        return self.exec(decoupled)
+    async def async_exec(self, decoupled: bool = False) -> Any:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.exec, decoupled)
 
 
 class InferenceResponse:

@@ -54,7 +54,7 @@ class DefaultScheduler(PooledScheduler):
             try:
                 outcome = await asyncio.shield(submit)
             except asyncio.CancelledError:
-                self._abandon(channel, submit)
+                self._abandon(channel, submit, request)
                 raise
             except BaseException:
                 self.pool.release(channel)
@@ -100,9 +100,14 @@ class DefaultScheduler(PooledScheduler):
         finally:
             pending.done()
 
-    def _abandon(self, channel: WorkerChannel, submit: asyncio.Future[BatchOutcome]) -> None:
+    def _abandon(
+        self, channel: WorkerChannel, submit: asyncio.Future[BatchOutcome], request: InferenceRequest
+    ) -> None:
         """Keep `channel`'s slot lent until the execution nobody awaits any more is done."""
         self._pending.add()
+        hook = request.cancel_hook  # the model's request.is_cancelled() turns true
+        if hook is not None:
+            hook()
 
         def finished(task: asyncio.Future[BatchOutcome]) -> None:
             if not task.cancelled():

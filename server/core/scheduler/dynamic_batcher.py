@@ -105,6 +105,8 @@ class DynamicBatcher(PooledScheduler):
                 request_ns=time.monotonic_ns() - item.request.arrival_ns, reason="CANCELED"
             )
             self._pending.done()
+        elif item.request.cancel_hook is not None:  # executing: the model's is_cancelled() turns true
+            item.request.cancel_hook()
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self._event_loop is None:

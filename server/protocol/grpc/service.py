@@ -19,7 +19,7 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
-from server.errors import ServerError, Unsupported
+from server.errors import DecoupledUnsupported, ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
 from server.protocol.grpc.codec import (
     Chunk,
@@ -28,6 +28,7 @@ from server.protocol.grpc.codec import (
     serialize_infer_result,
     varint,
 )
+from server.protocol.grpc.decoupled import is_decoupled, stream_decoupled
 from server.protocol.grpc.shm_rpcs import SharedMemoryRpcs
 from server.protocol.shm_tensors import DISABLED, OutputTargets, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
@@ -81,6 +82,8 @@ METHODS = _methods()
 def grpc_status(error: BaseException) -> tuple[int, str]:
     """(gRPC status code, message) for an exception an RPC raised; unexpected ones are logged."""
     if isinstance(error, ServerError):
+        if isinstance(error, DecoupledUnsupported):
+            return int(error.grpc_code.value[0]), error.GRPC_MESSAGE
         return int(error.grpc_code.value[0]), error.message
     logger.exception("unhandled error in a gRPC call", exc_info=error)
     return INTERNAL, f"internal error: {type(error).__name__}: {error}"
@@ -172,7 +175,7 @@ class InferenceRpcs(SharedMemoryRpcs):
         """Requests of one stream run concurrently; each serialized answer is written when it is ready.
 
         Errors travel in `error_message` and the stream goes on, like Triton. Decoupled models
-        (several answers per request) will plug in at `_stream_one`.
+        (several answers per request) are answered by decoupled.py.
         """
         answers: asyncio.Queue[list[Chunk] | None] = asyncio.Queue()
         reader = asyncio.ensure_future(self._read_stream(request_iterator, answers))
@@ -204,6 +207,9 @@ class InferenceRpcs(SharedMemoryRpcs):
     async def _stream_one(
         self, request: pb.ModelInferRequest, answers: asyncio.Queue[list[Chunk] | None]
     ) -> None:
+        if is_decoupled(self.dataplane, request):  # 0..N responses per request (decoupled.py)
+            await stream_decoupled(self.dataplane, request, answers)
+            return
         try:
             call = self.start_infer(request)
             await call.future

@@ -56,8 +56,10 @@ def test_requests_and_responses() -> None:
     assert req.request_id() == "7" and req.requested_output_names() == ["OUTPUT0"]
     assert json.loads(req.parameters()) == {"k": 1}
     assert not req.is_cancelled()
-    with pytest.raises(pb_utils.TritonModelException, match="not supported"):
-        req.exec()
+    answer = req.exec()  # outside a model instance no server is there to call: an error response
+    assert answer.has_error() and "not available" in answer.error().message()
+    with pytest.raises(pb_utils.TritonModelException, match="response sender"):
+        req.get_response_sender()
     out = pb_utils.Tensor("OUTPUT0", np.zeros(2, np.float32))
     response = pb_utils.InferenceResponse(output_tensors=[out], parameters={"p": "v"})
     assert pb_utils.get_output_tensor_by_name(response, "OUTPUT0") is out
