@@ -44,6 +44,7 @@ class LoadSpec:
     concurrency: int
     shape: list[int] = field(default_factory=list)  # sample shape without batch dim, for foreign servers
     http_json: bool = False  # plain KServe v2 JSON tensors instead of Triton's binary extension
+    extra_args: tuple[str, ...] = ()  # more perf_analyzer flags (e.g. --shared-memory system)
 
 
 @dataclass
@@ -74,6 +75,7 @@ def run_perf_analyzer(tools: Tools, target: LoadSpec, request_count: int, timeou
             *("--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)),
             *("--stability-percentage", "999", "--max-trials", str(WINDOWS)),
             *("-f", str(csv_path)),
+            *target.extra_args,
         ]
         env = dict(os.environ, LD_LIBRARY_PATH=str(tools.perf_analyzer_libs))
         done = _run(command, env, timeout_s)

@@ -46,6 +46,11 @@ class GrpcClient(str, Enum):
     grpcio = "grpcio"
 
 
+class SharedMemory(str, Enum):
+    none = "none"
+    system = "system"
+
+
 class _RunByDefault(TyperGroup):
     """`perf MODEL ...` means `perf run MODEL ...`: anything that is not a subcommand goes to `run`."""
 
@@ -231,6 +236,8 @@ def make_settings(
     http_encoding: HttpEncoding = HttpEncoding.binary,
     workers: int = 1,
     grpc_client: GrpcClient = GrpcClient.raw,
+    shared_memory: SharedMemory = SharedMemory.none,
+    output_shared_memory_size: int = 100 * 1024,
 ) -> PerfSettings:
     """Flags -> PerfSettings (raises PerfUsageError with a message naming the flag)."""
     from tritonctl.perf.settings import (
@@ -272,6 +279,8 @@ def make_settings(
         ),
         workers=workers or auto_workers(levels),
         grpc_client=grpc_client.value,
+        shared_memory=shared_memory.value,
+        output_shared_memory_size=output_shared_memory_size,
     )
 
 
@@ -375,6 +384,18 @@ def run(
     ] = HttpEncoding.binary,
     workers: WorkersOption = 0,
     grpc_client: GrpcClientOption = GrpcClient.raw,
+    shared_memory: Annotated[
+        SharedMemory,
+        typer.Option(
+            "--shared-memory",
+            help="system: send tensors through POSIX shared-memory regions (the server needs "
+            "--allow-client-shm=true), like perf_analyzer.",
+        ),
+    ] = SharedMemory.none,
+    output_shared_memory_size: Annotated[
+        int,
+        typer.Option("--output-shared-memory-size", help="Bytes of each output's region.", min=1),
+    ] = 100 * 1024,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write results as JSON.", dir_okay=False, show_default=False)
     ] = None,
@@ -422,6 +443,8 @@ def run(
             http_encoding=http_encoding,
             workers=workers,
             grpc_client=grpc_client,
+            shared_memory=shared_memory,
+            output_shared_memory_size=output_shared_memory_size,
         )
         console = Console()
         with LiveProgress(Console(stderr=True), len(settings.levels)) as progress:

@@ -16,10 +16,11 @@ from tritonctl.perf.collector import LoadGenerator
 from tritonctl.perf.control import ControlClient, StatsSnapshot, connect
 from tritonctl.perf.encode import grpc_payload, http_payload
 from tritonctl.perf.errors import PerfError
-from tritonctl.perf.inputs import InputSpec, build_steps, resolve_inputs
+from tritonctl.perf.inputs import Array, InputSpec, build_steps, resolve_inputs
 from tritonctl.perf.loadgen import WorkerJob
 from tritonctl.perf.measure import LevelResult, Window, is_stable, merge_windows
 from tritonctl.perf.settings import STABILITY_WINDOWS, LoadLevel, PerfSettings
+from tritonctl.perf.shared_memory import PerfRegions, grpc_shm_payload, http_shm_payload
 
 # A count window that never fills (a stalled server) is closed after this many measurement intervals.
 COUNT_WINDOW_CAP_INTERVALS = 10
@@ -63,12 +64,17 @@ class SweepReport:
         }
 
 
-def prepare_payloads(settings: PerfSettings, control: ControlClient) -> tuple[list[InputSpec], list[bytes]]:
-    """Ask the server what the model takes, build the request data, serialize every request once."""
+def prepare_payloads(
+    settings: PerfSettings, control: ControlClient, regions: PerfRegions | None = None
+) -> tuple[list[InputSpec], list[bytes]]:
+    """Ask the server what the model takes, build the request data, serialize every request once
+    (with `regions`: the data goes into shared-memory regions the requests name)."""
     info = control.model_info(settings.model, settings.model_version)
     config = control.model_config(settings.model, settings.model_version)
     specs = resolve_inputs(info, config, settings.inputs)
     steps = build_steps(specs, settings.inputs)
+    if regions is not None:
+        return specs, shm_payloads(settings, regions, specs, steps, [o.name for o in info.outputs])
     if settings.protocol == "grpc":
         payloads = [grpc_payload(settings.model, settings.model_version, specs, step) for step in steps]
     else:
@@ -84,6 +90,33 @@ def prepare_payloads(settings: PerfSettings, control: ControlClient) -> tuple[li
             for step in steps
         ]
     return specs, payloads
+
+
+def shm_payloads(
+    settings: PerfSettings,
+    regions: PerfRegions,
+    specs: list[InputSpec],
+    steps: list[dict[str, Array]],
+    output_names: list[str],
+) -> list[bytes]:
+    """The requests of a --shared-memory run: every step's inputs in regions of their own."""
+    outputs = regions.outputs(output_names)
+    size = settings.output_shared_memory_size
+    payloads = []
+    for index, step in enumerate(steps):
+        placed = regions.inputs(specs, step, index)
+        fields: dict[str, Any] = {
+            "specs": specs,
+            "step": step,
+            "placed": placed,
+            "outputs": outputs,
+            "output_size": size,
+        }
+        if settings.protocol == "grpc":
+            payloads.append(grpc_shm_payload(settings.model, settings.model_version, **fields))
+        else:
+            payloads.append(http_shm_payload(settings.url, settings.model, settings.model_version, **fields))
+    return payloads
 
 
 class _LevelMeasurement:
@@ -192,8 +225,11 @@ def run_sweep(
     own_generator = generator is None
     control = control or connect(settings.protocol, settings.url)
     report = SweepReport(settings.model, settings.protocol, settings.url, settings.inputs.batch_size)
+    regions = None
+    if settings.shared_memory == "system":
+        regions = PerfRegions(settings.protocol, settings.url, settings.output_shared_memory_size)
     try:
-        _, payloads = prepare_payloads(settings, control)
+        _, payloads = prepare_payloads(settings, control, regions)
         report.statistics_available = control.statistics(settings.model, settings.model_version) is not None
         if not report.statistics_available:
             report.warnings.append("the server has no statistics endpoint: no server-side breakdown")
@@ -228,4 +264,6 @@ def run_sweep(
             generator.close()
         if own_control:
             control.close()
+        if regions is not None:
+            regions.close()
     return report

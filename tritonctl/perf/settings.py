@@ -77,6 +77,9 @@ class PerfSettings:
     inputs: InputSettings = field(default_factory=InputSettings)
     workers: int = 1
     grpc_client: Literal["raw", "grpcio"] = "raw"
+    # "system": tensors through client shared memory (perf_analyzer's --shared-memory; shared_memory.py)
+    shared_memory: Literal["none", "system"] = "none"
+    output_shared_memory_size: int = 100 * 1024
 
 
 def auto_workers(levels: tuple[LoadLevel, ...]) -> int:
