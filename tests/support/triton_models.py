@@ -116,6 +116,7 @@ class TritonPythonModel:
 class TritonPythonModel:
     def execute(self, requests):
         for request in requests:
+            pb_utils.Logger.log_info(f"started {request.request_id()}")
             sender = request.get_response_sender()
             sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([1], np.int32))]))
             threading.Thread(target=self.wait, args=(request, sender)).start()
@@ -131,6 +132,8 @@ class TritonPythonModel:
     "watch_plain": """
 class TritonPythonModel:
     def execute(self, requests):
+        for request in requests:
+            pb_utils.Logger.log_info(f"started {request.request_id()}")
         deadline = time.monotonic() + 60
         while not all(r.is_cancelled() for r in requests) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -173,23 +176,29 @@ class TritonPythonModel:
         self.target = config["parameters"]["TARGET"]["string_value"]
 
     async def execute(self, requests):
+        # the target batches: each call is one row of it
+        def row(request, name):
+            data = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            return pb_utils.Tensor(name, data.reshape(1, -1))
+
         calls = [
             pb_utils.InferenceRequest(
                 model_name=self.target,
                 requested_output_names=["OUTPUT0", "OUTPUT1"],
-                inputs=[pb_utils.get_input_tensor_by_name(request, "INPUT0"),
-                        pb_utils.get_input_tensor_by_name(request, "INPUT1")],
+                inputs=[row(request, "INPUT0"), row(request, "INPUT1")],
             ).async_exec()
             for request in requests
         ]
         answers = await asyncio.gather(*calls)
-        return [
-            pb_utils.InferenceResponse([
-                pb_utils.get_output_tensor_by_name(answer, "OUTPUT0"),
-                pb_utils.get_output_tensor_by_name(answer, "OUTPUT1"),
-            ])
-            for answer in answers
-        ]
+        responses = []
+        for answer in answers:
+            if answer.has_error():
+                raise pb_utils.TritonModelException(answer.error().message())
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor(name, pb_utils.get_output_tensor_by_name(answer, name).as_numpy().reshape(-1))
+                for name in ("OUTPUT0", "OUTPUT1")
+            ]))
+        return responses
 """,
     "bls_stream": """
 class TritonPythonModel:
@@ -220,7 +229,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             mode = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy().reshape(-1)[0])
-            data = np.zeros([1, 4], np.float32)
+            data = np.zeros([4], np.float32)
             model, outputs, timeout, inputs = "add_sub", ["OUTPUT0"], 0, ["INPUT0", "INPUT1"]
             if mode == 1:
                 model = "no_such_model"
