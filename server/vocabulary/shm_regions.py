@@ -151,6 +151,7 @@ class OutputTarget:
     __slots__ = ("byte_size", "fd", "key", "name", "position")
 
     def __init__(self, region: SystemRegion, offset: int, byte_size: int) -> None:
+        self.fd = -1  # set last: a span refused below leaves nothing to release
         self.name = region.name
         self.key = region.key
         self.byte_size = byte_size
