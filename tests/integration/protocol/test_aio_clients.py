@@ -78,6 +78,12 @@ async def assert_unsupported(call: Awaitable[Any]) -> None:
     assert "not supported" in str(refused.value), str(refused.value)
 
 
+async def assert_refused(call: Awaitable[Any], fragment: str) -> None:
+    with pytest.raises(InferenceServerException) as refused:
+        await call
+    assert fragment in str(refused.value), str(refused.value)
+
+
 def serve(tmp_path_factory: pytest.TempPathFactory, stack: str) -> Iterator[RunningServer]:
     repo: Path = tmp_path_factory.mktemp(f"aio_{stack}")
     write_python_model(repo, MODEL, "identity", dims=[4])
@@ -179,12 +185,15 @@ async def exercise_http(url: str) -> set[str]:
         await assert_unsupported(client.update_trace_settings(settings={"trace_level": ["OFF"]}))
         await assert_unsupported(client.get_log_settings())
         await assert_unsupported(client.update_log_settings({"log_verbose_level": 0}))
-        await assert_unsupported(client.get_system_shared_memory_status())
-        await assert_unsupported(client.register_system_shared_memory("region", "/key", 16))
-        await assert_unsupported(client.unregister_system_shared_memory())
-        await assert_unsupported(client.get_cuda_shared_memory_status())
-        await assert_unsupported(client.register_cuda_shared_memory("region", "aGFuZGxl", 0, 16))
-        await assert_unsupported(client.unregister_cuda_shared_memory())
+        # Shared memory without --allow-client-shm (test_shared_memory.py has it on).
+        assert await client.get_system_shared_memory_status() == []
+        await assert_refused(client.register_system_shared_memory("region", "/key", 16), "--allow-client-shm")
+        await client.unregister_system_shared_memory()
+        assert await client.get_cuda_shared_memory_status() == []
+        await assert_refused(
+            client.register_cuda_shared_memory("region", "aGFuZGxl", 0, 16), "--allow-client-shm"
+        )
+        await client.unregister_cuda_shared_memory()
     finally:
         await client.client.close()
     return client.used
@@ -255,12 +264,14 @@ async def exercise_grpc(url: str) -> set[str]:
         await assert_unsupported(client.update_trace_settings(settings={"trace_level": ["OFF"]}))
         await assert_unsupported(client.get_log_settings())
         await assert_unsupported(client.update_log_settings({"log_verbose_level": 0}))
-        await assert_unsupported(client.get_system_shared_memory_status())
-        await assert_unsupported(client.register_system_shared_memory("region", "/key", 16))
-        await assert_unsupported(client.unregister_system_shared_memory())
-        await assert_unsupported(client.get_cuda_shared_memory_status())
-        await assert_unsupported(client.register_cuda_shared_memory("region", b"aGFuZGxl", 0, 16))
-        await assert_unsupported(client.unregister_cuda_shared_memory())
+        assert not (await client.get_system_shared_memory_status()).regions
+        await assert_refused(client.register_system_shared_memory("region", "/key", 16), "--allow-client-shm")
+        await client.unregister_system_shared_memory()
+        assert not (await client.get_cuda_shared_memory_status()).regions
+        await assert_refused(
+            client.register_cuda_shared_memory("region", b"aGFuZGxl", 0, 16), "--allow-client-shm"
+        )
+        await client.unregister_cuda_shared_memory()
     finally:
         await client.client.close()
     return client.used

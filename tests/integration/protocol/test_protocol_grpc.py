@@ -254,9 +254,6 @@ def test_metadata_errors_have_status_codes(client: grpcclient.InferenceServerCli
 @pytest.mark.parametrize(
     ("rpc", "request_type"),
     [
-        ("SystemSharedMemoryStatus", service_pb2.SystemSharedMemoryStatusRequest),
-        ("SystemSharedMemoryRegister", service_pb2.SystemSharedMemoryRegisterRequest),
-        ("CudaSharedMemoryStatus", service_pb2.CudaSharedMemoryStatusRequest),
         ("TraceSetting", service_pb2.TraceSettingRequest),
         ("LogSettings", service_pb2.LogSettingsRequest),
     ],

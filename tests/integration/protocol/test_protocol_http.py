@@ -369,14 +369,18 @@ def test_routes_methods_and_unsupported_extensions(raw: httpx.Client) -> None:
     assert raw.delete("/v2/models/py_identity").status_code == 405
     assert raw.get("/v2/models/py_identity/infer").status_code == 405
     for path in (
-        "/v2/systemsharedmemory/status",
-        "/v2/cudasharedmemory/status",
         "/v2/trace/setting",
         "/v2/logging",
     ):
         answer = raw.get(path)
         assert answer.status_code == 501
         assert "not supported" in answer.json()["error"]
+    # Shared memory is served (off without --allow-client-shm: no region, registering refused).
+    assert raw.get("/v2/systemsharedmemory/status").json() == []
+    assert (
+        raw.post("/v2/systemsharedmemory/region/r/register", json={"key": "/k", "byte_size": 4}).status_code
+        == 403
+    )
 
 
 # -- the HTTP layer itself ------------------------------------------------------------------------

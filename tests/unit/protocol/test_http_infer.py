@@ -260,12 +260,14 @@ def test_a_duplicate_input_is_refused(http: Http) -> None:
     assert response.status == 400 and error_of(response) == "input 'INPUT0' already exists in request"
 
 
-def test_shared_memory_is_not_implemented(http: Http) -> None:
+def test_shared_memory_needs_allow_client_shm(http: Http) -> None:
+    """An HttpApp without a region table (the server without --allow-client-shm) refuses regions."""
     region = {"shared_memory_region": "r", "shared_memory_byte_size": 16}
     as_input = {"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "parameters": region}
-    assert http.post(INFER, infer_body(as_input)).status == 501
+    refused = http.post(INFER, infer_body(as_input))
+    assert refused.status == 403 and "--allow-client-shm" in error_of(refused)
     as_output = infer_body(fp32_input([1, 2, 3, 4]), outputs=[{"name": "OUTPUT0", "parameters": region}])
-    assert http.post(INFER, as_output).status == 501
+    assert http.post(INFER, as_output).status == 403
 
 
 @pytest.mark.parametrize(
