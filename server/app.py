@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 from server.core.dataplane import DataPlane
 from server.core.limits import PendingLimits
 from server.core.registry import ModelRegistry, ModelState, RepositoryPoller
+from server.core.registry.lifecycle import LifecycleManager
+from server.core.registry.startup import TABLE_LIMIT, LoadProgress, load_models, startup_summary
 from server.core.response_cache import ResponseCache
 from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
@@ -123,6 +125,7 @@ class Server:
         self._stop = asyncio.Event()
         self._signals = 0
         self._poller: RepositoryPoller | None = None
+        self.lifecycle: LifecycleManager | None = None
         self._phase: asyncio.Future[Any] | None = None
 
     async def run(self) -> int:
@@ -201,6 +204,7 @@ class Server:
         for root in options.model_repositories:
             if not root.is_dir():
                 raise ConfigError(f"failed to stat file {root}: the model repository does not exist")
+        self._start_lifecycle()
         failed = await self._initial_load()
         if failed and options.exit_on_error:
             log.error("error: creating server: failed to load all models (%s)", ", ".join(failed))
@@ -209,6 +213,8 @@ class Server:
         await self._start_front_ends()
         self.dataplane.mark_started()
         self._print_startup()
+        if self.lifecycle is not None:
+            self.lifecycle.start()  # evictions and idle unload from now on
         if options.model_control_mode == "poll":
             self._poller = self.registry.poller(
                 options.repository_poll_secs, functools.partial(load_server_configs, options)
@@ -225,14 +231,36 @@ class Server:
             wanted = on_disk if "*" in options.load_models else list(dict.fromkeys(options.load_models))
         else:
             wanted = on_disk
-        results = await asyncio.gather(*(self.registry.load(name) for name in wanted), return_exceptions=True)
-        failed = []
-        for name, result in zip(wanted, results, strict=True):
-            if isinstance(result, ServerError):
-                failed.append(name)
-            elif isinstance(result, BaseException):
-                raise result
-        return failed
+        return await load_models(
+            self.registry,
+            wanted,
+            thread_count=options.model_load_thread_count,
+            manager=self.lifecycle,
+            progress=LoadProgress(len(wanted)),
+        )
+
+    def _start_lifecycle(self) -> None:
+        """Memory accounting always; budget, pins, idle unload and on-demand loads as asked."""
+        from server.core.registry.memory import device_totals, parse_budget
+        from server.core.registry.on_demand import OnDemandLoader
+
+        assert self.registry is not None and self.dataplane is not None
+        options = self.options
+        budget = (
+            parse_budget(options.model_memory_budget, device_totals()) if options.model_memory_budget else {}
+        )
+        self.lifecycle = LifecycleManager(
+            budget=budget,
+            pinned=options.pin_models,
+            idle_unload_s=options.model_idle_unload_secs,
+            room_wait_s=options.model_load_wait_secs,
+        )
+        self.lifecycle.attach(self.registry.table, self.registry.loader)
+        self.dataplane.lifecycle = self.lifecycle
+        if options.on_demand:
+            self.dataplane.on_demand = OnDemandLoader(
+                self.registry, self.lifecycle, wait_s=options.model_load_wait_secs
+            )
 
     async def _start_front_ends(self) -> None:
         options, dataplane = self.options, self.dataplane
@@ -263,10 +291,16 @@ class Server:
         from rich.table import Table
 
         assert self.registry is not None and self.dataplane is not None
+        console = Console(stderr=True)
+        index = self.dataplane.repository_index()
+        if len(index) > TABLE_LIMIT:
+            for line in startup_summary(index):
+                console.print(line, highlight=False, soft_wrap=True)
+            index = []
         table = Table(title="Models", title_justify="left")
         for column in ("Model", "Version", "Instances", "State", "Reason"):
             table.add_column(column, overflow="fold")  # long model names fold, never end in …
-        for entry in self.dataplane.repository_index():
+        for entry in index:
             instances = ""
             if entry.state == ModelState.READY.value:
                 loaded = self.registry.table.get(entry.name, entry.version)
@@ -280,8 +314,8 @@ class Server:
                 f"[{style}]{entry.state or 'not loaded'}[/{style}]",
                 entry.reason.splitlines()[0] if entry.reason else "",
             )
-        console = Console(stderr=True)
-        console.print(table)
+        if index:
+            console.print(table)
         where = ", ".join(
             f"{name} on {self._host_of(name)}:{front.port}" for name, front in self.front_ends.items()
         )
@@ -303,6 +337,8 @@ class Server:
             self.dataplane.mark_exiting()
         if self._poller is not None:
             await self._poller.stop()
+        if self.lifecycle is not None:
+            await self.lifecycle.stop()
         grace = self.options.exit_timeout_secs
         # HTTP and gRPC drain their in-flight requests for up to `grace`; metrics just closes.
         await asyncio.gather(
@@ -319,3 +355,6 @@ class Server:
     async def _close_models(self, timeout: float) -> None:
         if self.registry is not None:
             await self.registry.close(timeout)
+        from server.workers.host import close_hosts
+
+        close_hosts()  # the shared host processes, once their instances are closed

@@ -389,6 +389,20 @@ class MetricsServer:
         self.sampler.close()
 
 
+class LifecycleCollector(Collector):
+    """The lifecycle manager's families (core/registry/lifecycle.py metric_families)."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_text, kind, samples in self._manager.metric_families():
+            metric = Metric(name.removesuffix("_total") if kind == "counter" else name, help_text, kind)
+            for labels, value in samples:
+                metric.add_sample(name, labels, value)
+            yield metric
+
+
 async def start_metrics(source: Any, options: Any) -> MetricsServer | None:
     """Serve `/metrics` for `source` (DataPlane, registry or callable) as `options` say; None if disabled."""
     settings = options if isinstance(options, MetricsSettings) else MetricsSettings.from_options(options)
@@ -398,6 +412,8 @@ async def start_metrics(source: Any, options: Any) -> MetricsServer | None:
     sampler = SystemSampler(sample, cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TritonCollector(entries_of(source), sample))
+    if getattr(source, "lifecycle", None) is not None:  # memory per model, loads, evictions (#18)
+        registry.register(LifecycleCollector(source.lifecycle))
     server = MetricsServer(registry, sampler, max(settings.interval_ms, 1) / 1000.0)
     await server.start(settings.host, settings.port)
     return server

@@ -39,7 +39,6 @@ _IGNORED_FLAGS = (
     "cuda-virtual-address-size",
     "min-supported-compute-capability",
     "buffer-manager-thread-count",
-    "model-load-thread-count",
     "model-load-retry-count",
     "model-namespacing",
     "enable-peer-access",
@@ -98,6 +97,7 @@ _BOOL_FLAGS = (
     "grpc-use-ssl",
     "grpc-use-ssl-mutual",
     "allow-client-shm",
+    "model-load-on-demand",
 )
 # Flags whose parsed value goes straight into the ServerOptions field of the same name.
 _VALUE_FIELDS = (
@@ -117,6 +117,10 @@ _VALUE_FIELDS = (
     "exit_timeout_secs",
     "max_pending_requests",
     "max_pending_bytes",
+    "model_load_thread_count",
+    "model_memory_budget",
+    "model_idle_unload_secs",
+    "model_load_wait_secs",
     "grpc_max_message_size",
     "grpc_stack",
 )
@@ -174,6 +178,16 @@ class ServerOptions:
     allow_client_shm: bool = False
     # Response cache (--cache-config local,size=N or --response-cache-byte-size N): 0 = none.
     response_cache_byte_size: int = 0
+    # Many models (issue #18; README "Serving many models"): parallel loads (Triton's flag), a
+    # memory budget with LRU eviction ("cpu=8GiB,gpu0=70%"), idle unload, on-demand loading
+    # (None: on when a budget or idle unload is set), pinned models, how long a request waits
+    # for its model's on-demand load.
+    model_load_thread_count: int = 4
+    model_memory_budget: str = ""
+    model_idle_unload_secs: float = 0.0
+    model_load_on_demand: bool | None = None
+    pin_models: list[str] = field(default_factory=list)
+    model_load_wait_secs: float = 120.0
     # Flags accepted for compatibility that had no effect: logged once at start-up.
     warnings: list[str] = field(default_factory=list)
 
@@ -211,9 +225,29 @@ class ServerOptions:
                 raise ConfigError(f"--{name}-port must be within 0..65535, got {port}")
         for entry in self.backend_config:
             parse_backend_config_entry(entry)
+        self._check_many_models()
         if self.response_cache_byte_size < 0:
             raise ConfigError(f"--cache-config size must be 0 or more, got {self.response_cache_byte_size}")
         self._check_security()
+
+    @property
+    def on_demand(self) -> bool:
+        """Whether a request loads a model that is not loaded (default: with a budget or idle unload)."""
+        if self.model_load_on_demand is not None:
+            return self.model_load_on_demand
+        return bool(self.model_memory_budget) or self.model_idle_unload_secs > 0
+
+    def _check_many_models(self) -> None:
+        if self.model_load_thread_count < 1:
+            raise ConfigError(
+                f"--model-load-thread-count must be 1 or more, got {self.model_load_thread_count}"
+            )
+        for flag, value in (
+            ("--model-idle-unload-secs", self.model_idle_unload_secs),
+            ("--model-load-wait-secs", self.model_load_wait_secs),
+        ):
+            if value < 0:
+                raise ConfigError(f"{flag} must be 0 or more, got {value:g}")
 
     def _check_security(self) -> None:
         from server.vocabulary.restrictions import GRPC_HEADER_PREFIX, parse_restrictions
@@ -346,6 +380,11 @@ def _build_parser() -> _ArgumentParser:
     add("--max-pending-bytes", dest="max_pending_bytes", type=int)
     add("--grpc-max-message-size", dest="grpc_max_message_size", type=int)
     add("--grpc-stack", dest="grpc_stack")
+    add("--model-load-thread-count", dest="model_load_thread_count", type=int)
+    add("--model-memory-budget", dest="model_memory_budget")
+    add("--model-idle-unload-secs", dest="model_idle_unload_secs", type=float)
+    add("--model-load-wait-secs", dest="model_load_wait_secs", type=float)
+    add("--model-pin", dest="pin_models", action="append", default=[])
     add("--http-restricted-api", dest="http_restricted_api", action="append", default=[])
     add("--grpc-restricted-protocol", dest="grpc_restricted_protocol", action="append", default=[])
     for flag in ("grpc-server-cert", "grpc-server-key", "grpc-root-cert"):
@@ -392,6 +431,7 @@ def parse_tritonserver_args(argv: list[str]) -> ServerOptions:
     ):
         options.model_control_mode = "poll"  # Triton's legacy spelling of poll mode
     options.load_models = list(values["load_models"])
+    options.pin_models = list(values["pin_models"])
     options.backend_config = list(values["backend_config"])
     if values["response_cache_byte_size"] is not None:  # Triton's deprecated spelling of the local cache
         options.response_cache_byte_size = values["response_cache_byte_size"]

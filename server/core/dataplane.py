@@ -18,10 +18,12 @@ from server import __version__
 from server.core.limits import PendingLimits
 from server.core.model_version import LoadedVersion
 from server.core.registry import ModelRegistry, ModelState
+from server.core.registry.memory import add_memory_usage
+from server.core.registry.on_demand import OnDemandLoader
 from server.core.response_cache import CachedModels, ResponseCache
 from server.core.stats import StatsEntry, statistics_response
 from server.core.upcalls import DataPlaneUpcalls, start_stream
-from server.errors import DecoupledUnsupported, InvalidInput, ModelNotReady, Unavailable
+from server.errors import DecoupledUnsupported, InvalidInput, ModelNotFound, ModelNotReady, Unavailable
 from server.vocabulary.dtypes import config_to_wire
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceRequest, InferenceResult
@@ -101,15 +103,15 @@ class DataPlane:
         self.limits = limits  # server-wide cap on pending requests and bytes (limits.py)
         # --cache-config: answers of models with response_cache { enable: true } (response_cache.py)
         self.cached_models = (
-            CachedModels(response_cache, self.table.get)
-            if response_cache is not None
-            else None
+            CachedModels(response_cache, self.table.get) if response_cache is not None else None
         )
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
         self.server_name = server_name
         self._started = False
         self._exiting = False
+        self.on_demand: OnDemandLoader | None = None  # app.py sets it (--model-load-on-demand)
+        self.lifecycle: Any = None  # registry/lifecycle.py LifecycleManager (memory, evictions)
         install_upcall_handler(DataPlaneUpcalls(self))  # models' BLS calls come in here (upcalls.py)
 
     # -- lifecycle (app.py) ----------------------------------------------------------------------
@@ -167,7 +169,13 @@ class DataPlane:
         Cancelling the future withdraws the request (see Scheduler.submit)."""
         if self._exiting:
             raise Unavailable("Server exiting")
-        loaded = self.table.get(request.model, request.version, route=True)  # version_weights
+        try:
+            loaded = self.table.get(request.model, request.version, route=True)  # version_weights
+        except (ModelNotFound, ModelNotReady):
+            on_demand = self.on_demand  # a model on disk but not loaded: load it, then serve
+            if on_demand is None or self._exiting or not on_demand.covers(request.model):
+                raise
+            return on_demand.submit(request, self.submit)
         if not loaded.has_live_instance:  # every instance crashed: 503, retry once one is back
             raise ModelNotReady(
                 f"'{loaded.name}' version {loaded.version} is not ready: no instance is running "
@@ -215,7 +223,10 @@ class DataPlane:
             selected = list(self.table.loaded_versions(name))
             if not selected:
                 raise InvalidInput(f"requested model '{name}' is not available")
-        return statistics_response((v.name, str(v.version), v.stats) for v in selected)
+        response = statistics_response((v.name, str(v.version), v.stats) for v in selected)
+        for message, serving in zip(response.model_stats, selected, strict=True):
+            add_memory_usage(message, serving.memory)  # Triton's memory_usage (registry/memory.py)
+        return response
 
     def stats_entries(self) -> list[StatsEntry]:
         """Every READY version's statistics and queue depth (for the metrics endpoint)."""

@@ -49,6 +49,8 @@ class LoadedVersion:
     instances: list[InstanceSpec]
     # What the instances depend on (instance_key); a load that leaves it unchanged keeps them.
     reuse_key: tuple[Any, ...] | None = None
+    # What its instances hold (registry/memory.py MemoryUsage), measured after the load.
+    memory: Any = None
 
     @functools.cached_property
     def decoupled(self) -> bool:

@@ -55,17 +55,19 @@ log = logging.getLogger(__name__)
 
 
 class LoadPolicy(Protocol):
-    """Where a server-wide load policy hooks in; none exists yet (the loader runs without one).
+    """Where a server-wide load policy hooks in: the lifecycle manager (lifecycle.py) with its
+    memory accounting, budget and eviction.
 
-    The many-models work plugs a memory budget with eviction here: `before_load` runs once the
-    config is checked and the instances are placed, before any of them starts; it may unload
-    other models (through the loader) to make room, or raise LoadError to refuse the load.
-    Memory comes back where versions stop: `_unload_versions` and `_retire` below. On-demand
-    loading belongs in front of `VersionTable.get`: a lookup of a model that is on disk but not
-    loaded would call `ModelLoader.load` and retry (DataPlane.submit).
+    `before_load` runs once the config is checked and the instances are placed, before any of
+    them starts; it may unload other models (through the loader) to make room, or raise
+    LoadError to refuse the load. `after_load` runs when the load ends, whatever its outcome
+    (the policy measures what the model's versions hold). Memory comes back where versions
+    stop: `_unload_versions` and `_retire` below.
     """
 
     async def before_load(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> None: ...
+
+    def after_load(self, name: str) -> None: ...
 
 
 class ModelLoader:
@@ -109,52 +111,68 @@ class ModelLoader:
             raise ServerError(f"failed to load '{name}', failed to poll from model repository")
         record = self.table.ensure(name)
         async with self._lock(name):
-            record.attempted = True
-            temp_dir: Path | None = None
             try:
-                if files:
-                    temp_dir = write_override_files(name, config_json, files)
-                    model_dir = temp_dir / name
-                else:
-                    found = self.sources.find_model_dir(name)
-                    if found is None:  # removed while we waited for the lock
-                        raise ServerError(f"failed to load '{name}', failed to poll from model repository")
-                    model_dir = found
-                fingerprint = (
-                    None if config_json or files else await asyncio.to_thread(self.sources.fingerprint, name)
-                )
-                config = await asyncio.to_thread(self._prepare_config, name, model_dir, config_json)
-                versions = resolve_versions(config, version_folders(model_dir))
-                if not versions:
-                    raise LoadError(
-                        f"at least one version must be available under the version policy of model '{name}'"
-                    )
-                specs: list[InstanceSpec] = []
-                if is_ensemble(config):
-                    await self._prepare_ensemble(name, config)
-                else:
-                    specs = place_instances(config, self.visible_gpus)
-                    resolve_auto_kinds(config, specs)
+                await self._load_locked(record, name, config_json, files)
+            finally:
                 if self.policy is not None:
-                    await self.policy.before_load(name, config, specs)
-            except ServerError as exc:
-                if temp_dir is not None:
-                    OverrideFolders.remove(temp_dir)
-                record.failed_before_start(exc.message)
-                log.error("failed to load '%s': %s", name, exc.message)
-                if type(exc) is ServerError:
-                    raise
-                raise LoadError(exc.message) from None
-            record.fingerprint = fingerprint
-            await self._load_versions(record, model_dir, config, versions, specs)
-            self.overrides.replace(name, temp_dir)
-            failures = [
-                f"version {number} is at {slot.state.value} state: {slot.reason};"
-                for number, slot in sorted(record.versions.items())
-                if number in versions and (slot.state is not ModelState.READY or slot.reason)
-            ]
-            if failures:
-                raise LoadError(f"load failed for model '{name}': " + "\n".join(failures))
+                    self.policy.after_load(name)
+
+    def busy(self, name: str) -> bool:
+        """A load or unload of `name` is under way (or waiting for its turn)."""
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
+    async def _load_locked(
+        self, record: ModelRecord, name: str, config_json: str | None, files: dict[str, bytes] | None
+    ) -> None:
+        record.attempted = True
+        record.loadable = ""
+        temp_dir: Path | None = None
+        try:
+            if files:
+                temp_dir = write_override_files(name, config_json, files)
+                model_dir = temp_dir / name
+            else:
+                found = self.sources.find_model_dir(name)
+                if found is None:  # removed while we waited for the lock
+                    raise ServerError(f"failed to load '{name}', failed to poll from model repository")
+                model_dir = found
+            fingerprint = (
+                None if config_json or files else await asyncio.to_thread(self.sources.fingerprint, name)
+            )
+            config = await asyncio.to_thread(self._prepare_config, name, model_dir, config_json)
+            versions = resolve_versions(config, version_folders(model_dir))
+            if not versions:
+                raise LoadError(
+                    f"at least one version must be available under the version policy of model '{name}'"
+                )
+            specs: list[InstanceSpec] = []
+            if is_ensemble(config):
+                await self._prepare_ensemble(name, config)
+            else:
+                specs = place_instances(config, self.visible_gpus)
+                resolve_auto_kinds(config, specs)
+            if self.policy is not None:
+                await self.policy.before_load(name, config, specs)
+        except ServerError as exc:
+            if temp_dir is not None:
+                OverrideFolders.remove(temp_dir)
+            record.failed_before_start(exc.message)
+            deferred = exc.message.startswith("deferred: ")  # lifecycle.py: left for its first request
+            (log.debug if deferred else log.error)("failed to load '%s': %s", name, exc.message)
+            if type(exc) is ServerError:
+                raise
+            raise LoadError(exc.message) from None
+        record.fingerprint = fingerprint
+        await self._load_versions(record, model_dir, config, versions, specs)
+        self.overrides.replace(name, temp_dir)
+        failures = [
+            f"version {number} is at {slot.state.value} state: {slot.reason};"
+            for number, slot in sorted(record.versions.items())
+            if number in versions and (slot.state is not ModelState.READY or slot.reason)
+        ]
+        if failures:
+            raise LoadError(f"load failed for model '{name}': " + "\n".join(failures))
 
     async def unload(self, name: str, *, unload_dependents: bool = False) -> None:
         """Unload every version of the model; it stays in the index as UNAVAILABLE "unloaded".

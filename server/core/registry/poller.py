@@ -49,6 +49,8 @@ class RepositoryPoller:
             await self.loader.remove(name)
         for name in sorted(on_disk):
             record = self.table.record(name)
+            if record is not None and record.loadable:
+                continue  # unloaded by the lifecycle manager: its next request loads what is on disk
             current = await asyncio.to_thread(self.sources.fingerprint, name)
             if record is not None and record.attempted and record.fingerprint == current:
                 continue

@@ -83,10 +83,20 @@ class ModelRecord:
     attempted: bool = False  # a load was asked for: Triton's readiness then counts this model
     fingerprint: tuple[Any, ...] | None = None  # what was on disk at the last load (poll mode)
     router: WeightedVersionRouter | None = None  # from the `version_weights` parameter, if any
+    # Set when the lifecycle manager unloaded it (budget, idle) or left it out at start-up: the
+    # reason the index shows; the next request loads it (on_demand.py). "" otherwise.
+    loadable: str = ""
 
     def slot(self, number: int) -> VersionSlot:
         """The slot of a version, created LOADING for a new one."""
         return self.versions.setdefault(number, VersionSlot(ModelState.LOADING))
+
+    def mark_loadable(self, reason: str) -> None:
+        """Not loaded, but loads on first request: neither a failure nor counted by readiness."""
+        self.loadable, self.error = reason, ""
+        for slot in self.versions.values():
+            if slot.serving is None:
+                slot.reason = reason
 
     def has_ready_version(self) -> bool:
         return any(slot.state is ModelState.READY for slot in self.versions.values())
@@ -166,7 +176,7 @@ class VersionTable:
         """Triton's strict readiness: every model a load was asked for has all versions READY
         (a version unloaded on purpose does not count against it)."""
         for record in self._records.values():
-            if not record.attempted:
+            if not record.attempted or record.loadable:
                 continue
             if not record.versions:
                 return False
@@ -188,6 +198,8 @@ class VersionTable:
                     entries.append(IndexEntry(name, str(number), slot.state, slot.reason))
             elif record is not None and record.error:
                 entries.append(IndexEntry(name, "", ModelState.UNAVAILABLE, record.error))
+            elif record is not None and record.loadable:
+                entries.append(IndexEntry(name, "", None, record.loadable))
             else:
                 entries.append(IndexEntry(name, "", None, ""))
         return entries

@@ -126,10 +126,14 @@ class RefusingPolicy:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, list[InstanceSpec]]] = []
+        self.ended: list[str] = []
 
     async def before_load(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> None:
         self.seen.append((name, specs))
         raise LoadError("memory budget exhausted")
+
+    def after_load(self, name: str) -> None:
+        self.ended.append(name)
 
 
 def test_the_load_policy_sees_the_placed_instances_and_can_refuse_before_any_start(tmp_path: Path) -> None:
@@ -140,6 +144,7 @@ def test_the_load_policy_sees_the_placed_instances_and_can_refuse_before_any_sta
         asyncio.run(models.load("m"))
     [(name, specs)] = policy.seen
     assert name == "m" and [spec.kind for spec in specs] == ["KIND_CPU", "KIND_CPU"]
+    assert policy.ended == ["m"]  # after_load runs whatever the outcome
     record = models.table.record("m")
     assert record is not None and record.error == "memory budget exhausted" and not record.versions
 
