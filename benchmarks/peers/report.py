@@ -19,14 +19,23 @@ TITLES = {
     "P3": "P3 large tensors: python identity FP32 3x224x224 (602 KB each way); perf_analyzer, HTTP binary; "
     "MB/s of input tensors",
     "P4": "P4 start-up: seconds from process start to /v2/health/ready (python identity models)",
+    "P7": "P7 stateful: python accumulator INT32[1], max_batch_size 8, sequence_batching direct with START/"
+    "READY controls; perf_analyzer gRPC (sequences of 20)",
     "MLServer": "MLServer on P1's identity; load generator `tritonctl perf` for every system",
+    "P3shm": "P3shm: P3's identity FP32 3x224x224 (602 KB each way) through system shared memory "
+    "(perf_analyzer --shared-memory system) and through the body; MB/s of input tensors",
+    "P8": "P8 response cache hits: P1's identity with response_cache { enable: true }, local cache 64 MB "
+    "on both; perf_analyzer repeats one input",
 }
 METRICS = {
     "P1": [THROUGHPUT, P50, P99],
     "P2": [THROUGHPUT, P50, P99],
     "P3": [MB_PER_S, P50, P99],
     "P4": [READY_S],
+    "P7": [THROUGHPUT, P50, P99],
     "MLServer": [THROUGHPUT, P50, P99],
+    "P3shm": [MB_PER_S, P50, P99],
+    "P8": [THROUGHPUT, P50, P99],
 }
 SYSTEM_ORDER = [OURS, TRITON, MLSERVER, ONNXRUNTIME]
 
@@ -55,8 +64,13 @@ GOALS = [
     Goal("P2", "gRPC c=16", THROUGHPUT, True, 2.0),
     *(Goal("P3", f"{p} c={c}", MB_PER_S, True, 1.0) for p in ("gRPC", "HTTP") for c in (1, 4)),
     Goal("P4", "50 models", READY_S, False, 1.0),
+    Goal("P7", "gRPC c=8", THROUGHPUT, True, 1.0),
+    Goal("P7", "gRPC c=8", P99, False, 1.0),
     Goal("MLServer", "gRPC c=8", THROUGHPUT, True, 3.0, MLSERVER),
     Goal("MLServer", "HTTP c=8", THROUGHPUT, True, 3.0, MLSERVER),
+    *(Goal("P3shm", f"{p} shm c={c}", MB_PER_S, True, 1.5) for p in ("gRPC", "HTTP") for c in (1, 4)),
+    Goal("P8", "gRPC c=8", THROUGHPUT, True, 1.0),
+    Goal("P8", "HTTP c=8", THROUGHPUT, True, 1.0),
 ]
 
 

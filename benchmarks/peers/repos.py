@@ -41,6 +41,67 @@ def write_identity(repo: Path, name: str = IDENTITY, dims: list[int] | None = No
     )
 
 
+SEQUENCE = "accumulator"
+SEQUENCE_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    \"\"\"Running sum per sequence, kept by the model (explicit state keyed by correlation id).\"\"\"
+
+    def initialize(self, args):
+        self.sums = {}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            value = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
+            start = pb_utils.get_input_tensor_by_name(request, "START").as_numpy()
+            ready = pb_utils.get_input_tensor_by_name(request, "READY").as_numpy()
+            corrid = request.correlation_id()
+            if not ready.reshape(-1)[0]:  # a null row of a direct batch: its answer is dropped
+                output = pb_utils.Tensor("OUTPUT", value)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
+                continue
+            previous = 0 if start.reshape(-1)[0] else self.sums.get(corrid, 0)
+            output = value.astype(np.int32) + previous  # int32 arrays wrap around, as C would
+            self.sums[corrid] = output
+            if request.flags() & 2:  # TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
+                self.sums.pop(corrid, None)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", output)]))
+        return responses
+"""
+
+
+def write_sequence_accumulator(repo: Path, name: str = SEQUENCE) -> Path:
+    """P7: python accumulator, INT32[1], `max_batch_size 8`, `sequence_batching { direct {} }` with
+    START/READY control inputs and the correlation id; the same files for both servers."""
+    config = build_config(
+        name,
+        backend="python",
+        inputs=[("INPUT", model_config_pb2.DataType.Value("TYPE_INT32"), [1])],
+        outputs=[("OUTPUT", model_config_pb2.DataType.Value("TYPE_INT32"), [1])],
+        max_batch_size=8,
+    )
+    text_format.Merge(
+        """sequence_batching {
+             direct { }
+             max_sequence_idle_microseconds: 5000000
+             control_input [
+               { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] } ] },
+               { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [0, 1] } ] }
+             ]
+           }""",
+        config,
+    )
+    model_dir = repo / name
+    write_config(model_dir, config)
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "1" / "model.py").write_text(SEQUENCE_MODEL)
+    return model_dir
+
+
 def ours_copy(repo: Path, instance_mode: str) -> Path:
     """The repository our server serves: `repo` itself in the default `process` mode, else a copy
     whose models carry TRITONCTL_INSTANCE_MODE (`--ours-instance-mode`); Triton keeps the original."""

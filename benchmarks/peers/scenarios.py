@@ -1,4 +1,5 @@
-"""The scenarios of issue #8: P1 overhead, P2 compute, P3 large tensors, P4 start-up, MLServer.
+"""The scenarios of issue #8 (P1 overhead, P2 compute, P3 large tensors, P4 start-up, MLServer)
+and of #16 (P7 stateful: the sequence batcher).
 
 Each scenario writes its repositories, starts every system it compares (all up at once, so a
 round can switch between them in seconds; their idle CPU is noted to show they do not steal from
@@ -44,7 +45,7 @@ READY_S = "ready s"
 ONNXRUNTIME = "onnxruntime"  # the in-process ceiling of P2
 P3_BYTES = 4 * 3 * 224 * 224  # one FP32 3x224x224 tensor, each way
 
-SCENARIOS = ("P1", "P2", "P3", "P4", "MLServer")
+SCENARIOS = ("P1", "P2", "P3", "P4", "P7", "MLServer", "P8", "P3shm")
 
 
 @dataclass
@@ -214,12 +215,26 @@ def run_p4(ctx: Context) -> None:
     alternate(ctx.results, "P4", plan, rounds=ctx.rounds, measure=measure, warmup=warmup)
 
 
+def run_p7(ctx: Context) -> None:
+    """Stateful: python accumulator, sequence batcher (direct); perf_analyzer sends sequences of 20."""
+    repo = ctx.workdir / "p7"
+    repos.write_sequence_accumulator(repo)
+    cases = _cases(("grpc",), (8,))
+    ours_repo = ctx.ours("P7", repo)
+    starters = {OURS: lambda: start_ours(ours_repo, ctx.tools), TRITON: lambda: start_triton(repo, ctx.tools)}
+    with _running(ctx, "P7", starters) as systems:
+        plan: Plan = [(case, [OURS, TRITON]) for case in cases]
+        measure = _perf_analyzer_measure(ctx, systems, repos.SEQUENCE, cases)
+        alternate(ctx.results, "P7", plan, rounds=ctx.rounds, measure=measure)
+    ctx.results.note("P7", "perf_analyzer detects the sequence model: concurrency 8 = 8 live sequences")
+
+
 def run_mlserver(ctx: Context) -> None:
     """P1's identity on MLServer, ours and Triton, all loaded by `tritonctl perf` (HTTP: JSON tensors)."""
     repo, folder = ctx.workdir / "mls-repo", ctx.workdir / "mls-mlserver"
     repos.write_identity(repo)
     repos.write_mlserver_identity(folder)
-    cases = _cases(("grpc", "http"), (8,))
+    cases = _cases(("grpc",), (8,))
     ours_repo = ctx.ours("MLServer", repo)
     starters = {
         OURS: lambda: start_ours(ours_repo, ctx.tools),
@@ -251,5 +266,24 @@ RUNNERS: dict[str, Callable[[Context], None]] = {
     "P2": run_p2,
     "P3": run_p3,
     "P4": run_p4,
+    "P7": run_p7,
     "MLServer": run_mlserver,
 }
+
+
+def _run_p8(ctx: Context) -> None:
+    from benchmarks.peers.cache_scenario import run_p8  # it builds on this module's helpers
+
+    run_p8(ctx)
+
+
+RUNNERS["P8"] = _run_p8
+
+
+def _run_p3shm(ctx: Context) -> None:
+    from benchmarks.peers.shm_scenario import run_p3shm  # P3 through system shared memory (#17)
+
+    run_p3shm(ctx)
+
+
+RUNNERS["P3shm"] = _run_p3shm

@@ -111,6 +111,15 @@ class SequenceBackend(Backend):
     def __getattr__(self, name: str) -> Any:  # completed_config_json, async_execute, ...
         return getattr(self.inner, name)
 
+    @property
+    def upcalls(self) -> Any:
+        """Where the model's BLS calls go: the wrapped backend's (the worker sets it on us)."""
+        return self.inner.upcalls
+
+    @upcalls.setter
+    def upcalls(self, value: Any) -> None:
+        self.inner.upcalls = value
+
     def execute(self, batch: Batch) -> list[RequestOutputs | ServerError]:
         rows: list[tuple[int, int]] = []
         for request in batch.requests:

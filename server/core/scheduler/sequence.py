@@ -88,6 +88,9 @@ class SequenceBatcher(PooledScheduler):
             self.preferred = tuple(sorted(size for size in oldest.preferred_batch_size if size > 0))
             self.preserve_ordering = oldest.preserve_ordering
         self.controls = ControlTensors(config)
+        # Null rows keep each sequence in its batch row for backends that batch tensors by row;
+        # a python model gets each request on its own, so its direct batches hold ready rows only.
+        self.null_rows = config.backend != "python"
         self.pool.on_available = self._schedule_pump
         self.table = SequenceTable(
             self.model_name, len(self.pool.channels), slots, batching.max_sequence_idle_microseconds
@@ -187,8 +190,10 @@ class SequenceBatcher(PooledScheduler):
             if rows is None:
                 return wait_ns
             full = sum(row is not None for row in rows) >= table.slots_per_instance
-            if pool.in_flight(instance) and not full:
-                return None  # a batch that can still grow waits for the instance to be idle
+            if pool.in_flight(instance) and not full and self.null_rows:
+                # A batch of rows that can still grow waits for the instance to be idle; a python
+                # model's requests run one by one anyway, so they go at once to a free arena slot.
+                return None
             channel = pool.acquire_nowait(instance)
             if channel is None:
                 return None
@@ -210,6 +215,8 @@ class SequenceBatcher(PooledScheduler):
             enough = self.min_utilization <= 0 or len(ready) / self.max_batch_size >= self.min_utilization
             if not (delay_over or enough):
                 return None, self.delay_ns - waited
+            if not self.null_rows:
+                return list(ready), None
             last = max(slot.index for slot in ready)
             ready_set = set(ready)
             return [
