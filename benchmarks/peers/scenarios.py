@@ -234,7 +234,7 @@ def run_mlserver(ctx: Context) -> None:
     repo, folder = ctx.workdir / "mls-repo", ctx.workdir / "mls-mlserver"
     repos.write_identity(repo)
     repos.write_mlserver_identity(folder)
-    cases = _cases(("grpc",), (8,))
+    cases = _cases(("grpc", "http"), (8,))
     ours_repo = ctx.ours("MLServer", repo)
     starters = {
         OURS: lambda: start_ours(ours_repo, ctx.tools),
