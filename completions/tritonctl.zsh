@@ -103,6 +103,8 @@ _tritonctl() {
         "tritonctl perf run:--http-encoding") compadd -- binary json; return ;;
         "tritonctl perf run:--workers") return ;;
         "tritonctl perf run:--grpc-client") compadd -- raw grpcio; return ;;
+        "tritonctl perf run:--shared-memory") compadd -- none system; return ;;
+        "tritonctl perf run:--output-shared-memory-size") return ;;
         "tritonctl perf run:--json") _files; return ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") _files; return ;;
         "tritonctl perf run:--plot") _files; return ;;
@@ -160,6 +162,7 @@ _tritonctl() {
         "tritonctl serve:--grpc-server-key") _files; return ;;
         "tritonctl serve:--grpc-root-cert") _files; return ;;
         "tritonctl serve:--grpc-stack") return ;;
+        "tritonctl serve:--allow-client-shm") return ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") compadd -- grpc http; return ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return ;;
@@ -198,7 +201,7 @@ _tritonctl() {
         "tritonctl deploy") opts=('--help'); cmds=('k8s\:Deployment and Service; with --min/--max an HPA on queue time and its prometheus-adapter rule.' 'kserve\:ServingRuntime and InferenceService; with --min/--max, KEDA autoscaling on queue time.'); files=0 ;;
         "tritonctl deploy k8s") opts=('--name' '--namespace' '-n' '--replicas' '--min' '--max' '--gpus' '--image' '--cpu' '--memory' '--shm-size' '--queue-target-us' '--server-arg' '--storage-initializer-image' '--output-dir' '-o' '--help'); cmds=(); files=0 ;;
         "tritonctl deploy kserve") opts=('--name' '--namespace' '-n' '--replicas' '--min' '--max' '--gpus' '--image' '--cpu' '--memory' '--shm-size' '--queue-target-us' '--server-arg' '--runtime-name' '--cluster-runtime' '--no-cluster-runtime' '--prometheus-url' '--output-dir' '-o' '--help'); cmds=(); files=0 ;;
-        "tritonctl infer") opts=('--input' '-I' '--url' '-u' '--protocol' '-i' '--version' '-v' '--output' '-o' '--format' '-f' '--help'); cmds=(); files=0 ;;
+        "tritonctl infer") opts=('--input' '-I' '--url' '-u' '--protocol' '-i' '--version' '-v' '--output' '-o' '--format' '-f' '--stream' '--help'); cmds=(); files=0 ;;
         "tritonctl init") opts=('--template' '-t' '--model' '-m' '--max-batch-size' '--instance-count' '--instance-kind' '--gpus' '--dynamic-batching' '--no-dynamic-batching' '--max-queue-delay-us' '--from' '--input' '--output' '--allow-python' '--force' '--help'); cmds=(); files=1 ;;
         "tritonctl models") opts=('--help'); cmds=('config\:The model'\''s configuration as the server completed it (JSON).' 'list\:Every model of the repository with its version, state and reason.' 'load\:Load (or reload) MODEL; the server must run with --model-control-mode=explicit.' 'ready\:Say whether MODEL (or one version) is ready; exit 0 when it is, 1 when not.' 'stats\:Inference statistics\: counts and average times per model version.' 'unload\:Unload MODEL; the server must run with --model-control-mode=explicit.'); files=0 ;;
         "tritonctl models config") opts=('--version' '-v' '--url' '-u' '--protocol' '-i' '--help'); cmds=(); files=0 ;;
@@ -209,12 +212,12 @@ _tritonctl() {
         "tritonctl models unload") opts=('--url' '-u' '--protocol' '-i' '--help'); cmds=(); files=0 ;;
         "tritonctl perf") opts=('--help'); cmds=('compare\:Print the throughput and latency differences between two saved runs, level by level.' 'run\:Sweep load levels and report throughput, latency percentiles and the server-side breakdown.'); files=0 ;;
         "tritonctl perf compare") opts=('--plot' '--help'); cmds=(); files=1 ;;
-        "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--grpc-client' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
+        "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--grpc-client' '--shared-memory' '--output-shared-memory-size' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout") opts=('--help'); cmds=('rollback\:Put MODEL back as it was before its last rollout (its original version policy and weights).' 'start\:Roll MODEL out to --to-version\: load beside, shadow, canary steps, promote; roll back on failure.' 'status\:Versions, weights and readiness of MODEL on the server, and its last rollout.'); files=0 ;;
         "tritonctl rollout rollback") opts=('--url' '-u' '--protocol' '-i' '--force' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout start") opts=('--to-version' '--url' '-u' '--protocol' '-i' '--steps' '--inputs' '--atol' '--rtol' '--max-p99-ratio' '--max-error-rate' '--hold-secs' '--shadow-requests' '--seed' '--dry-run' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout status") opts=('--url' '-u' '--protocol' '-i' '--state-file' '--format' '-f' '--help'); cmds=(); files=0 ;;
-        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--help'); cmds=(); files=0 ;;
+        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--allow-client-shm' '--help'); cmds=(); files=0 ;;
         "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
     esac

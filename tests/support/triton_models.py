@@ -4,7 +4,8 @@ with config.pbtxt and 1/model.py and returns the model directory.
 
     repeat       decoupled; IN (INT32 [1]) = n, DELAY_MS (INT32 [1]) optional: a thread started by
                  execute() sends OUT = 0..n-1 (one response each), then a flags-only final
-    repeat_now   decoupled; sends OUT = 0..n-1 from execute itself, the last with the final flag
+    repeat_now   decoupled; sends OUT = 0..n-1 from execute itself, the last with the final flag;
+                 n < 0: OUT = 0, then an error response "cannot repeat n times" (final)
     misuse       decoupled; IN = 1: send after the final flag; 2: a second final; 3: execute returns
                  a list; then IN = 0 answers OUT (BYTES) = the error texts Triton's API gave
     sender       default mode: OUT = IN through a response sender, execute() returns None
@@ -71,8 +72,13 @@ class TritonPythonModel:
                 flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if i == n - 1 else 0
                 out = pb_utils.Tensor("OUT", np.array([i], np.int32))
                 sender.send(pb_utils.InferenceResponse([out]), flags)
-            if n <= 0:
+            if n == 0:
                 sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            elif n < 0:  # one response, then an error
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([0], np.int32))]))
+                error = pb_utils.TritonError(f"cannot repeat {n} times")
+                final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                sender.send(pb_utils.InferenceResponse(error=error), final)
         return None
 """,
     "misuse": """

@@ -76,10 +76,21 @@ def infer(
         ),
     ] = None,
     output_format: FormatOption = OutputFormat.table,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Stream the responses (HTTP generate_stream, for decoupled models): one JSON line each.",
+        ),
+    ] = False,
 ) -> None:
     """Run one inference and print the outputs."""
     from server.errors import ServerError
     from tritonctl.client import TritonConnection, build_inputs
+
+    if stream:
+        _stream(model, inputs, url, protocol, version)
+        return
 
     try:
         with TritonConnection(url, protocol.value) as connection:
@@ -92,6 +103,20 @@ def infer(
         typer.echo(json.dumps(answer.to_json()))
     else:
         print_table(answer)
+
+
+def _stream(model: str, inputs: list[str], url: str | None, protocol: Protocol, version: str) -> None:
+    """Each response of generate_stream as one JSON line, printed as it arrives."""
+    from server.errors import ServerError
+    from tritonctl.client.stream import generate_body, generate_stream
+
+    if protocol is not Protocol.http:
+        raise fail("--stream uses the HTTP generate_stream endpoint: drop --protocol grpc")
+    try:
+        for event in generate_stream(url, model, generate_body(inputs), version):
+            typer.echo(json.dumps(event))
+    except ServerError as exc:
+        raise fail(str(exc)) from None
 
 
 def print_table(answer: InferAnswer) -> None:

@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import logging
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -22,6 +23,13 @@ import orjson
 
 from server.errors import InvalidInput, ServerError, Unsupported
 from server.protocol.api import DataPlaneApi
+from server.protocol.http.generate import (
+    EVENT_STREAM,
+    decode_generate_request,
+    generate_events,
+    generate_once,
+    response_json,
+)
 from server.protocol.http.infer_codec import DecodedInfer, decode_infer_request, encode_infer_result
 from server.protocol.http.shm_routes import route_shared_memory
 from server.protocol.http.views import (
@@ -35,6 +43,7 @@ from server.protocol.tensor_codec import classify_outputs
 from server.repository.json_codec import message_to_json
 from server.vocabulary.restrictions import Restrictions
 from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
+from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,8 @@ class HttpResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
     # Binary output tensors sent after `body` (written as-is, never joined here).
     tail: list[bytes | bytearray | memoryview] = field(default_factory=list)
+    # A streamed answer (generate_stream): chunks written as they come, after `body`.
+    stream: AsyncIterator[bytes] | None = None
 
     @property
     def content_length(self) -> int:
@@ -196,6 +207,10 @@ class HttpApp:
                 return _NOT_FOUND
             tail = tail[2:]
         action = "/".join(tail)
+        if action in ("generate", "generate_stream"):  # Triton's generate extension (generate.py)
+            if request.method != "POST":
+                return _METHOD_NOT_ALLOWED
+            return await self._generate(request, model, version, stream=action == "generate_stream")
         if action == "infer":  # a POST that start_infer did not take is not an inference route
             return _METHOD_NOT_ALLOWED if request.method != "POST" else _NOT_FOUND
         if wrong := self._get_only(request):
@@ -213,6 +228,27 @@ class HttpApp:
         if action == "trace/setting":
             raise Unsupported("the trace extension is not supported by this server")
         return _NOT_FOUND
+
+    async def _generate(
+        self, request: HttpRequest, model: str, version: str, *, stream: bool
+    ) -> HttpResponse:
+        decoded = decode_generate_request(
+            self.dataplane, model, version, _decompressed_body(request, self.max_input_size)
+        )
+        if not stream:
+            return json_response(await generate_once(self.dataplane, decoded))
+        responses = ResponseStream()
+        self.dataplane.submit_stream(decoded, responses)
+        try:
+            first, final = await responses.next()  # an error before any event keeps its status
+        except BaseException:
+            responses.cancel()
+            raise
+        if isinstance(first, ServerError):
+            return error_response(first.http_status, first.message)
+        head = b"data: " + orjson.dumps(response_json(first)) + b"\n\n" if first is not None else b""
+        events = None if final else generate_events(self.dataplane, responses)
+        return HttpResponse(200, head, EVENT_STREAM, stream=events)
 
     def _stats(self, model: str, version: str) -> HttpResponse:
         statistics = self.dataplane.model_statistics(model, version)

@@ -304,12 +304,45 @@ class HttpConnection(asyncio.Protocol):
                         response = await self._app.handle(pending.request)
                     finally:
                         self._release(pending.size)
+                if response.stream is not None:  # generate_stream: events as the model sends them
+                    if not await self._respond_streamed(pending, response):
+                        return
+                    continue
                 if not self._respond(pending, response):
                     return
                 if self._writable is not None and not self._writable.done():
                     await self._writable
         finally:
             self._worker = None
+
+    async def _respond_streamed(self, pending: _Pending, response: HttpResponse) -> bool:
+        """A chunked answer: the head and `body` now, then each chunk of `response.stream` as it
+        comes. The connection closing cancels this task, and with it the request."""
+        transport = self._transport
+        assert response.stream is not None
+        if transport is None or transport.is_closing():
+            return False
+        head = [
+            _STATUS_LINES.get(response.status) or _status_line(response.status),
+            b"Content-Type: ",
+            response.content_type.encode("latin-1"),
+            b"\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n",
+        ]
+        if response.body:
+            head.append(b"%x\r\n%b\r\n" % (len(response.body), response.body))
+        transport.write(b"".join(head))
+        async for chunk in response.stream:
+            if transport.is_closing():
+                return False
+            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if self._writable is not None and not self._writable.done():
+                await self._writable
+        transport.write(b"0\r\n\r\n")
+        if not pending.keep_alive or self._closing:
+            self._closing = True
+            transport.close()
+            return False
+        return True
 
     def _release(self, size: int) -> None:
         size = min(size, self._counted)  # never below what this connection counted
