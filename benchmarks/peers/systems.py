@@ -57,10 +57,13 @@ def _spawn(command: list[str], env: dict[str, str], cwd: Path, log_path: Path) -
         )
 
 
-def start_ours(repo: Path, tools: Tools, timeout_s: float = 300.0) -> System:
+def start_ours(
+    repo: Path, tools: Tools, timeout_s: float = 300.0, extra_args: list[str] | None = None
+) -> System:
     """`python -m server` from `tools.ours_code` on free ports, stopped with SIGTERM then its group killed."""
     ports = [real_triton.free_port(HOST) for _ in range(3)]
     command, env = _ours_command(repo, ports, tools.ours_code)
+    command += extra_args or []
     log_path = Path(tempfile.mkstemp(prefix="peers-ours-", suffix=".log")[1])
     process = _spawn(command, env, tools.ours_code, log_path)
 
@@ -96,11 +99,15 @@ def _remove_leaked_regions(before: set[str]) -> None:
             (SHM / name).unlink()
 
 
-def start_triton(repo: Path, tools: Tools, timeout_s: float = 300.0) -> System:
+def start_triton(
+    repo: Path, tools: Tools, timeout_s: float = 300.0, extra_args: list[str] | None = None
+) -> System:
     install = real_triton.find_real_triton(tools.triton_venv)
     before = _triton_regions()
     try:
-        server = real_triton.launch_real_triton(repo, install=install, startup_timeout=timeout_s)
+        server = real_triton.launch_real_triton(
+            repo, install=install, startup_timeout=timeout_s, extra_args=extra_args
+        )
     except BaseException:
         _remove_leaked_regions(before)
         raise

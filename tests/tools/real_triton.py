@@ -102,6 +102,16 @@ def find_real_triton(venv: Path = DEFAULT_VENV) -> RealTritonInstall | None:
     return install if all(path.exists() for path in needed) else None
 
 
+def cache_args(size: int, install: RealTritonInstall | None = None) -> list[str]:
+    """Flags that give the real Triton its local response cache of `size` bytes (the library
+    ships in the wheel under tritonserver/caches/, not in Triton's default /opt/tritonserver/caches)."""
+    install = install or find_real_triton()
+    if install is None:
+        raise FileNotFoundError(f"real Triton is not installed under {DEFAULT_VENV} (see docs/PEERS.md)")
+    caches = install.server_binary.parent.parent / "caches"
+    return [f"--cache-config=local,size={size}", f"--cache-directory={caches}"]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
