@@ -19,6 +19,7 @@ from server.errors import ConfigError
 from server.repository.diagnostics import error, summarize
 from server.repository.layout import backend_of, default_model_filename
 from server.repository.lfs import is_lfs_pointer, lfs_pointer_diagnostic
+from server.repository.sequence_rules import sequence_tensor_names
 
 DEFAULT_MAX_BATCH_SIZE = 4
 
@@ -117,8 +118,12 @@ def complete_from_signature(config: Any, signature: ModelSignature, max_batch_si
         config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
     batching = config.max_batch_size > 0 and signature.supports_batching
 
+    fed, taken = sequence_tensor_names(config)  # a stateful model's control and state tensors
+
     def fill(target: Any, tensors: tuple[TensorSignature, ...]) -> None:
         for tensor in tensors:
+            if tensor.name in fed or tensor.name in taken:
+                continue  # the sequence batcher's, not the client's
             entry = target.add(name=tensor.name)
             if tensor.data_type:
                 entry.data_type = tensor.data_type

@@ -18,6 +18,7 @@ from server.repository.autocomplete import TensorSignature, read_onnx_signature
 from server.repository.diagnostics import Diagnostic
 from server.repository.findings import Findings, file_diagnostic
 from server.repository.layout import backend_of, default_model_filename, resolve_versions
+from server.repository.sequence_rules import check_onnx_sequence_tensors, sequence_tensor_names
 
 
 def _data_type_name(data_type: int) -> str:
@@ -107,7 +108,8 @@ def _check_onnx(config: Any, model_file: Path, found: Findings) -> None:
                 found, f"{field}[{index}]", tensor, graph, max_batch_size=config.max_batch_size, kind=kind
             )
         if field == "input" and tensors:
-            missing = sorted(set(by_name) - {t.name for t in tensors})
+            fed, _ = sequence_tensor_names(config)  # control and state inputs: the batcher's
+            missing = sorted(set(by_name) - {t.name for t in tensors} - fed)
             for name in missing:
                 found.error(
                     "E503-model-input-not-in-config",
@@ -115,6 +117,8 @@ def _check_onnx(config: Any, model_file: Path, found: Findings) -> None:
                     f'the model needs input "{name}" but the config does not list it',
                     f'add an input named "{name}" (data_type {by_name[name].data_type or "?"})',
                 )
+
+    check_onnx_sequence_tensors(config, signature, model_file, found)
 
 
 def _check_torchscript(config: Any, model_file: Path, found: Findings) -> None:

@@ -29,6 +29,7 @@ from server.repository.layout import (
 )
 from server.repository.loader import normalize_identity
 from server.repository.schema import ConfigSource
+from server.repository.sequence_rules import check_sequence_config
 from server.repository.version_weights import VERSION_WEIGHTS_EXAMPLE, version_weights_problem
 
 _TENSOR_KINDS = (("input", "input"), ("output", "output"))
@@ -363,6 +364,7 @@ def check_model_config(
     _check_instances(config, found)
     _check_instance_mode(config, found)
     _check_scheduling(config, found)
+    check_sequence_config(config, found)
     versions: list[int] | None = None
     if check_files and model_dir is not None:
         versions = check_layout(config, model_dir, found, check_contents)

@@ -66,6 +66,24 @@ def generate(
             "--allow-python", help="Run model.py's auto_complete_config (executes the model's code)."
         ),
     ] = False,
+    sequence: Annotated[
+        str | None,
+        typer.Option(
+            "--sequence",
+            help="Stateful model: add sequence_batching with this strategy (direct or oldest). An ONNX "
+            "model with START/END/READY/CORRID inputs gets it anyway.",
+            show_default=False,
+        ),
+    ] = None,
+    sequence_states: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sequence-state",
+            help="An implicit state as INPUT:OUTPUT of the model (repeat); default: pairs named like "
+            "STATE_IN:STATE_OUT.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write MODEL_DIR/config.pbtxt from the model file (ONNX, TorchScript, python)."""
     from server.errors import ConfigError
@@ -84,6 +102,8 @@ def generate(
             inputs=tuple(parse_tensor_spec(s) for s in inputs or ()),
             outputs=tuple(parse_tensor_spec(s) for s in outputs or ()),
             allow_python=allow_python,
+            sequence=sequence,
+            sequence_states=tuple(_state_pair(text) for text in sequence_states or ()),
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -137,3 +157,11 @@ def show(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(config_app)
+
+
+def _state_pair(text: str) -> tuple[str, str]:
+    input_name, _, output_name = text.partition(":")
+    if not input_name or not output_name:
+        typer.echo(f"error: --sequence-state wants INPUT:OUTPUT, not {text!r}", err=True)
+        raise typer.Exit(2)
+    return input_name, output_name

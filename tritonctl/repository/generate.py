@@ -25,6 +25,7 @@ from server.repository.autocomplete import (
 from server.repository.layout import default_model_filename
 from server.repository.loader import normalize_identity, version_folders
 from server.repository.schema import ModelConfig
+from tritonctl.repository.sequence_generate import add_sequence_batching
 
 _SPEC = re.compile(r"^(?P<name>[^:]+):(?P<dtype>[A-Za-z0-9_]+):(?P<dims>-?\d+(?:,-?\d+)*)$")
 
@@ -78,8 +79,13 @@ def generate_config(
     inputs: tuple[TensorSpec, ...] = (),
     outputs: tuple[TensorSpec, ...] = (),
     allow_python: bool = False,
+    sequence: str | None = None,
+    sequence_states: tuple[tuple[str, str], ...] = (),
 ) -> Any:
-    """A new ModelConfig for the model in `model_dir`, from its model file (see module doc)."""
+    """A new ModelConfig for the model in `model_dir`, from its model file (see module doc).
+
+    `sequence` ("direct" / "oldest") adds `sequence_batching` (sequence_generate.py), which an
+    ONNX graph with START/END/READY/CORRID inputs gets anyway."""
     config = ModelConfig(name=model_dir.name)
     normalize_identity(config, model_dir.name, model_dir)
     backend = config.backend
@@ -95,8 +101,10 @@ def generate_config(
             max_batch_size = DEFAULT_MAX_BATCH_SIZE
         _add_tensors(config.input, inputs)
         _add_tensors(config.output, outputs)
+        config.max_batch_size = max_batch_size or 0
+        stateful = add_sequence_batching(config, signature, sequence, sequence_states)
         complete_from_signature(config, signature, max_batch_size or 0)
-        if config.max_batch_size > 1:
+        if config.max_batch_size > 1 and not stateful:
             config.dynamic_batching.SetInParent()
     elif backend == "pytorch":
         from tritonctl.repository.torchscript import complete_torchscript
