@@ -111,6 +111,9 @@ class IdentityDataPlane:
             [_TensorMeta("OUTPUT0", "FP32", [-1, 16])],
         )
 
+    def output_labels(self, name: str, version: str = "") -> dict[str, list[str]]:
+        return {}
+
     def model_config(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
         self._check(name)
         return self.config

@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 def serve(options: ServerOptions) -> int:
     """Run the server until it is signalled; returns the process exit code."""
-    _configure_logging(options.log_verbose)
+    _configure_logging(options)
     keep_large_buffers_in_heap()
     try:
         options.check()
@@ -59,15 +59,19 @@ def serve(options: ServerOptions) -> int:
         return runner.run(Server(options).run())
 
 
-def _configure_logging(verbose: int) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 0 else logging.INFO,
-        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
-        stream=sys.stderr,
+def _configure_logging(options: ServerOptions) -> None:
+    """Triton's log settings (server/protocol/log_settings.py; changed at run time over /v2/logging)."""
+    from server.protocol.log_settings import LOG_CONTROL, LogSettings
+
+    settings = LogSettings(
+        log_file=options.log_file,
+        log_info=options.log_info,
+        log_warning=options.log_warning,
+        log_error=options.log_error,
+        log_verbose_level=max(options.log_verbose, 0),
+        log_format=options.log_format if options.log_format in ("default", "ISO8601") else "default",
     )
-    if verbose <= 1:  # the protocol libraries are chatty at DEBUG
-        for noisy in ("asyncio", "grpc"):
-            logging.getLogger(noisy).setLevel(logging.INFO)
+    LOG_CONTROL.configure(settings, sys.stderr)
 
 
 def load_server_configs(options: ServerOptions) -> dict[Path, Any]:

@@ -65,11 +65,6 @@ _IGNORED_FLAGS = (
     "trace-rate",
     "trace-count",
     "trace-log-frequency",
-    "log-file",
-    "log-format",
-    "log-info",
-    "log-warning",
-    "log-error",
     "metrics-config",
     "disable-auto-complete-config",
 )
@@ -96,6 +91,9 @@ _BOOL_FLAGS = (
     "exit-on-error",
     "grpc-use-ssl",
     "grpc-use-ssl-mutual",
+    "log-info",
+    "log-warning",
+    "log-error",
     "allow-client-shm",
     "model-load-on-demand",
 )
@@ -111,6 +109,8 @@ _VALUE_FIELDS = (
     "grpc_port",
     "metrics_port",
     "log_verbose",
+    "log_format",
+    "log_file",
     "http_max_input_size",
     "metrics_interval_ms",
     "repository_poll_secs",
@@ -149,6 +149,12 @@ class ServerOptions:
     repository_poll_secs: float = 15.0
     backend_config: list[str] = field(default_factory=list)  # "python,shm-default-size=N"
     log_verbose: int = 0
+    # Triton's log settings (also GET/POST /v2/logging at run time, except log_file).
+    log_info: bool = True
+    log_warning: bool = True
+    log_error: bool = True
+    log_format: str = "default"  # "default" | "ISO8601"
+    log_file: str = ""  # "" = stderr
     exit_timeout_secs: float = 30.0
     server_config: Path | None = None
     strict_readiness: bool = True
@@ -226,6 +232,10 @@ class ServerOptions:
         for entry in self.backend_config:
             parse_backend_config_entry(entry)
         self._check_many_models()
+        if self.log_format not in ("default", "ISO8601"):
+            raise ConfigError(
+                f"invalid argument for --log-format, got: {self.log_format} (default or ISO8601)"
+            )
         if self.response_cache_byte_size < 0:
             raise ConfigError(f"--cache-config size must be 0 or more, got {self.response_cache_byte_size}")
         self._check_security()
@@ -371,6 +381,8 @@ def _build_parser() -> _ArgumentParser:
     add("--cache-config", dest="cache_config", action="append", default=[])
     add("--response-cache-byte-size", dest="response_cache_byte_size", type=int)
     add("--log-verbose", dest="log_verbose", type=int)
+    add("--log-format", dest="log_format")
+    add("--log-file", dest="log_file")
     add("--exit-timeout-secs", dest="exit_timeout_secs", type=float)
     add("--server-config", dest="server_config")
     add("--http-max-input-size", dest="http_max_input_size", type=int)

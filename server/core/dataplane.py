@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import model_config_pb2
 
 from server import __version__
+from server.core.labels import OutputLabels
 from server.core.limits import PendingLimits
 from server.core.model_version import LoadedVersion
 from server.core.registry import ModelRegistry, ModelState
@@ -42,6 +43,7 @@ EXTENSIONS = (
     "binary_tensor_data",
     "parameters",
     "statistics",
+    "logging",  # GET/POST /v2/logging, gRPC LogSettings (protocol/log_settings.py)
     "system_shared_memory",
     "sequence",  # sequence_id / sequence_start / sequence_end (scheduler/sequence.py)
 )
@@ -101,6 +103,7 @@ class DataPlane:
         self.registry = registry
         self.table = registry.table  # every lookup goes through its public API
         self.limits = limits  # server-wide cap on pending requests and bytes (limits.py)
+        self._labels = OutputLabels()  # classification labels per loaded version (labels.py)
         # --cache-config: answers of models with response_cache { enable: true } (response_cache.py)
         self.cached_models = (
             CachedModels(response_cache, self.table.get) if response_cache is not None else None
@@ -157,6 +160,10 @@ class DataPlane:
 
     def model_config(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
         return self.table.get(name, version).config
+
+    def output_labels(self, name: str, version: str = "") -> dict[str, list[str]]:
+        """Each output's classification labels (its `label_filename`), read once per loaded version."""
+        return self._labels.of(self.table.get(name, version))
 
     # -- inference -------------------------------------------------------------------------------
     async def infer(self, request: InferenceRequest) -> InferenceResult:

@@ -7,6 +7,7 @@ would have sent. BYTES elements use Triton's 4-byte length prefix. Error texts f
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,12 +137,18 @@ def _contents_type(field_name: str) -> str:
 
 
 def classify(
-    datatype: str, shape: list[int], data: bytes | bytearray | memoryview, count: int, batched: bool
+    datatype: str,
+    shape: list[int],
+    data: bytes | bytearray | memoryview,
+    count: int,
+    batched: bool,
+    *,
+    labels: Sequence[str] = (),
 ) -> tuple[list[int], bytes]:
-    """Triton's classification extension: top-`count` "value:index" strings per batch row.
+    """Triton's classification extension: top-`count` "value:index" strings per batch row, and
+    "value:index:label" where the output's `label_filename` names class `index` (`labels`).
 
     Returns the new shape ([batch, count] for batched models, else [count]) and BYTES data.
-    Labels from `label_filename` are not added (see server/protocol/README.md).
     """
     if datatype not in ELEMENT_SIZE or datatype in _NO_JSON_TYPES:
         raise InvalidInput(f"classification is not supported for {datatype} outputs")
@@ -149,19 +156,37 @@ def classify(
     rows = shape[0] if batched and shape else 1
     matrix = values.reshape(rows, -1) if values.size else values.reshape(rows, 0)
     take = min(count, matrix.shape[1])
-    labels: list[bytes | str] = []
+    texts: list[bytes | str] = []
     for row in matrix:
         # Stable sort on the negated values keeps the lower index first among equal values.
         order = np.argsort(-row.astype(np.float64), kind="stable")[:take]
-        labels.extend(f"{float(row[index]):f}:{index}" for index in order)
+        texts.extend(
+            f"{float(row[index]):f}:{index}:{labels[index]}"
+            if index < len(labels)
+            else f"{float(row[index]):f}:{index}"
+            for index in order
+        )
     new_shape = [rows, take] if batched else [take]
-    return new_shape, serialize_bytes(labels)
+    return new_shape, serialize_bytes(texts)
 
 
-def classify_outputs(result: InferenceResult, classification: dict[str, int], batched: bool) -> None:
-    """Replace each output that asked for classification (name -> top count) by its labels."""
+def classify_outputs(
+    result: InferenceResult,
+    classification: dict[str, int],
+    batched: bool,
+    labels: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Replace each output that asked for classification (name -> top count) by its classes,
+    labelled from `labels` (output name -> its label file's lines) where the config names one."""
     for tensor in result.outputs:
         count = classification.get(tensor.name)
         if count is not None:
-            tensor.shape, tensor.data = classify(tensor.datatype, tensor.shape, tensor.data, count, batched)
+            tensor.shape, tensor.data = classify(
+                tensor.datatype,
+                tensor.shape,
+                tensor.data,
+                count,
+                batched,
+                labels=(labels or {}).get(tensor.name, ()),
+            )
             tensor.datatype = "BYTES"

@@ -19,6 +19,7 @@ from server.repository.instance_mode import (
     gpu_kind_problem,
     unknown_mode_problem,
 )
+from server.repository.labels import check_label_files
 from server.repository.layout import (
     BACKEND_PLATFORMS,
     KNOWN_BACKENDS,
@@ -368,6 +369,7 @@ def check_model_config(
     versions: list[int] | None = None
     if check_files and model_dir is not None:
         versions = check_layout(config, model_dir, found, check_contents)
+        check_label_files(config, model_dir, found)
     _check_version_policy(config, found, versions)
     _check_version_weights(config, found, versions)
     return found.items

@@ -30,6 +30,8 @@ from server.protocol.grpc.codec import (
 )
 from server.protocol.grpc.decoupled import is_decoupled, stream_decoupled
 from server.protocol.grpc.shm_rpcs import SharedMemoryRpcs
+from server.protocol.log_settings import LOG_CONTROL
+from server.protocol.request_log import REQUEST_LOG, grpc_status_name, logged_rpc
 from server.protocol.shm_tensors import DISABLED, OutputTargets, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
 from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
@@ -61,6 +63,7 @@ class InferCall:
     future: asyncio.Future[InferenceResult]
     classification: dict[str, int]
     shm_outputs: OutputTargets = field(default_factory=dict)  # outputs asked into shared memory
+    log_tag: str | None = None  # --log-verbose >= 1: how the request log names it (request_log.py)
 
 
 def _methods() -> dict[str, Method]:
@@ -77,6 +80,20 @@ def _methods() -> dict[str, Method]:
 
 
 METHODS = _methods()
+
+
+def log_settings_response(settings: dict[str, Any]) -> pb.LogSettingsResponse:
+    """Triton's LogSettingsResponse: booleans, the verbose level as uint32, strings."""
+    response = pb.LogSettingsResponse()
+    for key, value in settings.items():
+        entry = response.settings[key]
+        if isinstance(value, bool):
+            entry.bool_param = value
+        elif isinstance(value, int):
+            entry.uint32_param = value
+        else:
+            entry.string_param = str(value)
+    return response
 
 
 def grpc_status(error: BaseException) -> tuple[int, str]:
@@ -102,6 +119,9 @@ class InferenceRpcs(SharedMemoryRpcs):
         # Client shared memory (vocabulary/shm_regions.py); without a table it is refused.
         self.regions = regions if regions is not None else DISABLED
         self.cuda_regions = cuda_regions or CudaRegionTable(allowed=self.regions.allowed)
+        for name, method in METHODS.items():  # both stacks look RPCs up on this object
+            if name not in PRESERIALIZED and not method.streaming:
+                setattr(self, name, logged_rpc(name, getattr(self, name)))
 
     # -- health and metadata ---------------------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
@@ -144,9 +164,12 @@ class InferenceRpcs(SharedMemoryRpcs):
         shm_outputs: OutputTargets = {}
         try:
             infer_request, classification = decode_infer_request(request, self.regions, shm_outputs)
-            return InferCall(self.dataplane.submit(infer_request), classification, shm_outputs)
-        except BaseException:
+            tag = REQUEST_LOG.infer("gRPC", infer_request) if REQUEST_LOG.on else None
+            return InferCall(self.dataplane.submit(infer_request), classification, shm_outputs, tag)
+        except BaseException as exc:
             release(shm_outputs.values())
+            if REQUEST_LOG.on:
+                REQUEST_LOG.refused("gRPC", request.model_name, exc, grpc_status_name(exc))
             raise
 
     def finish_infer(self, call: InferCall, final_flag: bool = False) -> list[Chunk]:
@@ -155,12 +178,19 @@ class InferenceRpcs(SharedMemoryRpcs):
             result = call.future.result()
             if call.classification:
                 batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
-                classify_outputs(result, call.classification, batched)
+                labels = self.dataplane.output_labels(result.model, result.version)
+                classify_outputs(result, call.classification, batched, labels)
             if call.shm_outputs:
                 write_outputs(result, call.shm_outputs)  # their raw_output_contents stay empty
+        except BaseException as exc:
+            if call.log_tag is not None:
+                REQUEST_LOG.failed(call.log_tag, exc, grpc_status_name(exc))
+            raise
         finally:
             if call.shm_outputs:
                 release(call.shm_outputs.values())
+        if call.log_tag is not None:
+            REQUEST_LOG.answered(call.log_tag, result, "OK")
         return serialize_infer_result(result, final_flag)
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> list[Chunk]:
@@ -261,5 +291,13 @@ class InferenceRpcs(SharedMemoryRpcs):
     async def TraceSetting(self, request: Any) -> Any:
         raise Unsupported("the trace extension is not supported by this server")
 
-    async def LogSettings(self, request: Any) -> Any:
-        raise Unsupported("the logging extension is not supported by this server")
+    async def LogSettings(self, request: pb.LogSettingsRequest) -> pb.LogSettingsResponse:
+        """Triton's logging extension (log_settings.py): the settings, after applying any sent."""
+        if request.settings:
+            LOG_CONTROL.update(
+                {
+                    key: getattr(value, value.WhichOneof("parameter_choice") or "", None)
+                    for key, value in request.settings.items()
+                }
+            )
+        return log_settings_response(LOG_CONTROL.as_dict())

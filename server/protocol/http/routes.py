@@ -31,12 +31,15 @@ from server.protocol.http.generate import (
     response_json,
 )
 from server.protocol.http.infer_codec import DecodedInfer, decode_infer_request, encode_infer_result
+from server.protocol.http.raw_binary import decode_raw_request
 from server.protocol.http.shm_routes import route_shared_memory
 from server.protocol.http.views import (
     model_metadata_json,
     repository_index_json,
     statistics_json,
 )
+from server.protocol.log_settings import LOG_CONTROL
+from server.protocol.request_log import REQUEST_LOG
 from server.protocol.restricted import http_denial
 from server.protocol.shm_tensors import DISABLED, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
@@ -55,7 +58,6 @@ TEXT = "text/plain"
 _SHARED_MEMORY = ("systemsharedmemory", "cudasharedmemory")
 _UNSUPPORTED_PREFIXES = {
     "trace": "the trace extension",
-    "logging": "the logging extension",
 }
 
 
@@ -103,6 +105,7 @@ class InferCall:
     request: HttpRequest
     decoded: DecodedInfer
     future: asyncio.Future[InferenceResult]
+    log_tag: str | None = None  # --log-verbose >= 1: how the request log names it (request_log.py)
 
 
 def _infer_target(path: str) -> tuple[str, str] | None:
@@ -148,6 +151,8 @@ class HttpApp:
             return self.finish_infer(started)
         if started is not None:
             return started
+        if REQUEST_LOG.on:
+            REQUEST_LOG.request("HTTP", f"{request.method} {request.path}")
         if self.restrictions and (denied := http_denial(self.restrictions, request.path, request.headers)):
             return error_response(403, denied)
         try:
@@ -184,6 +189,8 @@ class HttpApp:
             if value is None:
                 return HttpResponse(status, b"")
             return HttpResponse(status, orjson.dumps(value), TEXT if status in (404, 405) else JSON)
+        if head == "logging" and len(rest) == 1:
+            return self._logging(request)
         if head in _UNSUPPORTED_PREFIXES:
             raise Unsupported(f"{_UNSUPPORTED_PREFIXES[head]} is not supported by this server")
         return _NOT_FOUND
@@ -263,11 +270,15 @@ class HttpApp:
         target = _infer_target(request.path)
         if target is None:
             return None
+        if REQUEST_LOG.on:
+            REQUEST_LOG.request("HTTP", f"{request.method} {request.path}")
         if self.restrictions and (denied := http_denial(self.restrictions, request.path, request.headers)):
             return error_response(403, denied)
         try:
             return self._start_infer(request, *target)
         except ServerError as exc:
+            if REQUEST_LOG.on:
+                REQUEST_LOG.refused("HTTP", target[0], exc, str(exc.http_status))
             return error_response(exc.http_status, exc.message)
         except Exception as exc:  # a bug: answer 500 and keep serving
             logger.exception("unhandled error on %s %s", request.method, request.path)
@@ -285,25 +296,40 @@ class HttpApp:
         finally:
             if call.decoded.shm_outputs:
                 release(call.decoded.shm_outputs.values())
+        if call.log_tag is not None:
+            REQUEST_LOG.http_answer(call.log_tag, call.future, response.status, response.body)
         return _maybe_compress(call.request, response)
 
     def _start_infer(self, request: HttpRequest, model: str, version: str) -> InferCall:
         body = _decompressed_body(request, self.max_input_size)
-        decoded = decode_infer_request(
-            model, version, body, request.headers.get("inference-header-content-length"), self.regions
-        )
+        header_length = request.headers.get("inference-header-content-length")
+        if header_length is not None and header_length.strip() == "0":  # raw binary request (raw_binary.py)
+            decoded = decode_raw_request(model, version, body, self.dataplane.model_config(model, version))
+        else:
+            decoded = decode_infer_request(model, version, body, header_length, self.regions)
+        tag = REQUEST_LOG.infer("HTTP", decoded.request) if REQUEST_LOG.on else None
         try:
-            return InferCall(request, decoded, self.dataplane.submit(decoded.request))
+            return InferCall(request, decoded, self.dataplane.submit(decoded.request), tag)
         except BaseException:
             release(decoded.shm_outputs.values())
             raise
+
+    @staticmethod
+    def _logging(request: HttpRequest) -> HttpResponse:
+        """Triton's logging extension (log_settings.py): GET the settings, POST changes to them."""
+        if request.method == "GET":
+            return json_response(LOG_CONTROL.as_dict())
+        if request.method != "POST":
+            return _METHOD_NOT_ALLOWED
+        return json_response(LOG_CONTROL.update(_json_body(request, 1 << 20)))
 
     def _infer_response(self, call: InferCall) -> HttpResponse:
         result = call.future.result()
         decoded = call.decoded
         if decoded.classification:
             batched = self.dataplane.model_config(result.model, result.version).max_batch_size > 0
-            classify_outputs(result, decoded.classification, batched)
+            labels = self.dataplane.output_labels(result.model, result.version)
+            classify_outputs(result, decoded.classification, batched, labels)
         in_shm = write_outputs(result, decoded.shm_outputs) if decoded.shm_outputs else ()
         encoded = encode_infer_result(result, decoded.request.outputs, decoded.binary_output_default, in_shm)
         if not encoded.binary_parts:

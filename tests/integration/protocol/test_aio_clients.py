@@ -4,7 +4,7 @@ they offer, against the real server on both gRPC stacks.
 Each client goes through `Recorder`, which notes every public method used; a method of the client
 that the test neither calls nor lists in *_SKIPPED (with its reason) fails the test, so a method
 added by a tritonclient upgrade cannot go untested. Endpoints this server does not implement
-(trace, logging, shared memory) must answer a clean InferenceServerException, not a decoding error.
+(trace) must answer a clean InferenceServerException, not a decoding error.
 http.aio matters in particular: aiohttp sends `Accept-Encoding: gzip, deflate` by default and the
 client inflates only inference answers, so the server may compress nothing else (as Triton).
 """
@@ -183,8 +183,8 @@ async def exercise_http(url: str) -> set[str]:
         await assert_unsupported(client.get_trace_settings())
         await assert_unsupported(client.get_trace_settings(model_name=MODEL))
         await assert_unsupported(client.update_trace_settings(settings={"trace_level": ["OFF"]}))
-        await assert_unsupported(client.get_log_settings())
-        await assert_unsupported(client.update_log_settings({"log_verbose_level": 0}))
+        assert (await client.get_log_settings())["log_verbose_level"] == 0  # the logging extension
+        assert (await client.update_log_settings({"log_verbose_level": 0}))["log_format"] == "default"
         # Shared memory without --allow-client-shm (test_shared_memory.py has it on).
         assert await client.get_system_shared_memory_status() == []
         await assert_refused(client.register_system_shared_memory("region", "/key", 16), "--allow-client-shm")
@@ -262,8 +262,9 @@ async def exercise_grpc(url: str) -> set[str]:
         assert (await client.get_inference_statistics()).model_stats
         await assert_unsupported(client.get_trace_settings())
         await assert_unsupported(client.update_trace_settings(settings={"trace_level": ["OFF"]}))
-        await assert_unsupported(client.get_log_settings())
-        await assert_unsupported(client.update_log_settings({"log_verbose_level": 0}))
+        settings = (await client.get_log_settings(as_json=True))["settings"]
+        assert settings["log_verbose_level"] == {"uint32_param": 0}  # the logging extension
+        assert (await client.update_log_settings({"log_verbose_level": 0})).settings["log_info"].bool_param
         assert not (await client.get_system_shared_memory_status()).regions
         await assert_refused(client.register_system_shared_memory("region", "/key", 16), "--allow-client-shm")
         await client.unregister_system_shared_memory()

@@ -255,7 +255,6 @@ def test_metadata_errors_have_status_codes(client: grpcclient.InferenceServerCli
     ("rpc", "request_type"),
     [
         ("TraceSetting", service_pb2.TraceSettingRequest),
-        ("LogSettings", service_pb2.LogSettingsRequest),
     ],
 )
 def test_unsupported_rpcs_are_unimplemented(

@@ -368,10 +368,7 @@ def test_routes_methods_and_unsupported_extensions(raw: httpx.Client) -> None:
     assert raw.get("/v2/models/py_identity/versions/abc").status_code == 404
     assert raw.delete("/v2/models/py_identity").status_code == 405
     assert raw.get("/v2/models/py_identity/infer").status_code == 405
-    for path in (
-        "/v2/trace/setting",
-        "/v2/logging",
-    ):
+    for path in ("/v2/trace/setting",):
         answer = raw.get(path)
         assert answer.status_code == 501
         assert "not supported" in answer.json()["error"]

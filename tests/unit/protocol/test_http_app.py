@@ -73,7 +73,7 @@ def test_unknown_routes_are_404_and_wrong_methods_405(
 
 @pytest.mark.parametrize(
     "path",
-    ["/v2/trace/setting", "/v2/logging"],
+    ["/v2/trace/setting"],
 )
 def test_extensions_this_server_lacks_are_501(http: Http, path: str) -> None:
     response = http.get(path)
