@@ -212,6 +212,20 @@ def parse_levels(concurrency_range: str | None, request_rate_range: str | None) 
     return parse_range(concurrency_range or "1", "concurrency")
 
 
+def with_sequence_options(settings: PerfSettings, length: int, id_range: str) -> PerfSettings:
+    """--sequence-length and --sequence-id-range (used when the model is stateful)."""
+    import dataclasses
+
+    from tritonctl.perf.errors import PerfUsageError
+    from tritonctl.perf.sequences import parse_id_range
+
+    try:
+        ids = parse_id_range(id_range)
+    except ValueError as exc:
+        raise PerfUsageError(str(exc)) from None
+    return dataclasses.replace(settings, sequence_length=length, sequence_id_range=ids)
+
+
 def make_settings(
     model: str,
     *,
@@ -396,6 +410,20 @@ def run(
         int,
         typer.Option("--output-shared-memory-size", help="Bytes of each output's region.", min=1),
     ] = 100 * 1024,
+    sequence_length: Annotated[
+        int,
+        typer.Option(
+            "--sequence-length",
+            help="Stateful models: requests per sequence (each varies by up to 20%, like perf_analyzer).",
+            min=1,
+        ),
+    ] = 20,
+    sequence_id_range: Annotated[
+        str,
+        typer.Option(
+            "--sequence-id-range", help="Stateful models: sequence ids START[:END] (wrapping at END)."
+        ),
+    ] = "1",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write results as JSON.", dir_okay=False, show_default=False)
     ] = None,
@@ -446,6 +474,7 @@ def run(
             shared_memory=shared_memory,
             output_shared_memory_size=output_shared_memory_size,
         )
+        settings = with_sequence_options(settings, sequence_length, sequence_id_range)
         console = Console()
         with LiveProgress(Console(stderr=True), len(settings.levels)) as progress:
             report = run_sweep(settings, progress)

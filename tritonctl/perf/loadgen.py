@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tritonctl.perf.sequences import SequencePlan, SequenceSource, with_sequence
 from tritonctl.perf.transport import Sender, TransportError, make_sender
 
 FLUSH_INTERVAL_S = 0.05
@@ -44,6 +45,7 @@ class WorkerJob:
     distribution: str = "constant"
     seed: int = 0
     grpc_client: str = "raw"
+    sequence: SequencePlan | None = None  # a sequence model: each closed slot sends sequences
 
 
 class _Recorder:
@@ -91,6 +93,9 @@ class _Worker:
         self.next_payload = job.index
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.rng = np.random.default_rng(job.seed + 7919 * job.index)
+        self.sequences = (
+            SequenceSource(job.sequence, job.index, job.count, job.seed) if job.sequence is not None else None
+        )
 
     def _payload(self) -> bytes:
         payloads = self.payloads
@@ -98,9 +103,9 @@ class _Worker:
         self.next_payload += 1
         return payload
 
-    async def _one(self, generation: int, start: int) -> bool:
+    async def _one(self, generation: int, start: int, payload: bytes | None = None) -> bool:
         try:
-            error = await self.sender.send(self._payload())
+            error = await self.sender.send(payload if payload is not None else self._payload())
         except TransportError as exc:
             error = str(exc)
         except Exception as exc:  # a bug must show up as failed requests, not as a silent stall
@@ -109,9 +114,24 @@ class _Worker:
         return error is None
 
     async def _closed_slot(self, generation: int) -> None:
+        if self.sequences is not None:
+            await self._sequence_slot(generation, self.sequences)
+            return
         while self.generation == generation:
             if not await self._one(generation, time.monotonic_ns()):
                 await asyncio.sleep(0.001)  # a refusing server must not turn the generator into a spin loop
+
+    async def _sequence_slot(self, generation: int, sequences: SequenceSource) -> None:
+        """One live sequence at a time: its requests in order, each after the previous answer."""
+        protocol = self.job.protocol
+        while self.generation == generation:
+            corrid, length = sequences.new_sequence()
+            for step in range(length):
+                payload = with_sequence(self._payload(), protocol, corrid, step == 0, step == length - 1)
+                if not await self._one(generation, time.monotonic_ns(), payload):
+                    await asyncio.sleep(0.001)
+                    break  # a failed sequence is abandoned; the next one STARTs afresh
+            # A level that ends mid-sequence still finishes it (END frees the server's slot).
 
     async def _open_schedule(self, generation: int, rate: float) -> None:
         # `rate` is this process's share; constant schedules of the processes interleave evenly.

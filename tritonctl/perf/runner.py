@@ -19,6 +19,7 @@ from tritonctl.perf.errors import PerfError
 from tritonctl.perf.inputs import Array, InputSpec, build_steps, resolve_inputs
 from tritonctl.perf.loadgen import WorkerJob
 from tritonctl.perf.measure import LevelResult, Window, is_stable, merge_windows
+from tritonctl.perf.sequences import SequencePlan, is_sequence_model
 from tritonctl.perf.settings import STABILITY_WINDOWS, LoadLevel, PerfSettings
 from tritonctl.perf.shared_memory import PerfRegions, grpc_shm_payload, http_shm_payload
 
@@ -191,7 +192,22 @@ class _LevelMeasurement:
         return merge_windows(level, windows, batch, stable, delta)
 
 
-def open_generator(settings: PerfSettings, payloads: list[bytes]) -> LoadGenerator:
+def sequence_plan(settings: PerfSettings, control: ControlClient) -> SequencePlan | None:
+    """How to send sequences when the model is stateful (config sequence_batching), else None."""
+    config = control.model_config(settings.model, settings.model_version)
+    if not is_sequence_model(config):
+        return None
+    if any(level.mode != "concurrency" for level in settings.levels):
+        raise PerfError(
+            "a sequence model is measured by concurrency (live sequences): use --concurrency-range"
+        )
+    start, end = settings.sequence_id_range
+    return SequencePlan(settings.sequence_length, start, end)
+
+
+def open_generator(
+    settings: PerfSettings, payloads: list[bytes], sequence: SequencePlan | None = None
+) -> LoadGenerator:
     """Start `settings.workers` load processes (they stay idle until a level is set)."""
     jobs = [
         WorkerJob(
@@ -203,6 +219,7 @@ def open_generator(settings: PerfSettings, payloads: list[bytes]) -> LoadGenerat
             settings.distribution,
             settings.inputs.seed,
             settings.grpc_client,
+            sequence,
         )
         for index in range(settings.workers)
     ]
@@ -233,8 +250,9 @@ def run_sweep(
         report.statistics_available = control.statistics(settings.model, settings.model_version) is not None
         if not report.statistics_available:
             report.warnings.append("the server has no statistics endpoint: no server-side breakdown")
+        sequence = sequence_plan(settings, control)
         if generator is None:
-            generator = open_generator(settings, payloads)
+            generator = open_generator(settings, payloads, sequence)
         else:
             generator.set_payloads(payloads)
         measure = _LevelMeasurement(settings, generator, control, report.statistics_available, observer)

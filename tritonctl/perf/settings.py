@@ -80,6 +80,9 @@ class PerfSettings:
     # "system": tensors through client shared memory (perf_analyzer's --shared-memory; shared_memory.py)
     shared_memory: Literal["none", "system"] = "none"
     output_shared_memory_size: int = 100 * 1024
+    # Stateful models (config sequence_batching): requests per sequence, and the ids used (sequences.py)
+    sequence_length: int = 20
+    sequence_id_range: tuple[int, int] = (1, 0)  # (start, end); end 0: unbounded
 
 
 def auto_workers(levels: tuple[LoadLevel, ...]) -> int:
