@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from server.errors import InvalidInput
+from server.errors import InvalidInput, ServerError
+from server.protocol.api import DataPlaneApi
 from server.vocabulary.shm_regions import (
     BYTE_SIZE,
     OFFSET,
     REGION,
+    TARGET,
     OutputTarget,
     RegionTable,
     shm_parameters,
@@ -54,7 +56,20 @@ def add_output_target(
     previous = targets.pop(name, None)
     if previous is not None:
         previous.release()
-    targets[name] = regions.output_target(region, offset, size)
+    target = targets[name] = regions.output_target(region, offset, size)
+    parameters[TARGET] = target  # the worker channel finds it there (direct writes)
+
+
+def enable_direct_writes(targets: OutputTargets, dataplane: DataPlaneApi, model: str, version: str) -> None:
+    """Let the worker write these outputs straight into the client's region (workers/client_outputs.py),
+    unless the model's answers are cached: the cache must keep the bytes a direct write leaves out."""
+    try:
+        caches_answers = dataplane.model_config(model, version).response_cache.enable
+    except ServerError:  # submit() gives the request its error
+        return
+    if not caches_answers:
+        for target in targets.values():
+            target.direct = True
 
 
 def write_outputs(result: InferenceResult, targets: OutputTargets) -> set[str]:
@@ -64,7 +79,8 @@ def write_outputs(result: InferenceResult, targets: OutputTargets) -> set[str]:
         target = targets.get(tensor.name)
         if target is None:
             continue
-        target.write(tensor.name, tensor.data)
+        if not target.written:  # else the worker wrote it into the region already
+            target.write(tensor.name, tensor.data)
         tensor.data = b""
         written.add(tensor.name)
     return written

@@ -43,6 +43,8 @@ CUDA_IPC_HANDLE_SIZE = 64  # sizeof(cudaIpcMemHandle_t)
 
 # The tensor parameters of the extension.
 REGION = "shared_memory_region"
+# Where a RequestedOutput's parameters hold its OutputTarget (the worker channel looks there).
+TARGET = "__shared_memory_target__"
 OFFSET = "shared_memory_offset"
 BYTE_SIZE = "shared_memory_byte_size"
 
@@ -148,10 +150,14 @@ class OutputTarget:
     """Where one requested output goes: a span of a region, with its own duplicate descriptor, so
     the span stays writable until the request ends even if the region is unregistered meanwhile."""
 
-    __slots__ = ("byte_size", "fd", "key", "name", "position")
+    __slots__ = ("byte_size", "direct", "fd", "key", "name", "position", "written")
 
     def __init__(self, region: SystemRegion, offset: int, byte_size: int) -> None:
         self.fd = -1  # set last: a span refused below leaves nothing to release
+        # direct: the worker may write the output itself (no response cache would keep an empty
+        # answer); written: it did, so the front end has nothing left to write.
+        self.direct = False
+        self.written = False
         self.name = region.name
         self.key = region.key
         self.byte_size = byte_size

@@ -145,7 +145,7 @@ class Receiver:
         self.sock = sock
         self._buffer = bytearray(RECV_BUFFER)
         self._view = memoryview(self._buffer)
-        self._ancillary = socket.CMSG_SPACE(4 * 4)
+        self._ancillary = socket.CMSG_SPACE(16 * 4)  # an arena + client regions (client_outputs.py)
 
     def receive(self) -> tuple[memoryview, list[int]] | None:
         """The next message and its descriptors; None at end-of-file (the peer is gone).

@@ -45,6 +45,7 @@ from server.errors import ServerError, WorkerCrashed, from_wire
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.client_outputs import attach, direct_targets, mark_written
 from server.workers.settings import WorkerOptions
 from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
 from server.workers.side import SideLink
@@ -216,13 +217,20 @@ class ShmWorkerChannel(WorkerChannel):
             ],
             "inputs": input_entries,
         }
+        region_fds: list[int] = []
+        direct = direct_targets(requests)  # outputs the worker writes into clients' regions
+        if direct:
+            region_fds = attach(record, direct)
+            if spill_size(record):  # a spilled record cannot carry them: the front end writes
+                del record["shm"]
+                region_fds = []
         needed = position + spill_size(record)
         segment, fds = self._input_segment(slot, needed)
         if segment is not None:
             view = segment.view
             for start, data in pieces:
                 view[start : start + len(data)] = data
-        return encode(record, segment, slot, position), fds
+        return encode(record, segment, slot, position), fds + region_fds
 
     def _input_segment(self, slot: int, needed: int) -> tuple[Segment | None, list[int]]:
         segment = self._in_slots[slot]
@@ -292,6 +300,8 @@ class ShmWorkerChannel(WorkerChannel):
                 Tensor(name, datatype, shape, bytes(view[offset : offset + size]))
                 for name, datatype, shape, offset, size in entry["o"]
             ]
+            if "w" in entry:  # written into the client's region by the worker (client_outputs.py)
+                mark_written(request, entry["w"])
             results.append(
                 InferenceResult(
                     model=request.model or self.model_name,

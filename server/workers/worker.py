@@ -26,6 +26,7 @@ from server.workers.batch_io import (
     nbytes,
     select_results,
 )
+from server.workers.client_outputs import write_direct
 from server.workers.shm import Receiver, Segment, align, decode, encode, send, spill_size, spilled_arena
 from server.workers.worker_side import WorkerSide
 
@@ -91,8 +92,13 @@ class Worker:
             if record["op"] == "side":  # the side link (side.py): cancel board and side socket
                 self._attach_side(fds)
                 continue
+            regions = len(record.get("shm", ()))  # clients' regions ride after the arena (client_outputs.py)
+            region_fds = fds[len(fds) - regions :] if regions else []
+            fds = fds[: len(fds) - regions]
             if fds:
                 self._replace(self.in_slots, int(record["slot"]), fds)
+            if region_fds:
+                record["shm_fds"] = region_fds
             if record["op"] == "close":
                 self._unload()
                 send(self.sock, encode({"op": "closed"}))
@@ -122,7 +128,16 @@ class Worker:
         results = execute_batch(self.backend, batch)
         executed_ns = time.monotonic_ns()
 
-        entries, copies, needed = _plan_outputs(select_results(batch, results))
+        selected = select_results(batch, results)
+        region_fds: list[int] = record.get("shm_fds", [])
+        try:
+            written = write_direct(selected, record["shm"], region_fds) if region_fds else {}
+        finally:
+            for fd in region_fds:
+                os.close(fd)
+        entries, copies, needed = _plan_outputs(selected)
+        for index, names in written.items():
+            entries[index]["w"] = names
         reply: dict[str, Any] = {
             "op": "done",
             "seq": record["seq"],

@@ -32,7 +32,13 @@ from server.protocol.grpc.decoupled import is_decoupled, stream_decoupled
 from server.protocol.grpc.shm_rpcs import SharedMemoryRpcs
 from server.protocol.log_settings import LOG_CONTROL
 from server.protocol.request_log import REQUEST_LOG, grpc_status_name, logged_rpc
-from server.protocol.shm_tensors import DISABLED, OutputTargets, release, write_outputs
+from server.protocol.shm_tensors import (
+    DISABLED,
+    OutputTargets,
+    enable_direct_writes,
+    release,
+    write_outputs,
+)
 from server.protocol.tensor_codec import classify_outputs
 from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
 from server.vocabulary.types import InferenceResult
@@ -164,6 +170,8 @@ class InferenceRpcs(SharedMemoryRpcs):
         shm_outputs: OutputTargets = {}
         try:
             infer_request, classification = decode_infer_request(request, self.regions, shm_outputs)
+            if shm_outputs:
+                enable_direct_writes(shm_outputs, self.dataplane, infer_request.model, infer_request.version)
             tag = REQUEST_LOG.infer("gRPC", infer_request) if REQUEST_LOG.on else None
             return InferCall(self.dataplane.submit(infer_request), classification, shm_outputs, tag)
         except BaseException as exc:

@@ -41,7 +41,7 @@ from server.protocol.http.views import (
 from server.protocol.log_settings import LOG_CONTROL
 from server.protocol.request_log import REQUEST_LOG
 from server.protocol.restricted import http_denial
-from server.protocol.shm_tensors import DISABLED, release, write_outputs
+from server.protocol.shm_tensors import DISABLED, enable_direct_writes, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
 from server.repository.json_codec import message_to_json
 from server.vocabulary.restrictions import Restrictions
@@ -307,6 +307,8 @@ class HttpApp:
             decoded = decode_raw_request(model, version, body, self.dataplane.model_config(model, version))
         else:
             decoded = decode_infer_request(model, version, body, header_length, self.regions)
+        if decoded.shm_outputs:
+            enable_direct_writes(decoded.shm_outputs, self.dataplane, model, version)
         tag = REQUEST_LOG.infer("HTTP", decoded.request) if REQUEST_LOG.on else None
         try:
             return InferCall(request, decoded, self.dataplane.submit(decoded.request), tag)

@@ -544,3 +544,33 @@ def test_unregister_while_in_use_keeps_the_output_writable(tmp_path: Path) -> No
             )
         finally:
             made.close()
+
+
+def test_outputs_into_shared_memory_do_not_empty_cached_answers(tmp_path: Path) -> None:
+    """The worker writes outputs straight into the client's region (workers/client_outputs.py), except
+    for a model whose answers are cached: the cache must keep the bytes. A body request after a
+    shared-memory one (a cache hit) still gets the whole answer; an uncached model gets it too."""
+    repo = tmp_path / "repo"
+    for name in ("cached", "plain"):
+        write_python_model(repo, name, "identity", dims=[16], max_batch_size=0)
+    cached_config = repo / "cached" / "config.pbtxt"
+    cached_config.write_text(cached_config.read_text() + "\nresponse_cache { enable: true }\n")
+    with start_server(repo, "--allow-client-shm=true", "--cache-config=local,size=1048576") as running:
+        made = Regions(running)
+        try:
+            key, handle = made.create("out", NBYTES)
+            client = grpcclient.InferenceServerClient(running.grpc_url)
+            client.register_system_shared_memory("out", key, NBYTES)
+            values = np.arange(16, dtype=np.float32) * 3
+            for model in ("cached", "plain"):
+                shm.set_shared_memory_region(handle, [np.zeros(16, np.float32)])
+                tensor = grpcclient.InferInput("INPUT0", [16], "FP32")
+                tensor.set_data_from_numpy(values)
+                output = grpcclient.InferRequestedOutput("OUTPUT0")
+                output.set_shared_memory("out", NBYTES)
+                client.infer(model, [tensor], outputs=[output])
+                np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, [16]), values)
+                again = client.infer(model, [tensor])  # in the body (a cache hit for `cached`)
+                np.testing.assert_array_equal(again.as_numpy("OUTPUT0"), values)
+        finally:
+            made.close()
