@@ -14,6 +14,8 @@ _tritonctl() {
         "tritonctl config generate:--max-batch-size") return 0 ;;
         "tritonctl config generate:--input") return 0 ;;
         "tritonctl config generate:--output") return 0 ;;
+        "tritonctl config generate:--sequence") return 0 ;;
+        "tritonctl config generate:--sequence-state") return 0 ;;
         "tritonctl config show:--format"|"tritonctl config show:-f") COMPREPLY=($(compgen -W "pbtxt json" -- "$cur")); return 0 ;;
         "tritonctl config show:--server-config") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl deploy k8s:--name") return 0 ;;
@@ -104,6 +106,8 @@ _tritonctl() {
         "tritonctl perf run:--grpc-client") COMPREPLY=($(compgen -W "raw grpcio" -- "$cur")); return 0 ;;
         "tritonctl perf run:--shared-memory") COMPREPLY=($(compgen -W "none system" -- "$cur")); return 0 ;;
         "tritonctl perf run:--output-shared-memory-size") return 0 ;;
+        "tritonctl perf run:--sequence-length") return 0 ;;
+        "tritonctl perf run:--sequence-id-range") return 0 ;;
         "tritonctl perf run:--json") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl perf run:--plot") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
@@ -162,6 +166,9 @@ _tritonctl() {
         "tritonctl serve:--grpc-root-cert") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl serve:--grpc-stack") return 0 ;;
         "tritonctl serve:--allow-client-shm") return 0 ;;
+        "tritonctl serve:--cache-config") return 0 ;;
+        "tritonctl serve:--log-format") return 0 ;;
+        "tritonctl serve:--log-file") COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return 0 ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") COMPREPLY=($(compgen -W "grpc http" -- "$cur")); return 0 ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return 0 ;;
@@ -195,7 +202,7 @@ _tritonctl() {
     case "$cmd_path" in
         "tritonctl") opts="--version --install-completion --show-completion --help"; cmds="config deploy infer init models perf rollout serve tune validate" ;;
         "tritonctl config") opts="--help"; cmds="generate show" ;;
-        "tritonctl config generate") opts="--print --force --max-batch-size --input --output --allow-python --help"; cmds="" ;;
+        "tritonctl config generate") opts="--print --force --max-batch-size --input --output --allow-python --sequence --sequence-state --help"; cmds="" ;;
         "tritonctl config show") opts="--format -f --server-config --help"; cmds="" ;;
         "tritonctl deploy") opts="--help"; cmds="k8s kserve" ;;
         "tritonctl deploy k8s") opts="--name --namespace -n --replicas --min --max --gpus --image --cpu --memory --shm-size --queue-target-us --server-arg --storage-initializer-image --output-dir -o --help"; cmds="" ;;
@@ -211,12 +218,12 @@ _tritonctl() {
         "tritonctl models unload") opts="--url -u --protocol -i --help"; cmds="" ;;
         "tritonctl perf") opts="--help"; cmds="compare run" ;;
         "tritonctl perf compare") opts="--plot --help"; cmds="" ;;
-        "tritonctl perf run") opts="--url -u --protocol -i --model-version -x --concurrency-range --request-rate-range --request-distribution --latency-budget-ms -l --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --percentile --input-data --shape --dtype --batch-size -b --seed --string-length --http-encoding --workers --grpc-client --shared-memory --output-shared-memory-size --json --csv -f --plot --help"; cmds="" ;;
+        "tritonctl perf run") opts="--url -u --protocol -i --model-version -x --concurrency-range --request-rate-range --request-distribution --latency-budget-ms -l --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --percentile --input-data --shape --dtype --batch-size -b --seed --string-length --http-encoding --workers --grpc-client --shared-memory --output-shared-memory-size --sequence-length --sequence-id-range --json --csv -f --plot --help"; cmds="" ;;
         "tritonctl rollout") opts="--help"; cmds="rollback start status" ;;
         "tritonctl rollout rollback") opts="--url -u --protocol -i --force --state-file --help"; cmds="" ;;
         "tritonctl rollout start") opts="--to-version --url -u --protocol -i --steps --inputs --atol --rtol --max-p99-ratio --max-error-rate --hold-secs --shadow-requests --seed --dry-run --state-file --help"; cmds="" ;;
         "tritonctl rollout status") opts="--url -u --protocol -i --state-file --format -f --help"; cmds="" ;;
-        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --max-pending-requests --max-pending-bytes --grpc-max-message-size --http-restricted-api --grpc-restricted-protocol --grpc-use-ssl --grpc-use-ssl-mutual --grpc-server-cert --grpc-server-key --grpc-root-cert --grpc-stack --allow-client-shm --help"; cmds="" ;;
+        "tritonctl serve") opts="--model-repository --model-store --host --http-port --grpc-port --metrics-port --gpus --model-control-mode --load-model --repository-poll-secs --backend-config --server-config --log-verbose --exit-timeout-secs --strict-readiness --exit-on-error --strict-model-config --allow-http --allow-grpc --allow-metrics --allow-gpu-metrics --metrics-interval-ms --allow-cpu-metrics --http-max-input-size --max-pending-requests --max-pending-bytes --grpc-max-message-size --http-restricted-api --grpc-restricted-protocol --grpc-use-ssl --grpc-use-ssl-mutual --grpc-server-cert --grpc-server-key --grpc-root-cert --grpc-stack --allow-client-shm --cache-config --log-format --log-file --help"; cmds="" ;;
         "tritonctl tune") opts="--url -u --protocol -i --model-version -x --instances --max-batch-size --max-queue-delay-us --objective --latency-budget-ms --min-throughput --search --concurrency-range --request-rate-range --request-distribution --measurement-interval -p --request-count --measurement-request-count --stability-percentage -s --max-trials -r --warmup-ms --input-data --shape --dtype --batch-size -b --seed --workers --write-config --report --help"; cmds="" ;;
         "tritonctl validate") opts="--format -f --strict --check-models --no-check-models --server-config --output -o --help"; cmds="" ;;
     esac

@@ -15,6 +15,8 @@ _tritonctl() {
         "tritonctl config generate:--max-batch-size") return ;;
         "tritonctl config generate:--input") return ;;
         "tritonctl config generate:--output") return ;;
+        "tritonctl config generate:--sequence") return ;;
+        "tritonctl config generate:--sequence-state") return ;;
         "tritonctl config show:--format"|"tritonctl config show:-f") compadd -- pbtxt json; return ;;
         "tritonctl config show:--server-config") _files; return ;;
         "tritonctl deploy k8s:--name") return ;;
@@ -105,6 +107,8 @@ _tritonctl() {
         "tritonctl perf run:--grpc-client") compadd -- raw grpcio; return ;;
         "tritonctl perf run:--shared-memory") compadd -- none system; return ;;
         "tritonctl perf run:--output-shared-memory-size") return ;;
+        "tritonctl perf run:--sequence-length") return ;;
+        "tritonctl perf run:--sequence-id-range") return ;;
         "tritonctl perf run:--json") _files; return ;;
         "tritonctl perf run:--csv"|"tritonctl perf run:-f") _files; return ;;
         "tritonctl perf run:--plot") _files; return ;;
@@ -163,6 +167,9 @@ _tritonctl() {
         "tritonctl serve:--grpc-root-cert") _files; return ;;
         "tritonctl serve:--grpc-stack") return ;;
         "tritonctl serve:--allow-client-shm") return ;;
+        "tritonctl serve:--cache-config") return ;;
+        "tritonctl serve:--log-format") return ;;
+        "tritonctl serve:--log-file") _files; return ;;
         "tritonctl tune:--url"|"tritonctl tune:-u") return ;;
         "tritonctl tune:--protocol"|"tritonctl tune:-i") compadd -- grpc http; return ;;
         "tritonctl tune:--model-version"|"tritonctl tune:-x") return ;;
@@ -196,7 +203,7 @@ _tritonctl() {
     case "$cmd_path" in
         "tritonctl") opts=('--version' '--install-completion' '--show-completion' '--help'); cmds=('config\:Generate a model'\''s config.pbtxt from its model file, or show the config the server will use.' 'deploy\:Generate Kubernetes or KServe manifests that serve a model repository. Nothing is applied\: review the YAML, then `kubectl apply -f`.' 'infer\:Run one inference and print the outputs.' 'init\:Scaffold REPO/MODEL/config.pbtxt and REPO/MODEL/1/ from a template.' 'models\:List, inspect, load and unload the models of a running server.' 'perf\:Measure throughput and latency percentiles under load (perf_analyzer'\''s method, any Triton-compatible server). `tritonctl perf MODEL` is short for `tritonctl perf run MODEL`.' 'rollout\:Roll a model out to a new version\: shadow check, weighted canary steps, automatic rollback.' 'serve\:Serve model repositories with the bundled Triton-compatible server (HTTP \:8000, gRPC \:8001, metrics \:8002, bound to 127.0.0.1 unless --host says otherwise).' 'tune\:Find the config with the best throughput (or latency) by reloading and measuring candidates.' 'validate\:Check model repositories\: layout, config schema, semantics and model files.'); files=0 ;;
         "tritonctl config") opts=('--help'); cmds=('generate\:Write MODEL_DIR/config.pbtxt from the model file (ONNX, TorchScript, python).' 'show\:Print the effective config\: after server-level entries, defaults and auto-complete.'); files=0 ;;
-        "tritonctl config generate") opts=('--print' '--force' '--max-batch-size' '--input' '--output' '--allow-python' '--help'); cmds=(); files=1 ;;
+        "tritonctl config generate") opts=('--print' '--force' '--max-batch-size' '--input' '--output' '--allow-python' '--sequence' '--sequence-state' '--help'); cmds=(); files=1 ;;
         "tritonctl config show") opts=('--format' '-f' '--server-config' '--help'); cmds=(); files=1 ;;
         "tritonctl deploy") opts=('--help'); cmds=('k8s\:Deployment and Service; with --min/--max an HPA on queue time and its prometheus-adapter rule.' 'kserve\:ServingRuntime and InferenceService; with --min/--max, KEDA autoscaling on queue time.'); files=0 ;;
         "tritonctl deploy k8s") opts=('--name' '--namespace' '-n' '--replicas' '--min' '--max' '--gpus' '--image' '--cpu' '--memory' '--shm-size' '--queue-target-us' '--server-arg' '--storage-initializer-image' '--output-dir' '-o' '--help'); cmds=(); files=0 ;;
@@ -212,12 +219,12 @@ _tritonctl() {
         "tritonctl models unload") opts=('--url' '-u' '--protocol' '-i' '--help'); cmds=(); files=0 ;;
         "tritonctl perf") opts=('--help'); cmds=('compare\:Print the throughput and latency differences between two saved runs, level by level.' 'run\:Sweep load levels and report throughput, latency percentiles and the server-side breakdown.'); files=0 ;;
         "tritonctl perf compare") opts=('--plot' '--help'); cmds=(); files=1 ;;
-        "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--grpc-client' '--shared-memory' '--output-shared-memory-size' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
+        "tritonctl perf run") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--concurrency-range' '--request-rate-range' '--request-distribution' '--latency-budget-ms' '-l' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--percentile' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--string-length' '--http-encoding' '--workers' '--grpc-client' '--shared-memory' '--output-shared-memory-size' '--sequence-length' '--sequence-id-range' '--json' '--csv' '-f' '--plot' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout") opts=('--help'); cmds=('rollback\:Put MODEL back as it was before its last rollout (its original version policy and weights).' 'start\:Roll MODEL out to --to-version\: load beside, shadow, canary steps, promote; roll back on failure.' 'status\:Versions, weights and readiness of MODEL on the server, and its last rollout.'); files=0 ;;
         "tritonctl rollout rollback") opts=('--url' '-u' '--protocol' '-i' '--force' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout start") opts=('--to-version' '--url' '-u' '--protocol' '-i' '--steps' '--inputs' '--atol' '--rtol' '--max-p99-ratio' '--max-error-rate' '--hold-secs' '--shadow-requests' '--seed' '--dry-run' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout status") opts=('--url' '-u' '--protocol' '-i' '--state-file' '--format' '-f' '--help'); cmds=(); files=0 ;;
-        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--allow-client-shm' '--help'); cmds=(); files=0 ;;
+        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--allow-client-shm' '--cache-config' '--log-format' '--log-file' '--help'); cmds=(); files=0 ;;
         "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
     esac

@@ -167,12 +167,29 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
             metavar="BOOL",
         ),
     ] = "false",
+    cache_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Response cache: local,size=BYTES (models opt in with response_cache { enable: true }).",
+            metavar="local,size=N",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="Log line format: default or ISO8601.")] = "default",
+    log_file: Annotated[
+        Path | None, typer.Option(help="Write the log to this file instead of stderr.", show_default=False)
+    ] = None,
 ) -> None:
     """Serve model repositories over Triton's HTTP and gRPC protocols (plus Prometheus metrics)."""
     from server.app import serve as run_server
     from server.errors import ConfigError
-    from server.options import ServerOptions
+    from server.options import ServerOptions, parse_cache_config
 
+    try:
+        cache_bytes = parse_cache_config(list(cache_config or []))
+    except ConfigError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     options = ServerOptions(
         model_repositories=list(model_repository),
         host=host,
@@ -209,6 +226,9 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         grpc_server_key=grpc_server_key,
         grpc_root_cert=grpc_root_cert,
         grpc_stack=grpc_stack,
+        response_cache_byte_size=cache_bytes,
+        log_format=log_format,
+        log_file=str(log_file) if log_file is not None else "",
     )
     try:
         options.check()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.errors import ConfigError
@@ -48,3 +50,14 @@ def test_refused_cache_configs(value: str, message: str) -> None:
 def test_negative_byte_size_is_refused() -> None:
     with pytest.raises(ConfigError, match="0 or more"):
         parse_tritonserver_args([REPO, "--response-cache-byte-size=-1"])
+
+
+def test_tritonctl_serve_takes_the_same_cache_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tritonctl.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["serve", "--model-repository", str(tmp_path), "--cache-config", "redis,a=b"]
+    )
+    assert result.exit_code == 2 and "only the local cache" in result.output
