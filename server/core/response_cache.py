@@ -73,8 +73,15 @@ def request_key(request: InferenceRequest) -> CacheKey:
                 (key, repr(value)) for key, value in parameters.items() if key not in SCHEDULING_PARAMETERS
             )
         )
-    head = (request.model, request.version, tuple(output.name for output in request.outputs), params)
-    return (head, *[(t.name, t.datatype, tuple(t.shape), _key_bytes(t.data)) for t in inputs])
+    outputs = request.outputs
+    names = tuple([output.name for output in outputs]) if outputs else ()
+    key: list[Any] = [(request.model, request.version, names, params)]
+    for tensor in inputs:
+        data = tensor.data
+        if type(data) is not bytes:
+            data = _key_bytes(data)
+        key.append((tensor.name, tensor.datatype, tuple(tensor.shape), data))
+    return tuple(key)
 
 
 def _stored_key(key: CacheKey) -> CacheKey:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from server.repository.cache_rules import check_response_cache
 from server.repository.diagnostics import Diagnostic
 from server.repository.files import check_layout
 from server.repository.findings import Findings, default_source
@@ -366,6 +367,7 @@ def check_model_config(
     _check_instance_mode(config, found)
     _check_scheduling(config, found)
     check_sequence_config(config, found)
+    check_response_cache(config, found)
     versions: list[int] | None = None
     if check_files and model_dir is not None:
         versions = check_layout(config, model_dir, found, check_contents)

@@ -18,7 +18,10 @@ def _request(*inputs: Tensor, outputs: tuple[str, ...] = (), **parameters: Any) 
 
 
 def _tensor(
-    name: str = "IN", data: bytes = b"\x00" * 8, shape: tuple[int, ...] = (2,), dt: str = "FP32"
+    name: str = "IN",
+    data: bytes | bytearray | memoryview = b"\x00" * 8,
+    shape: tuple[int, ...] = (2,),
+    dt: str = "FP32",
 ) -> Tensor:
     return Tensor(name, dt, list(shape), data)
 
@@ -88,8 +91,8 @@ def test_a_hash_collision_is_a_miss_not_another_answer(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(response_cache, "_key_bytes", lambda data: Colliding(bytes(data)))
     monkeypatch.setattr(response_cache, "_stored_key", lambda key: key)
-    first = request_key(_request(_tensor(data=b"1" * 8)))
-    second = request_key(_request(_tensor(data=b"2" * 8)))
+    first = request_key(_request(_tensor(data=bytearray(b"1" * 8))))
+    second = request_key(_request(_tensor(data=bytearray(b"2" * 8))))
     assert hash(first) == hash(second) and first != second
     cache = ResponseCache(1 << 20)
     cache.insert(first, _result(b"one"))
