@@ -25,6 +25,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from server.core.stats import FAILURE_REASONS, ModelStats, StatsEntry
+from server.workers.custom_metrics import KIND_NAMES
+from server.workers.custom_metrics import STORE as CUSTOM_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +391,17 @@ class MetricsServer:
         self.sampler.close()
 
 
+class CustomMetricsCollector(Collector):
+    """Python models' own metrics (pb_utils.MetricFamily), instances merged (workers/custom_metrics.py)."""
+
+    def collect(self) -> Iterator[Metric]:
+        for family, samples in CUSTOM_METRICS.collect():
+            metric = Metric(family.name, family.description, KIND_NAMES[family.kind])
+            for name, labels, value in samples:
+                metric.add_sample(name, labels, value)
+            yield metric
+
+
 class LifecycleCollector(Collector):
     """The lifecycle manager's families (core/registry/lifecycle.py metric_families)."""
 
@@ -412,6 +425,7 @@ async def start_metrics(source: Any, options: Any) -> MetricsServer | None:
     sampler = SystemSampler(sample, cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TritonCollector(entries_of(source), sample))
+    registry.register(CustomMetricsCollector())
     if getattr(source, "lifecycle", None) is not None:  # memory per model, loads, evictions (#18)
         registry.register(LifecycleCollector(source.lifecycle))
     server = MetricsServer(registry, sampler, max(settings.interval_ms, 1) / 1000.0)

@@ -144,7 +144,7 @@ class DataPlane:
             loaded = self.table.get(name, version)
         except Exception:  # any lookup failure means "not ready", never an error here
             return False
-        return loaded.has_live_instance
+        return loaded.has_live_instance and all(channel.model_ready for channel in loaded.channels)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         loaded = self.table.get(name, version)

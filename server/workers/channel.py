@@ -57,6 +57,11 @@ class WorkerChannel(abc.ABC):
         """
 
     @property
+    def model_ready(self) -> bool:
+        """What the model itself says (a python model's optional `is_ready()`); True without one."""
+        return True
+
+    @property
     @abc.abstractmethod
     def alive(self) -> bool:
         """False once the worker process is gone (crashed or closed)."""

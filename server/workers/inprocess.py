@@ -120,7 +120,10 @@ class InProcessChannel(WorkerChannel):
         self._in_flight: set[asyncio.Future[Any]] = set()  # calls on the thread that someone awaits
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        backend.upcalls = InProcessUpcalls(self._loop, mode, model_name)  # BLS calls
+        self._upcalls = backend.upcalls = InProcessUpcalls(self._loop, mode, model_name)  # BLS calls
+        values = getattr(backend, "metric_values", None)
+        if values is not None:  # python models' custom metrics (workers/custom_metrics.py)
+            self._upcalls.connect_metrics(values)
         self._closing: asyncio.Task[None] | None = None
 
     @classmethod
@@ -169,6 +172,17 @@ class InProcessChannel(WorkerChannel):
     @property
     def alive(self) -> bool:
         return self._alive
+
+    @property
+    def model_ready(self) -> bool:
+        """A python model's own is_ready(), asked now (in-process: no process boundary)."""
+        is_ready = getattr(self._backend, "model_is_ready", None)
+        if is_ready is None:
+            return True
+        try:
+            return bool(is_ready())
+        except Exception:
+            return False
 
     # -- submit -----------------------------------------------------------------------------------
 
@@ -284,6 +298,7 @@ class InProcessChannel(WorkerChannel):
 
     async def _close(self, timeout_s: float) -> None:
         self._alive = False
+        self._upcalls.close()
         if self._killed:
             return
         try:

@@ -22,6 +22,7 @@ from server.repository.instance_mode import INLINE
 from server.vocabulary.stream import ResponseStream, StreamItem
 from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
 from server.workers.batch_io import select_outputs, to_bytes
+from server.workers.custom_metrics import STORE, MetricSource
 from server.workers.upcalls import current_upcall_handler
 from server.workers.worker_side import CallItem
 
@@ -115,6 +116,28 @@ class InProcessUpcalls:
         self.refusal = INLINE_REFUSAL if mode == INLINE else ""
         self._ids = itertools.count(1)
         self._streams: dict[int, ResponseStream] = {}
+        self._metrics: MetricSource | None = None
+
+    def connect_metrics(self, values: Any) -> None:
+        """The instance's custom metrics (custom_metrics.MetricValues) go straight to the store."""
+        source = self._metrics = MetricSource(values.view)
+
+        def forward(record: dict[str, Any]) -> None:
+            STORE.register(
+                source,
+                name=record["n"],
+                description=record["d"],
+                kind=record["k"],
+                labels=record["l"],
+                buckets=record["b"],
+                slot=record["s"],
+            )
+
+        values.connect(forward)
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            STORE.remove(self._metrics)
 
     def call(
         self,

@@ -114,6 +114,11 @@ class ShmWorkerChannel(WorkerChannel):
         return self._alive
 
     @property
+    def model_ready(self) -> bool:
+        """The model's own is_ready(), as the worker last wrote it on the cancel board (side.py)."""
+        return self._side is None or self._side.model_ready
+
+    @property
     def pid(self) -> int:
         return self.process.pid
 

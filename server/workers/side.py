@@ -13,8 +13,10 @@ gets, once, with a `{"op": "side"}` record:
                           "t": timeout_us, "d": decoupled 0|1, "h": ring position}
                     uncall {"op":"uncall", "c": id}            (the model cancelled a decoupled call)
     main -> worker  reply {"op":"reply", "c": id, "o"/"e"/"p"/"f"/"h" as resp}
-  with a ring each way for the tensors (ring.py). A streamed request's slot stays taken until its
-  final response; any other request's slot is freed with its batch's answer.
+  with a ring each way for the tensors (ring.py). The board's last byte is the model's own
+  readiness (a python model's `is_ready()`, polled by the worker): 1 means not ready. A streamed
+  request's slot stays taken until its final response; any other request's slot is freed with its
+  batch's answer.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from typing import Any
 from server.errors import ServerError, WorkerCrashed, from_wire
 from server.vocabulary.stream import ResponseStream, StreamItem
 from server.vocabulary.types import InferenceRequest, InferenceResult, RequestedOutput, Tensor
+from server.workers.custom_metrics import STORE, MetricSource
 from server.workers.ring import RingReader, RingWriter
 from server.workers.shm import Receiver, Segment, decode, encode
 from server.workers.upcalls import current_upcall_handler
 
 log = logging.getLogger(__name__)
 BOARD_SLOTS = 4096  # requests in flight per worker that the model can see cancelled
+READY_BYTE = BOARD_SLOTS  # the board's last byte: 1 while the model's is_ready() says False
 
 
 class SideLink:
@@ -45,7 +49,7 @@ class SideLink:
         self.version_text = str(version)
         self.instance_name = instance_name
         self._loop = asyncio.get_running_loop()
-        self.board = Segment.create(f"board_{instance_name}", BOARD_SLOTS)
+        self.board = Segment.create(f"board_{instance_name}", BOARD_SLOTS + 1)
         self._sock, self._worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock.setblocking(False)
         self._receiver = Receiver(self._sock)
@@ -55,6 +59,8 @@ class SideLink:
         self._from_worker = RingReader()
         self._to_worker = RingWriter(f"reply_{instance_name}")
         self._calls: dict[int, ResponseStream] = {}
+        self._metrics: MetricSource | None = None  # custom metrics (workers/custom_metrics.py)
+        self._metric_segment: Segment | None = None
         self._open = True
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
@@ -64,6 +70,11 @@ class SideLink:
 
     def handed_over(self) -> None:
         self._worker_end.close()
+
+    @property
+    def model_ready(self) -> bool:
+        """False while the model's is_ready() says so (the worker polls it: worker_side.py)."""
+        return not self.board.view[READY_BYTE]
 
     # -- requests in flight -------------------------------------------------------------------------
 
@@ -111,10 +122,13 @@ class SideLink:
                 self._loop.remove_reader(self._sock.fileno())
                 return
             message, fds = received
-            self._from_worker.attach(fds)
             try:
                 record = decode(message)
                 op = record["op"]
+                if op == "metric":
+                    self._on_metric(record, fds)
+                    continue
+                self._from_worker.attach(fds)
                 if op == "resp":
                     self._on_response(record)
                 elif op == "call":
@@ -125,6 +139,23 @@ class SideLink:
                         stream.cancel()
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("instance %s: malformed side message (%s)", self.instance_name, exc)
+
+    def _on_metric(self, record: dict[str, Any], fds: list[int]) -> None:
+        if fds:
+            segment = Segment.attach(fds[0])
+            self._metric_segment = segment
+            self._metrics = MetricSource(segment.view.cast("d"))
+        if self._metrics is None:
+            return
+        STORE.register(
+            self._metrics,
+            name=str(record["n"]),
+            description=str(record.get("d", "")),
+            kind=int(record["k"]),
+            labels=dict(record.get("l") or {}),
+            buckets=list(record.get("b") or ()),
+            slot=int(record["s"]),
+        )
 
     def _tensors(self, entries: list[list[Any]] | None) -> list[Tensor]:
         read = self._from_worker.read
@@ -244,3 +275,8 @@ class SideLink:
         self._from_worker.close()
         self._to_worker.close()
         self.board.close()
+        if self._metrics is not None:
+            STORE.remove(self._metrics)
+            self._metrics = None
+        if self._metric_segment is not None:
+            self._metric_segment.close()

@@ -223,6 +223,10 @@ class InstanceSupervisor(WorkerChannel):
     def alive(self) -> bool:
         return self.state == "READY" and self._channel is not None and self._channel.alive
 
+    @property
+    def model_ready(self) -> bool:
+        return self._channel is None or self._channel.model_ready
+
     async def start(self) -> None:
         try:
             self._channel = await self._start()

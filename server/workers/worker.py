@@ -90,7 +90,7 @@ class Worker:
                 fds = []
             record = decode(message, self.in_slots)
             if record["op"] == "side":  # the side link (side.py): cancel board and side socket
-                self._attach_side(fds)
+                self._attach_side(fds, int(record["slots"]))
                 continue
             regions = len(record.get("shm", ()))  # clients' regions ride after the arena (client_outputs.py)
             region_fds = fds[len(fds) - regions :] if regions else []
@@ -106,10 +106,16 @@ class Worker:
             if record["op"] == "exec":
                 self._execute(record, received_ns)
 
-    def _attach_side(self, fds: list[int]) -> None:
+    def _attach_side(self, fds: list[int], board_slots: int) -> None:
         self.side = WorkerSide(fds[0], fds[1])
         if self.backend is not None:
             self.backend.upcalls = self.side
+            values = getattr(self.backend, "metric_values", None)
+            if values is not None:  # python models' custom metrics (workers/custom_metrics.py)
+                self.side.connect_metrics(values)
+            is_ready = getattr(self.backend, "model_is_ready", None)
+            if is_ready is not None:  # a python model's own is_ready() (python_backend #430)
+                self.side.watch_readiness(is_ready, board_slots)  # the byte after the slots
 
     @staticmethod
     def _replace(slots: list[Segment | None], slot: int, fds: list[int]) -> None:

@@ -25,6 +25,7 @@ from server.workers.shm import Receiver, Segment, decode, encode
 
 # What a BLS call yields: (outputs [(name, dtype, shape, bytes)] | None, error (class, message) |
 # None, parameters, final)
+READINESS_POLL_S = 0.25  # how often the model's own is_ready() is asked
 CallItem = tuple[list[tuple[str, str, list[int], bytes]] | None, tuple[str, str] | None, dict[str, Any], bool]
 
 
@@ -113,6 +114,41 @@ class WorkerSide:
         if isinstance(outputs, ServerError):
             body["e"] = list(outputs.to_wire())
         self._send(body, pieces)
+
+    # -- custom metrics ------------------------------------------------------------------------------
+
+    def watch_readiness(self, is_ready: Any, board_slots: int) -> None:
+        """Poll the model's own `is_ready()` and keep its answer on the board's last byte."""
+
+        def poll() -> None:
+            while True:
+                try:
+                    ready = bool(is_ready())
+                except Exception:  # a failing is_ready() means not ready
+                    ready = False
+                try:
+                    self.board[board_slots] = 0 if ready else 1
+                except (ValueError, IndexError):  # the board is gone: the worker is ending
+                    return
+                time.sleep(READINESS_POLL_S)
+
+        threading.Thread(target=poll, name="is-ready", daemon=True).start()
+
+    def connect_metrics(self, values: Any) -> None:
+        """Forward the model's metric registrations (custom_metrics.MetricValues) to the server;
+        the first carries the descriptor of the memory holding the values."""
+        pending_fd = [values.fd]
+
+        def forward(record: dict[str, Any]) -> None:
+            message = encode({"op": "metric", **record})
+            with self._to_main.lock:
+                if pending_fd:
+                    socket.send_fds(self.sock, [message], pending_fd)
+                    pending_fd.clear()
+                else:
+                    self.sock.send(message)
+
+        values.connect(forward)
 
     # -- BLS -----------------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ with config.pbtxt and 1/model.py and returns the model directory.
     bls_stream   default mode; exec(decoupled=True) on `repeat`: OUT = sum of the responses
     bls_probe    default mode; IN selects a failing call: 1 unknown model, 2 unknown output,
                  3 timeout on a slow model, 4 itself; OUT (BYTES) = the response's error message
-    metrics      custom metrics: a counter (requests), a gauge (last IN), a histogram (IN)
+    metrics      custom metrics: a counter (requests), a gauge (last IN), a histogram (IN), Logger lines
+    ready_flag   is_ready() is False while the file named by parameter NOT_READY_FILE exists
 """
 
 from __future__ import annotations
@@ -259,6 +260,64 @@ class TritonPythonModel:
             ]))
         return responses
 """,
+    "metrics": """
+class TritonPythonModel:
+    def initialize(self, args):
+        self.requests = pb_utils.MetricFamily(
+            name="toy_requests_total", description="requests seen", kind=pb_utils.MetricFamily.COUNTER
+        )
+        self.last = pb_utils.MetricFamily(
+            name="toy_last_value", description="the last IN", kind=pb_utils.MetricFamily.GAUGE
+        )
+        self.sizes = pb_utils.MetricFamily(
+            name="toy_value", description="IN values", kind=pb_utils.MetricFamily.HISTOGRAM
+        )
+        labels = {"model": args["model_name"], "flavour": "toy"}
+        self.counter = self.requests.Metric(labels=labels)
+        self.gauge = self.last.Metric(labels=labels)
+        self.histogram = self.sizes.Metric(labels=labels, buckets=[1.0, 10.0])
+        self.errors = []
+        for call in (lambda: self.counter.increment(-1), lambda: self.counter.set(1),
+                     lambda: self.gauge.observe(1), lambda: self.histogram.value()):
+            try:
+                call()
+            except Exception as exc:
+                self.errors.append(type(exc).__name__)
+        pb_utils.Logger.log_info(f"metric misuse errors: {self.errors}")
+        pb_utils.Logger.log_warn("a warning from initialize")
+        pb_utils.Logger.log_error("an error from initialize")
+        pb_utils.Logger.log_verbose("a verbose line from initialize")
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            value = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy().reshape(-1)[0])
+            self.counter.increment(1)
+            self.gauge.set(value)
+            self.histogram.observe(value)
+            pb_utils.Logger.log_info(
+                f"request {request.request_id()} correlation {request.correlation_id()} "
+                f"flags {request.flags()} timeout {request.timeout()}"
+            )
+            out = np.array([self.counter.value()], np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", out)]))
+        return responses
+""",
+    "ready_flag": """
+import os
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.flag = config["parameters"]["NOT_READY_FILE"]["string_value"]
+
+    def is_ready(self):
+        return not os.path.exists(self.flag)
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "IN")]) for r in requests]
+""",
 }
 
 _IO = {  # name -> (inputs, outputs): (name, type, dims)
@@ -277,6 +336,8 @@ _IO = {  # name -> (inputs, outputs): (name, type, dims)
     ),
     "bls_stream": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_INT32", [2])]),
     "bls_probe": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_STRING", [1])]),
+    "metrics": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_FP32", [1])]),
+    "ready_flag": ([("IN", "TYPE_INT32", [1])], [("IN", "TYPE_INT32", [1])]),
 }
 _IO["bls_async"] = _IO["bls"]
 DECOUPLED = {"repeat", "repeat_now", "misuse", "watch"}

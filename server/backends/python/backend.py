@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from server.backends.base import Backend, Batch, OutputArray, OutputsWithParameters, RequestOutputs
+from server.backends.python.custom_metrics import MetricValues
 from server.backends.python.imports import ModelImports
 from server.backends.sequence_fields import pop_sequence_fields
 from server.errors import (
@@ -87,11 +88,20 @@ class PythonBackend(Backend):
                 config_json = completed_json
 
         self.model = model_class()
+        if callable(getattr(self.model, "is_ready", None)):  # python_backend #430: asked for readiness
+            self.model_is_ready = self.model.is_ready
         self._decoupled = bool(self.context.config.model_transaction_policy.decoupled)
+        self._log_label = f"model '{self.context.model_name}'"
+        # Custom metrics (custom_metrics.py): the instance's side link or channel connects them.
+        self.metric_values = MetricValues(shared=not self.context.in_process)
         if self.context.in_process:
             self._upcall_source = lambda: self.upcalls
+            pb_utils._UPCALLS.source = self._upcall_source
+            pb_utils._UPCALLS.metrics = self.metric_values  # initialize() may make metrics
+            pb_utils.Logger._local.model_label = self._log_label
         else:
-            pb_utils._PROCESS_UPCALLS[0] = lambda: self.upcalls
+            pb_utils._PROCESS_UPCALLS[:] = [lambda: self.upcalls, self.metric_values]
+            pb_utils.Logger.model_label = self._log_label
         # An async execute() runs on an event loop of the backend's own (see _run).
         self.async_execute = inspect.iscoroutinefunction(self.model.execute)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,6 +133,8 @@ class PythonBackend(Backend):
         pb = self._pb
         if self.context.in_process:  # models share this module: BLS calls find their instance per thread
             pb._UPCALLS.source = self._upcall_source
+            pb._UPCALLS.metrics = self.metric_values
+            pb.Logger._local.model_label = self._log_label
         requests = []
         convert = self._convert
         for request in batch.requests:
@@ -136,6 +148,7 @@ class PythonBackend(Backend):
                     request_id=request.id,
                     correlation_id=correlation_id,
                     flags=flags,
+                    timeout=_timeout_us(request.parameters),
                     inputs=tensors,
                     requested_output_names=list(request.requested_outputs),
                     model_name=self.context.model_name,
@@ -225,6 +238,12 @@ class PythonBackend(Backend):
                 loop.close()
             if imports is not None:
                 imports.release()
+
+
+def _timeout_us(parameters: dict[str, Any]) -> int:
+    """The request's `timeout` parameter (microseconds), what request.timeout() answers."""
+    value = parameters.get("timeout") if parameters else None
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _error_from_code(message: str, code: int) -> ServerError:

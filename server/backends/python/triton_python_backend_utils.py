@@ -17,16 +17,22 @@ from typing import Any
 import numpy as np
 
 from server.backends.python import streaming as _streaming
+from server.backends.python.custom_metrics import Metric, MetricFamily  # noqa: F401 - pb_utils API
 from server.vocabulary.dtypes import deserialize_bytes, serialize_bytes
 
 # Where this instance's BLS calls go: the backend sets it (per thread for in-process instances).
 _UPCALLS = threading.local()
-_PROCESS_UPCALLS: list[Any] = [None]
+_PROCESS_UPCALLS: list[Any] = [None, None]  # the upcall client's source, the metric values
 
 
 def _upcall_client() -> Any:
     source = getattr(_UPCALLS, "source", None) or _PROCESS_UPCALLS[0]
     return source() if callable(source) else None
+
+
+def _metric_values() -> Any:
+    """This instance's custom metric values (custom_metrics.MetricValues)."""
+    return getattr(_UPCALLS, "metrics", None) or _PROCESS_UPCALLS[1]
 
 
 # -- data types: TRITONSERVER_DataType numbers (the same order as model_config's TYPE_*) ----------
@@ -446,6 +452,8 @@ class Logger:
     VERBOSE = 3
 
     verbose_enabled = False  # set by the worker from --log-verbose
+    model_label = ""  # "model 'name'": set by the backend (per thread for in-process instances)
+    _local = threading.local()
     _LETTERS = {INFO: "I", WARNING: "W", ERROR: "E", VERBOSE: "V"}
 
     @classmethod
@@ -453,7 +461,9 @@ class Logger:
         if level == cls.VERBOSE and not cls.verbose_enabled:
             return
         stamp = time.strftime("%m%d %H:%M:%S")
-        sys.stderr.write(f"{cls._LETTERS.get(level, 'I')}{stamp} {cls._origin()}] {message}\n")
+        label = getattr(cls._local, "model_label", "") or cls.model_label
+        origin = f"{cls._origin()} {label}" if label else cls._origin()
+        sys.stderr.write(f"{cls._LETTERS.get(level, 'I')}{stamp} {origin}] {message}\n")
         sys.stderr.flush()
 
     @staticmethod
