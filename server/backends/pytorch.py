@@ -24,6 +24,7 @@ from server.backends.base import (
     run_each,
     split_rows,
 )
+from server.backends.sequence_fields import sequence_input_names, sequence_output_names
 from server.errors import BackendError, LoadError, ServerError
 
 _INDEXED = re.compile(r"^.+__(\d+)$")
@@ -63,6 +64,14 @@ class PyTorchBackend(Backend):
         outputs = self.output_names()
         self.output_positions = indexed_positions(outputs) or list(range(len(outputs)))
         self.max_batch_size = int(self.context.config.max_batch_size)
+
+    def input_names(self) -> list[str]:
+        """Configured inputs, then a stateful model's control and state inputs (fed by the batcher)."""
+        return [*super().input_names(), *sequence_input_names(self.context.config)]
+
+    def output_names(self) -> list[str]:
+        """Configured outputs, then a stateful model's state outputs (forward() returns them last)."""
+        return [*super().output_names(), *sequence_output_names(self.context.config)]
 
     def _input_order(self, arguments: list[str]) -> list[str]:
         """Config input names in forward()'s positional order."""

@@ -29,3 +29,19 @@ def pop_sequence_fields(parameters: dict[str, Any]) -> tuple[int | str, int]:
 
 def _truthy(value: Any) -> bool:
     return value.lower() == "true" if isinstance(value, str) else bool(value)
+
+
+def sequence_input_names(config: Any) -> list[str]:
+    """The model inputs a sequence batcher feeds besides the configured ones: control inputs,
+    then state inputs, in config order (backends that map inputs by name or index need them)."""
+    if not config.HasField("sequence_batching"):
+        return []
+    batching = config.sequence_batching
+    return [item.name for item in batching.control_input] + [state.input_name for state in batching.state]
+
+
+def sequence_output_names(config: Any) -> list[str]:
+    """The state outputs a sequence model makes besides its configured outputs (config order)."""
+    if not config.HasField("sequence_batching"):
+        return []
+    return [state.output_name for state in config.sequence_batching.state]

@@ -165,6 +165,37 @@ def write_python_accumulator(repo: Path, name: str, **options: Any) -> Path:
     return write_python_source(model_dir, PYTHON_ACCUMULATOR)
 
 
+def write_torchscript_accumulator(repo: Path, name: str, **options: Any) -> Path:
+    """The accumulator as TorchScript: inputs map by forward()'s argument names, outputs by order
+    (configured outputs, then the state output). CORRID is INT64 (torch has no uint64 arithmetic)."""
+    import torch
+
+    options.setdefault("corrid_type", "TYPE_INT64")
+    config = sequence_config(name, backend="pytorch", **options)
+    config.ClearField("backend")
+    config.platform = "pytorch_libtorch"
+
+    class Accumulator(torch.nn.Module):
+        def forward(  # noqa: PLR0917 - one argument per model input
+            self,
+            INPUT: torch.Tensor,
+            START: torch.Tensor,
+            END: torch.Tensor,
+            READY: torch.Tensor,
+            CORRID: torch.Tensor,
+            STATE_IN: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            state = STATE_IN + INPUT
+            output = state * READY + 1000 * START + 10000 * END
+            return output, CORRID, state
+
+    model_dir = repo / name
+    write_config(model_dir, config)
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    torch.jit.script(Accumulator()).save(str(model_dir / "1" / "model.pt"))
+    return model_dir
+
+
 # name -> (writer, options); every model answers expected_outputs(values) for a whole sequence.
 SERVER_MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
     # 2 instances x 4 slots: more sequences than slots wait in the backlog.
@@ -177,4 +208,5 @@ SERVER_MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
     "py_strings": (write_python_accumulator, {"max_batch_size": 4, "corrid_type": "TYPE_STRING"}),
     "onnx_idle": (write_onnx_accumulator, {"max_batch_size": 1, "idle_us": 300_000}),
     "py_crash": (write_python_accumulator, {"max_batch_size": 2}),  # two sequences, one worker
+    "torch_direct": (write_torchscript_accumulator, {"max_batch_size": 4}),
 }

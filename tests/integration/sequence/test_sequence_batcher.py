@@ -67,7 +67,7 @@ def run_sequence(
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize("model", ["onnx_direct", "onnx_oldest", "py_direct"])
+@pytest.mark.parametrize("model", ["onnx_direct", "onnx_oldest", "py_direct", "torch_direct"])
 def test_many_concurrent_sequences_more_than_slots_each_get_their_own_sums(
     seq_server: RunningServer, protocol: str, model: str
 ) -> None:
