@@ -1,4 +1,5 @@
-"""Shared host processes: many framework models' instances in one process per backend and device.
+"""Shared host processes: many framework models' instances in one process per backend and device;
+and worker templates: warm processes that python workers are forked from.
 
 A process per instance costs an interpreter, numpy and the framework (~35 MiB PSS for a tiny ONNX
 model); a thousand models do not fit a machine that way. Instances of onnxruntime, pytorch and
@@ -12,6 +13,12 @@ takes down its host, never the front end; the host's instances then exit like cr
 their supervisors restart them in a fresh host. A hosted model that hangs holds its thread: `kill`
 abandons the instance (its socket is shut) without touching the others.
 
+A worker template (`host_for(..., fork=True)`, `host_process.Template`) is the same machinery for
+instances that keep a process each (python models): the template has imported the interpreter's
+modules, numpy and the backend once; each worker is forked from it (copy-on-write pages shared), so
+it starts in milliseconds and holds only what its model adds. Its exit status comes from the
+template, which reaps it.
+
 `HostedProcess` is what a hosted instance's channel holds in place of a `subprocess.Popen`: the
 host's pid, and an exit status of the instance itself (its thread's end, or the host's death).
 """
@@ -24,6 +31,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,13 +64,17 @@ class HostedProcess:
     def __init__(self, host: Host, ident: int, parent_sock: socket.socket) -> None:
         self.host = host
         self.ident = ident
-        self.pid = host.pid
+        self.pid = host.pid  # a forked worker's own pid once the template reports it
+        # The pid its worker loop watches (it exits when that process is gone): the template that
+        # forked it, or the main process (a host's parent).
+        self.parent_pid = host.pid if host.fork else os.getpid()
         self.returncode: int | None = None
-        self.memory_bytes = 0  # resident memory its load added to the host
+        # Resident memory its load added to the host; None for a forked worker (its own PSS counts).
+        self.memory_bytes: int | None = None if host.fork else 0
         self._sock = parent_sock
         self._ended = threading.Event()
         loop = asyncio.get_running_loop()
-        self.loaded: asyncio.Future[None] = loop.create_future()
+        self.loaded: asyncio.Future[None] = loop.create_future()  # thread host: "loaded"; fork: "forked"
         self._exit: asyncio.Future[None] = loop.create_future()
 
     def poll(self) -> int | None:
@@ -82,10 +94,13 @@ class HostedProcess:
         return self.returncode
 
     def kill(self) -> None:
-        """Abandon the instance: its socket is shut (the channel sees it exit, the host's thread
-        ends when its model returns); the host and its other instances go on."""
+        """A forked worker: SIGKILL. A hosted thread: abandon it (its socket is shut, so the channel
+        sees it exit; the thread ends when its model returns); the host and the others go on."""
         if self.returncode is not None:
             return
+        if self.host.fork and self.pid != self.host.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self.ended(KILLED)
@@ -103,9 +118,10 @@ class HostedProcess:
 class Host:
     """One host process and its control socket (main-process side)."""
 
-    def __init__(self, key: tuple[str, str], env: dict[str, str]) -> None:
+    def __init__(self, key: tuple[str, str], env: dict[str, str], *, fork: bool = False) -> None:
         self.key = key
         self.env = env
+        self.fork = fork  # a template that forks workers, not a host of threads
         self.process: subprocess.Popen[bytes] | None = None
         self.instances: dict[int, HostedProcess] = {}
         self._ids = itertools.count(1)
@@ -125,7 +141,8 @@ class Host:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server.workers.host_process", "--fd", str(child.fileno())],
+                [sys.executable, "-m", "server.workers.host_process", "--fd", str(child.fileno())]
+                + (["--fork"] if self.fork else []),
                 pass_fds=(child.fileno(),),
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -140,7 +157,8 @@ class Host:
         self._control = parent
         self._receiver = Receiver(parent)
         self._loop.add_reader(parent.fileno(), self._on_readable)
-        log.info("started host process %d for %s on %s", self.process.pid, *self.key)
+        what = "worker template" if self.fork else "host process"
+        log.info("started %s %d for %s on %s", what, self.process.pid, *self.key)
 
     def add(self, parent_sock: socket.socket, child_sock: socket.socket) -> HostedProcess:
         """Hand an instance's socket to the host; its worker loop starts on a thread there."""
@@ -169,7 +187,11 @@ class Host:
             hosted = self.instances.get(int(record.get("id", 0)))
             if hosted is None:
                 continue
-            if record["op"] == "loaded":
+            if record["op"] == "forked":
+                hosted.pid = int(record["pid"])
+                if not hosted.loaded.done():
+                    hosted.loaded.set_result(None)
+            elif record["op"] == "loaded":
                 hosted.memory_bytes = int(record.get("memory", 0))
                 if not hosted.loaded.done():
                     hosted.loaded.set_result(None)
@@ -193,7 +215,8 @@ class Host:
                 process.kill()
                 code = process.wait()
         log.warning(
-            "host process %d for %s on %s exited (%s): restarting its %d instance(s)",
+            "%s %d for %s on %s exited (%s): restarting its %d instance(s)",
+            "worker template" if self.fork else "host process",
             self.pid,
             *self.key,
             code,
@@ -214,14 +237,15 @@ class Host:
                 self.process.wait(timeout=5)
 
 
-def host_for(backend: str, env: dict[str, str]) -> Host:
-    """The live host of `backend` for the device `env` makes visible, started if needed."""
+def host_for(backend: str, env: dict[str, str], *, fork: bool = False) -> Host:
+    """The live host of `backend` for the device `env` makes visible (with `fork`: the template
+    that forks its workers), started if needed."""
     loop = asyncio.get_running_loop()
     hosts = _HOSTS.setdefault(loop, {})
-    key = (backend, env.get("CUDA_VISIBLE_DEVICES", "cpu") or "cpu")
+    key = (f"{backend} (fork)" if fork else backend, env.get("CUDA_VISIBLE_DEVICES", "cpu") or "cpu")
     host = hosts.get(key)
     if host is None or not host.alive:
-        host = hosts[key] = Host(key, env)
+        host = hosts[key] = Host(key, env, fork=fork)
         host.start()
     return host
 

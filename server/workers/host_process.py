@@ -1,4 +1,6 @@
-"""Entry point of a shared host process: `python -m server.workers.host_process --fd N`.
+"""Entry point of a shared host process: `python -m server.workers.host_process --fd N [--fork]`.
+
+With `--fork` it is a template instead (`Template`): python workers are forked from it, warm.
 
 One host holds the instances of many framework models (onnxruntime, pytorch, tensorrt) of one
 device: each instance is a thread running the ordinary worker loop (worker.py) over its own
@@ -10,6 +12,8 @@ The host's own control socket (fd N, SOCK_SEQPACKET) carries:
   host -> main   {"op": "loaded", "id": k, "memory": bytes}   after the instance's load (ok or not):
                  the resident memory the load added, measured with loads serialised
                  {"op": "ended", "id": k, "code": 0|1}         the instance's thread ended
+A template (--fork) answers "add" with {"op": "forked", "id": k, "pid": pid} and reports "ended"
+with the worker's exit status (negative: the signal that killed it).
 End-of-file on it (the main process is gone) ends the host. A model that kills the interpreter
 (segfault, os._exit) ends the host: the main process sees every hosted instance exit and restarts
 them in a new host (their supervisors' usual crash path).
@@ -90,18 +94,119 @@ class Host:
             sock.close()
 
 
+class Template:
+    """A warm process that forks python workers: the interpreter, numpy, the worker loop and the
+    python backend are imported once, and every worker forked from here shares those pages with
+    it (copy-on-write) instead of importing them again, which makes a worker cheaper to start
+    and to keep. Single-threaded, so forking is safe; children are reaped on SIGCHLD."""
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.children: dict[int, int] = {}  # pid -> instance id
+
+    def tell(self, record: dict[str, object]) -> None:
+        with contextlib.suppress(OSError):
+            send(self.control, encode(record))
+
+    def serve(self) -> None:
+        import select
+
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        receiver = Receiver(self.control)
+        while True:
+            readable, _, _ = select.select([self.control.fileno(), wake_read], [], [])
+            if wake_read in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 512)
+                self._reap()
+            if self.control.fileno() not in readable:
+                continue
+            received = receiver.receive()
+            if received is None:
+                return
+            message, fds = received
+            record = decode(message)
+            if record.get("op") != "add" or not fds:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            for extra in fds[1:]:
+                os.close(extra)
+            pid = os.fork()
+            if pid == 0:  # the worker
+                os.close(wake_read)
+                os.close(wake_write)
+                self._become_worker(fds[0])
+            os.close(fds[0])
+            self.children[pid] = int(record["id"])
+            self.tell({"op": "forked", "id": int(record["id"]), "pid": pid})
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            ident = self.children.pop(pid, None)
+            if ident is not None:
+                self.tell({"op": "ended", "id": ident, "code": os.waitstatus_to_exitcode(status)})
+
+    def _become_worker(self, fd: int) -> None:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self.control.close()
+            retitle(f"{sys.executable}\0-m\0server.workers.main\0--fd\0{fd}")
+            from server.workers.worker import run
+
+            code = run(fd)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+
+def retitle(command_line: str) -> None:
+    """Rewrite this process's command line (/proc/PID/cmdline, ps) in place: a forked worker then
+    reads as `python -m server.workers.main`, like one that was spawned. Best effort."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+        text = command_line.encode()[: end - start - 1]
+        ctypes.memmove(start, text + b"\0" * (end - start - len(text)), end - start)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.workers.host_process")
     parser.add_argument("--fd", type=int, required=True, help="control socket from the main process")
+    parser.add_argument("--fork", action="store_true", help="fork python workers instead of hosting threads")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from server.malloc_tuning import keep_large_buffers_in_heap
 
     keep_large_buffers_in_heap()
-    import server.workers.worker  # noqa: F401  (the loop every hosted instance runs)
+    import server.workers.worker
 
-    host = Host(socket.socket(fileno=args.fd))
-    host.serve()
+    control = socket.socket(fileno=args.fd)
+    if args.fork:
+        import server.backends.python.backend  # noqa: F401  (what every forked worker needs)
+
+        Template(control).serve()
+    else:
+        Host(control).serve()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # instance threads may sit in user code: they end with the process

@@ -52,10 +52,11 @@ async def start_worker(
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     process: Any
     try:
-        if hosted:
+        if hosted or options.fork_workers:  # a thread of a shared host, or forked from a warm template
             from server.workers.host import host_for
 
-            process = host_for(launch.backend, _worker_environment(launch.spec)).add(parent_sock, child_sock)
+            host = host_for(launch.backend, _worker_environment(launch.spec), fork=not hosted)
+            process = host.add(parent_sock, child_sock)
         else:
             process = subprocess.Popen(
                 [sys.executable, "-m", "server.workers.main", "--fd", str(child_sock.fileno())],
@@ -76,7 +77,7 @@ async def start_worker(
             "slots": max(1, options.max_in_flight),
             "shm_default_size": options.shm_default_size,
             "shm_growth_size": options.shm_growth_size,
-            "parent_pid": os.getpid(),
+            "parent_pid": getattr(process, "parent_pid", os.getpid()),
         }
         parent_sock.send(encode(init))
         reply = await _first_reply(parent_sock, options.load_timeout_s)
@@ -93,7 +94,7 @@ async def start_worker(
         if reply is not None and reply.get("op") == "load_failed":
             raise LoadError(f"{where} failed to load: {reply['error'][1]}")
         raise LoadError(f"{where}: the worker process {_describe_exit(process.returncode)} while loading")
-    if hosted:  # the memory its load added comes right after its ready
+    if hosted or options.fork_workers:  # a hosted load's memory / a forked worker's pid follow
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(process.loaded), 5.0)
     channel = ShmWorkerChannel(

@@ -87,6 +87,7 @@ class LifecycleManager:
         self._loaded_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._idle_task: asyncio.Task[None] | None = None
+        self._trims: set[asyncio.Task[None]] = set()
         self.table: VersionTable | None = None
         self.loader: ModelLoader | None = None
 
@@ -147,6 +148,25 @@ class LifecycleManager:
         if total.by_device:
             self.measured[name] = total
             self._loaded_at[name] = time.time()
+        if self.budget and not self.starting and self._shortfall(MemoryUsage()) is not None:
+            # The load held more than its estimate: evict others until the budget holds again.
+            task = asyncio.get_running_loop().create_task(self._trim(keep=name))
+            self._trims.add(task)
+            task.add_done_callback(self._trims.discard)
+
+    async def _trim(self, keep: str) -> None:
+        deadline = time.monotonic() + self.room_wait_s
+        while time.monotonic() < deadline:
+            async with self._lock:
+                while (short := self._shortfall(MemoryUsage())) is not None:
+                    victim = self._lru_victim(short[0], exclude=keep)
+                    if victim is None:
+                        break  # everything else is pinned, busy or loading: look again shortly
+                    await self.evict(victim, EVICTED_REASON, f"(over budget after '{keep}' loaded)")
+                    self.counters.evictions_budget += 1
+                else:
+                    return
+            await asyncio.sleep(ROOM_POLL_S)
 
     # -- accounting ------------------------------------------------------------------------------
     def _estimate(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> MemoryUsage:

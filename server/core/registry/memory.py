@@ -27,7 +27,9 @@ from server.errors import ConfigError
 from server.vocabulary.instances import KIND_GPU, InstanceSpec
 
 MIB = 1 << 20
-PROCESS_OVERHEAD = 24 * MIB  # a python worker process's own PSS beyond its model (measured: ~20-28)
+# A worker process's own PSS beyond its model: ~11 MiB forked from a warm template (20 python
+# identity models; benchmarks/many_models.py), ~26 MiB spawned (TRITONCTL_FORK_WORKERS=0).
+PROCESS_OVERHEAD = 12 * MIB
 HOSTED_OVERHEAD = 1 * MIB
 CPU = "cpu"
 

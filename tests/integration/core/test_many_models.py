@@ -17,7 +17,25 @@ from tests.integration.reliability.helpers import wait_for
 from tests.support.models import write_python_model
 from tests.support.server import RunningServer, start_server
 
-SLOW_INIT = '''
+HEAVY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.weights = np.ones(10_000_000, np.float32)  # 40 MB of its own: it dominates its memory
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())]
+            )
+            for r in requests
+        ]
+"""
+
+SLOW_INIT = """
 import time
 import triton_python_backend_utils as pb_utils
 
@@ -28,10 +46,12 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())])
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())]
+            )
             for r in requests
         ]
-'''
+"""
 
 
 def identity(server: RunningServer, model: str, value: float = 1.0) -> np.ndarray:
@@ -41,7 +61,7 @@ def identity(server: RunningServer, model: str, value: float = 1.0) -> np.ndarra
     tensor.set_data_from_numpy(data)
     result = client.infer(model, [tensor]).as_numpy("OUTPUT0")
     assert result is not None
-    return result
+    return np.asarray(result)
 
 
 def metric(server: RunningServer, name: str) -> float:
@@ -66,7 +86,8 @@ def test_models_load_model_load_thread_count_at_a_time(tmp_path: Path, threads: 
         first_done = next(i for i, event in enumerate(events) if event.startswith("successfully"))
         assert first_done == min(threads, 4)  # that many loads started before the first ended
         for index_ in range(4):
-            np.testing.assert_array_equal(identity(server, f"slow_init_{index_}"), np.ones((1, 4), np.float32))
+            answer = identity(server, f"slow_init_{index_}")
+            np.testing.assert_array_equal(answer, np.ones((1, 4), np.float32))
         stats = httpclient.InferenceServerClient(server.http_url).get_inference_statistics("slow_init_0")
         (usage,) = stats["model_stats"][0]["memory_usage"]
         assert usage["type"] == "CPU" and int(usage["byte_size"]) > 1 << 20  # a worker's PSS
@@ -102,17 +123,20 @@ def test_concurrent_first_requests_share_one_on_demand_load(tmp_path: Path) -> N
 
 def test_without_on_demand_an_unloaded_model_is_still_refused(tmp_path: Path) -> None:
     write_python_model(tmp_path, "lazy", "identity", dims=[4])
-    with start_server(tmp_path, "--model-control-mode=explicit") as server:
-        with pytest.raises(InferenceServerException, match="unknown model"):
-            identity(server, "lazy")
+    with (
+        start_server(tmp_path, "--model-control-mode=explicit") as server,
+        pytest.raises(InferenceServerException, match="unknown model"),
+    ):
+        identity(server, "lazy")
 
 
 def test_requests_racing_evictions_never_fail(tmp_path: Path) -> None:
-    """A budget that holds one python model (~26 MiB) and two models asked for at once, step by
-    step: every step evicts the resident one for the other while requests for it arrive."""
+    """A budget that holds one model of ~50 MiB and two models asked for at once, step by step:
+    every step evicts the resident one for the other while requests for it arrive."""
     for name in ("first", "second"):
-        write_python_model(tmp_path, name, "identity", dims=[4])
-    flags = ("--model-control-mode=explicit", "--model-memory-budget=cpu=40MiB", "--model-load-wait-secs=60")
+        folder = write_python_model(tmp_path, name, "identity", dims=[4])
+        (folder / "1" / "model.py").write_text(HEAVY)
+    flags = ("--model-control-mode=explicit", "--model-memory-budget=cpu=80MiB", "--model-load-wait-secs=60")
     with start_server(tmp_path, *flags) as server:
         steps = 4
         barrier = threading.Barrier(2)
@@ -134,19 +158,21 @@ def test_requests_racing_evictions_never_fail(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(300)
         assert failures == []
-        assert metric(server, "tritonctl_model_evictions_total{reason=\"budget\"}") >= 1
+        assert metric(server, 'tritonctl_model_evictions_total{reason="budget"}') >= 1
         assert "to make room for" in server.log
         states = {name: entry.get("state", "") for name, entry in index(server).items()}
         assert sorted(states.values()) == ["READY", "UNAVAILABLE"]  # one resident, one evicted
-        assert metric(server, "tritonctl_model_memory_used_bytes") <= 40 << 20
+        assert metric(server, "tritonctl_model_memory_used_bytes") <= 80 << 20
 
 
 def test_a_model_larger_than_the_budget_fails_its_load_clearly(tmp_path: Path) -> None:
     write_python_model(tmp_path, "huge", "identity", dims=[4])
     flags = ("--model-control-mode=explicit", "--model-memory-budget=cpu=1MiB")
-    with start_server(tmp_path, *flags) as server:
-        with pytest.raises(InferenceServerException, match="more than the whole --model-memory-budget"):
-            identity(server, "huge")
+    with (
+        start_server(tmp_path, *flags) as server,
+        pytest.raises(InferenceServerException, match="more than the whole --model-memory-budget"),
+    ):
+        identity(server, "huge")
 
 
 def test_idle_models_unload_and_come_back_on_the_next_request(tmp_path: Path) -> None:

@@ -23,11 +23,17 @@ from tests.support.server import RunningServer, start_server
 ONNX_MODELS = ("onnx_a", "onnx_b", "onnx_c")
 
 
-def host_pids(server: RunningServer) -> set[int]:
+def host_pids(server: RunningServer, *, templates: bool = False) -> set[int]:
+    """The shared hosts (or, with `templates`, the worker templates) of the server."""
     pids = set()
     for child in psutil.Process(server.process.pid).children(recursive=True):
         try:
-            if "server.workers.host_process" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            line = child.cmdline()
+            if (
+                "server.workers.host_process" in line
+                and ("--fork" in line) == templates
+                and child.status() != psutil.STATUS_ZOMBIE
+            ):
                 pids.add(child.pid)
         except psutil.NoSuchProcess:
             continue
@@ -44,7 +50,7 @@ def add(server: RunningServer, model: str, value: float) -> np.ndarray:
         inputs.append(tensor)
     result = client.infer(model, inputs).as_numpy("OUTPUT0")
     assert result is not None
-    return result
+    return np.asarray(result)
 
 
 @pytest.fixture
@@ -58,7 +64,9 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 
 def test_framework_models_share_one_host_and_python_keeps_its_process(server: RunningServer) -> None:
     assert len(host_pids(server)) == 1
-    assert len(worker_pids(server)) == 1  # py_identity's own worker; the ONNX models have none
+    (worker,) = worker_pids(server)  # py_identity's own worker; the ONNX models have none
+    (template,) = host_pids(server, templates=True)
+    assert psutil.Process(worker).ppid() == template  # forked from the warm python template
     for index, name in enumerate(ONNX_MODELS):
         np.testing.assert_array_equal(add(server, name, index), np.full((1, 4), 2 * index, np.float32))
 
