@@ -22,6 +22,7 @@ from server.core.registry import ModelRegistry, ModelState
 from server.core.registry.memory import add_memory_usage
 from server.core.registry.on_demand import OnDemandLoader
 from server.core.response_cache import CachedModels, ResponseCache
+from server.core.scheduler.ensemble import install_step_runner
 from server.core.stats import StatsEntry, statistics_response
 from server.core.upcalls import DataPlaneUpcalls, start_stream
 from server.errors import DecoupledUnsupported, InvalidInput, ModelNotFound, ModelNotReady, Unavailable
@@ -108,6 +109,8 @@ class DataPlane:
         self.cached_models = (
             CachedModels(response_cache, self.table.get) if response_cache is not None else None
         )
+        # ensemble steps consult their composing models' caches too (scheduler/ensemble.py)
+        install_step_runner(self.cached_models.run_step if self.cached_models is not None else None)
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
         self.server_name = server_name

@@ -197,6 +197,10 @@ def supports_cache(config: model_config_pb2.ModelConfig, lookup: VersionLookup, 
     return True
 
 
+def _scheduler_submit(loaded: LoadedVersion, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
+    return loaded.scheduler.submit(request)
+
+
 class CachedModels:
     """The cache as the DataPlane uses it: which loaded versions use it, lookups and insertions."""
 
@@ -242,6 +246,13 @@ class CachedModels:
         # (classification) rewrites it.
         future.add_done_callback(lambda done: self._store(done, key, stats))
         return future
+
+    async def run_step(self, target: Any, request: InferenceRequest) -> InferenceResult:
+        """An ensemble step (EnsembleScheduler's StepRunner): through the cache when its model uses it."""
+        if not self.uses(target):
+            result: InferenceResult = await target.scheduler.infer(request)
+            return result
+        return await self.submit(target, request, _scheduler_submit)
 
     def _store(self, done: asyncio.Future[InferenceResult], key: CacheKey, stats: ModelStats) -> None:
         if done.cancelled() or done.exception() is not None:

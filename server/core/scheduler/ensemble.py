@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -75,6 +75,16 @@ class _Validator(Protocol):
 
 #: (model name, version: "" = the version policy's choice) -> the READY version; raises ServerError.
 ComposingLookup = Callable[[str, str], ComposingModel]
+#: How a step reaches its composing model, when not straight through its scheduler: the DataPlane
+#: installs one with a response cache (server/core/response_cache.py: composing models that enable
+#: it answer repeated steps from it, as in Triton).
+StepRunner = Callable[[ComposingModel, InferenceRequest], Awaitable[InferenceResult]]
+_step_runner: StepRunner | None = None
+
+
+def install_step_runner(runner: StepRunner | None) -> None:
+    global _step_runner  # noqa: PLW0603 - one per process, like the server's one DataPlane
+    _step_runner = runner
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +249,10 @@ class EnsembleScheduler(Scheduler):
             timings=flow.timings,
         )
         target.validator.validate(step_request)
-        result = await target.scheduler.infer(step_request)
+        runner = _step_runner
+        result = await (
+            runner(target, step_request) if runner is not None else target.scheduler.infer(step_request)
+        )
         produced = {tensor.name: tensor for tensor in result.outputs}
         for model_output, tensor_name in step.output_map:
             tensor = produced.get(model_output)

@@ -58,6 +58,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     (repo / "ens").mkdir()
     (repo / "ens" / "config.pbtxt").write_text(ENSEMBLE)
     (repo / "ens" / "1").mkdir()
+    (repo / "ens_steps").mkdir()  # no cache of its own; its step's model has one
+    steps = ENSEMBLE.replace('name: "ens"', 'name: "ens_steps"').replace('"plain"', '"cached"')
+    (repo / "ens_steps" / "config.pbtxt").write_text(steps.replace("response_cache { enable: true }", ""))
+    (repo / "ens_steps" / "1").mkdir()
     with start_server(repo, "--cache-config=local,size=1048576") as running:
         yield running
 
@@ -211,6 +215,18 @@ def test_an_ensemble_is_cached_at_the_top(server: RunningServer) -> None:
     assert _counts(server, "plain")["executions"] - before_plain["executions"] == 1
     ens = _counts(server, "ens")
     assert (ens["hit"], ens["miss"]) == (2, 1)
+
+
+def test_an_ensemble_step_hits_its_models_cache(server: RunningServer) -> None:
+    data = np.array([[2.0, 7.0, 1.0, 8.0]], dtype=np.float32)
+    before = _counts(server, "cached")
+    for _ in range(3):
+        np.testing.assert_array_equal(_http_infer(server, "ens_steps", data, name="IN").as_numpy("OUT"), data)
+    after = _counts(server, "cached")
+    delta = {key: after[key] - before[key] for key in after}
+    assert (delta["executions"], delta["miss"], delta["hit"]) == (1, 1, 2)
+    ens = _counts(server, "ens_steps")
+    assert (ens["success"], ens["hit"], ens["miss"]) == (3, 0, 0)
 
 
 def test_models_without_a_cache_never_touch_it(server: RunningServer) -> None:
