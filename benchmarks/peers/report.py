@@ -24,6 +24,10 @@ TITLES = {
     "MLServer": "MLServer on P1's identity; load generator `tritonctl perf` for every system",
     "P3shm": "P3shm: P3's identity FP32 3x224x224 (602 KB each way) through system shared memory "
     "(perf_analyzer --shared-memory system) and through the body; MB/s of input tensors",
+    "P5": "P5 streaming: decoupled python model, 16 responses FP32[1] per request sent from execute(); "
+    "perf_analyzer --streaming gRPC; responses/s",
+    "P6": "P6 BLS: python model calling an add_sub python model FP32[16] with InferenceRequest.exec(); "
+    "perf_analyzer",
     "P8": "P8 response cache hits: P1's identity with response_cache { enable: true }, local cache 64 MB "
     "on both; perf_analyzer repeats one input",
 }
@@ -32,6 +36,8 @@ METRICS = {
     "P2": [THROUGHPUT, P50, P99],
     "P3": [MB_PER_S, P50, P99],
     "P4": [READY_S],
+    "P5": ["responses/s", P50, P99],
+    "P6": [THROUGHPUT, P50, P99],
     "P7": [THROUGHPUT, P50, P99],
     "MLServer": [THROUGHPUT, P50, P99],
     "P3shm": [MB_PER_S, P50, P99],
@@ -64,6 +70,9 @@ GOALS = [
     Goal("P2", "gRPC c=16", THROUGHPUT, True, 2.0),
     *(Goal("P3", f"{p} c={c}", MB_PER_S, True, 1.0) for p in ("gRPC", "HTTP") for c in (1, 4)),
     Goal("P4", "50 models", READY_S, False, 1.0),
+    Goal("P5", "gRPC c=8", "responses/s", True, 1.0),
+    Goal("P6", "gRPC c=8", THROUGHPUT, True, 1.0),
+    Goal("P6", "HTTP c=8", THROUGHPUT, True, 1.0),
     Goal("P7", "gRPC c=8", THROUGHPUT, True, 1.0),
     Goal("P7", "gRPC c=8", P99, False, 1.0),
     Goal("MLServer", "gRPC c=8", THROUGHPUT, True, 3.0, MLSERVER),

@@ -45,7 +45,7 @@ READY_S = "ready s"
 ONNXRUNTIME = "onnxruntime"  # the in-process ceiling of P2
 P3_BYTES = 4 * 3 * 224 * 224  # one FP32 3x224x224 tensor, each way
 
-SCENARIOS = ("P1", "P2", "P3", "P4", "P7", "MLServer", "P8", "P3shm")
+SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "MLServer", "P8", "P3shm")
 
 
 @dataclass
@@ -287,3 +287,19 @@ def _run_p3shm(ctx: Context) -> None:
 
 
 RUNNERS["P3shm"] = _run_p3shm
+
+
+def _run_p5(ctx: Context) -> None:
+    from benchmarks.peers.python_scenarios import run_p5  # decoupled streaming (#15)
+
+    run_p5(ctx)
+
+
+def _run_p6(ctx: Context) -> None:
+    from benchmarks.peers.python_scenarios import run_p6  # BLS (#15)
+
+    run_p6(ctx)
+
+
+RUNNERS["P5"] = _run_p5
+RUNNERS["P6"] = _run_p6

@@ -60,10 +60,10 @@ class WorkerSide:
         self.sock.setblocking(True)
         self._to_main = RingWriter(f"side_{os.getpid()}")
         self._from_main = RingReader()
-        self._calls: dict[int, queue.SimpleQueue[CallItem]] = {}
+        self._calls: dict[int, CallAnswers] = {}
         self._call_ids = itertools.count(1)
-        self._reader: threading.Thread | None = None
-        self._reader_lock = threading.Lock()
+        self._receiver = Receiver(self.sock)
+        self._reading = threading.Lock()  # held by the caller reading replies (CallAnswers.get)
 
     def control(self, raw: dict[str, Any], request: Request) -> WorkerControl:
         control = WorkerControl(self, int(raw.get("k", -1)), int(raw.get("dl", 0)), "s" in raw)
@@ -163,11 +163,10 @@ class WorkerSide:
         parameters: dict[str, Any],
         timeout_us: int,
         decoupled: bool,
-    ) -> tuple[int, queue.SimpleQueue[CallItem]]:
-        """Send a call; its answers arrive on the returned queue (the last one final)."""
-        self._start_reader()
+    ) -> tuple[int, CallAnswers]:
+        """Send a call; `get()` on the returned answers gives them one by one (the last final)."""
         call_id = next(self._call_ids)
-        answers: queue.SimpleQueue[CallItem] = queue.SimpleQueue()
+        answers = CallAnswers(self)
         self._calls[call_id] = answers
         body: dict[str, Any] = {
             "op": "call",
@@ -193,40 +192,80 @@ class WorkerSide:
         with contextlib.suppress(OSError):
             self.sock.send(encode({"op": "uncall", "c": call_id}))
 
-    def _start_reader(self) -> None:
-        with self._reader_lock:
-            if self._reader is None:
-                self._reader = threading.Thread(target=self._read, name="bls-replies", daemon=True)
-                self._reader.start()
+    # Replies are read by the waiting callers themselves, one at a time (leader/follower): no
+    # reader thread, so an answer wakes the thread that waits for it and no other.
 
-    def _read(self) -> None:
-        receiver = Receiver(self.sock)
+    def read_replies(self, until: CallAnswers) -> None:
+        """As the reading caller: read replies until `until` has one, then hand the reading over."""
+        try:
+            while not until.ready():
+                self._read_one()
+        finally:
+            self._reading.release()
+            for waiting in list(self._calls.values()):  # a waiting caller takes over the reading
+                if waiting is not until and not waiting.ready():
+                    waiting.put(LEAD)
+                    break
+
+    def _read_one(self) -> None:
+        try:
+            received = self._receiver.receive()
+        except (OSError, ValueError):
+            received = None
+        if received is None:  # the main process is gone: fail every call waiting
+            for answers in list(self._calls.values()):
+                answers.put((None, ("ServerError", "the server closed the connection"), {}, True))
+            self._calls.clear()
+            return
+        message, fds = received
+        self._from_main.attach(fds)
+        record = decode(message)
+        if record.get("op") != "reply":
+            return
+        read = self._from_main.read
+        outputs = None
+        if record.get("o") is not None:
+            outputs = [
+                (name, dtype, shape, read(offset, size)) for name, dtype, shape, offset, size in record["o"]
+            ]
+        self._from_main.consumed(int(record["h"]))
+        error = record.get("e")
+        final = bool(record.get("f"))
+        call_id = int(record["c"])
+        waiting = self._calls.pop(call_id, None) if final else self._calls.get(call_id)
+        if waiting is not None:
+            waiting.put((outputs, (error[0], error[1]) if error else None, record.get("p") or {}, final))
+
+
+LEAD: CallItem = (None, None, {}, False)  # not an answer: "read the socket now" (identity-compared)
+
+
+class CallAnswers:
+    """The answers of one BLS call; `get()` waits for the next, reading the socket if nobody does."""
+
+    def __init__(self, side: WorkerSide) -> None:
+        self._side = side
+        self._items: queue.SimpleQueue[CallItem] = queue.SimpleQueue()
+        # Answers put (only by the caller holding the reading lock) and taken (only by the owner):
+        # one writer each, so no lock.
+        self._put = 0
+        self._taken = 0
+
+    def put(self, item: CallItem) -> None:
+        if item is not LEAD:
+            self._put += 1
+        self._items.put(item)
+
+    def ready(self) -> bool:
+        return self._put > self._taken
+
+    def get(self) -> CallItem:
+        side = self._side
         while True:
-            try:
-                received = receiver.receive()
-            except (OSError, ValueError):
-                received = None
-            if received is None:  # the main process is gone: fail every call waiting
-                for answers in list(self._calls.values()):
-                    answers.put((None, ("ServerError", "the server closed the connection"), {}, True))
-                self._calls.clear()
-                return
-            message, fds = received
-            self._from_main.attach(fds)
-            record = decode(message)
-            if record.get("op") != "reply":
-                continue
-            read = self._from_main.read
-            outputs = None
-            if record.get("o") is not None:
-                outputs = [
-                    (name, dtype, shape, read(offset, size))
-                    for name, dtype, shape, offset, size in record["o"]
-                ]
-            self._from_main.consumed(int(record["h"]))
-            error = record.get("e")
-            final = bool(record.get("f"))
-            call_id = int(record["c"])
-            waiting = self._calls.pop(call_id, None) if final else self._calls.get(call_id)
-            if waiting is not None:
-                waiting.put((outputs, (error[0], error[1]) if error else None, record.get("p") or {}, final))
+            if not self.ready() and side._reading.acquire(blocking=False):
+                side.read_replies(self)
+            item = self._items.get()
+            if item is LEAD:
+                continue  # the reader handed over: read if still nothing came
+            self._taken += 1
+            return item

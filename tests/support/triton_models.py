@@ -19,6 +19,8 @@ with config.pbtxt and 1/model.py and returns the model directory.
                  3 timeout on a slow model, 4 itself; OUT (BYTES) = the response's error message
     metrics      custom metrics: a counter (requests), a gauge (last IN), a histogram (IN), Logger lines
     ready_flag   is_ready() is False while the file named by parameter NOT_READY_FILE exists
+    fanout       decoupled; COUNT (parameter) responses OUTPUT0 = INPUT0 (FP32 [1]) from execute,
+                 the last with the final flag (benchmark P5)
 """
 
 from __future__ import annotations
@@ -318,6 +320,21 @@ class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "IN")]) for r in requests]
 """,
+    "fanout": """
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.count = int(config["parameters"]["COUNT"]["string_value"])
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            for i in range(self.count):
+                flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if i == self.count - 1 else 0
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data)]), flags)
+        return None
+""",
 }
 
 _IO = {  # name -> (inputs, outputs): (name, type, dims)
@@ -338,9 +355,10 @@ _IO = {  # name -> (inputs, outputs): (name, type, dims)
     "bls_probe": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_STRING", [1])]),
     "metrics": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_FP32", [1])]),
     "ready_flag": ([("IN", "TYPE_INT32", [1])], [("IN", "TYPE_INT32", [1])]),
+    "fanout": ([("INPUT0", "TYPE_FP32", [1])], [("OUTPUT0", "TYPE_FP32", [1])]),
 }
 _IO["bls_async"] = _IO["bls"]
-DECOUPLED = {"repeat", "repeat_now", "misuse", "watch"}
+DECOUPLED = {"repeat", "repeat_now", "misuse", "watch", "fanout"}
 
 
 def _tensors(kind: str, entries: list[tuple[Any, ...]]) -> str:
