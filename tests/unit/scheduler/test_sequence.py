@@ -234,3 +234,23 @@ async def _oldest_batches() -> None:
     ]
     assert len(order) == 3
     await batcher.stop()
+
+
+def test_direct_holds_a_batch_until_enough_slots_are_ready() -> None:
+    asyncio.run(asyncio.wait_for(_slot_utilization(), timeout=10))
+
+
+async def _slot_utilization() -> None:
+    channel = Recorder()
+    held = config("direct { max_queue_delay_microseconds: 10000000 minimum_slot_utilization: 1.0 }")
+    batcher = create_scheduler(held, 1, [channel], ModelStats())
+    await batcher.start()
+    first = batcher.submit(request(1, 10, start=True))
+    for _ in range(5):  # let the pump run: one of two slots ready is below the utilization asked
+        await asyncio.sleep(0)
+    assert channel.batches == []
+    second = batcher.submit(request(2, 20, start=True))
+    await asyncio.gather(first, second)
+    assert [len(batch) for batch in channel.batches] == [2]  # both rows in one batch, no null row
+    assert all(_ready(row) for row in channel.batches[0])
+    await batcher.stop()
