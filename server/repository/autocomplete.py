@@ -172,6 +172,8 @@ def fill_defaults(config: Any) -> Any:
     ):
         # Triton shows the batcher's target: with no preferred size it forms full batches.
         config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
+    if config.HasField("sequence_batching") and not config.sequence_batching.max_sequence_idle_microseconds:
+        config.sequence_batching.max_sequence_idle_microseconds = 1_000_000  # Triton's default, shown
     if not config.HasField("optimization"):
         config.optimization.input_pinned_memory.enable = True
         config.optimization.output_pinned_memory.enable = True
