@@ -313,8 +313,8 @@ class SequenceBatcher(PooledScheduler):
             request = item.request
             template = template or request
             flags = (FLAG_START if item.start else 0) | (FLAG_END if item.end else 0)
-            request.parameters[SLOT_PARAMETER] = slot.index
-            request.parameters[FLAGS_PARAMETER] = flags
+            # A copy: ensemble steps share their request's parameters, and run side by side.
+            request.parameters = {**request.parameters, SLOT_PARAMETER: slot.index, FLAGS_PARAMETER: flags}
             if self.controls:
                 request.inputs.extend(
                     self.controls.for_row(start=item.start, end=item.end, ready=True, corrid=item.corrid)
