@@ -379,6 +379,9 @@ class H2Connection(H2Sender, asyncio.Protocol):
             self._fail(stream, exc)
             return
         stream.task = call.future  # RST_STREAM and deadlines cancel it: the request leaves the queue
+        if call.future.done():  # answered at once (a response-cache hit): no callback round
+            self._infer_done(stream, call)
+            return
         call.future.add_done_callback(lambda _: self._infer_done(stream, call))
 
     def _infer_done(self, stream: Stream, call: InferCall) -> None:

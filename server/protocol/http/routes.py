@@ -275,7 +275,10 @@ class HttpApp:
         if self.restrictions and (denied := http_denial(self.restrictions, request.path, request.headers)):
             return error_response(403, denied)
         try:
-            return self._start_infer(request, *target)
+            call = self._start_infer(request, *target)
+            if call.future.done():  # answered at once (a response-cache hit): no callback round
+                return self.finish_infer(call)
+            return call
         except ServerError as exc:
             if REQUEST_LOG.on:
                 REQUEST_LOG.refused("HTTP", target[0], exc, str(exc.http_status))
