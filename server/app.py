@@ -42,7 +42,8 @@ T = TypeVar("T")
 
 def serve(options: ServerOptions) -> int:
     """Run the server until it is signalled; returns the process exit code."""
-    _configure_logging(options)
+    if not _configure_logging(options):
+        return 2
     keep_large_buffers_in_heap()
     try:
         options.check()
@@ -59,8 +60,9 @@ def serve(options: ServerOptions) -> int:
         return runner.run(Server(options).run())
 
 
-def _configure_logging(options: ServerOptions) -> None:
-    """Triton's log settings (server/protocol/log_settings.py; changed at run time over /v2/logging)."""
+def _configure_logging(options: ServerOptions) -> bool:
+    """Triton's log settings (server/protocol/log_settings.py; changed at run time over /v2/logging);
+    False when --log-file cannot be opened (said on stderr)."""
     from server.protocol.log_settings import LOG_CONTROL, LogSettings
 
     settings = LogSettings(
@@ -71,7 +73,13 @@ def _configure_logging(options: ServerOptions) -> None:
         log_verbose_level=max(options.log_verbose, 0),
         log_format=options.log_format if options.log_format in ("default", "ISO8601") else "default",
     )
-    LOG_CONTROL.configure(settings, sys.stderr)
+    try:
+        LOG_CONTROL.configure(settings, sys.stderr)
+    except OSError as exc:
+        LOG_CONTROL.configure(LogSettings(log_verbose_level=settings.log_verbose_level), sys.stderr)
+        log.error("--log-file %s cannot be opened: %s", options.log_file, exc.strerror or exc)
+        return False
+    return True
 
 
 def load_server_configs(options: ServerOptions) -> dict[Path, Any]:

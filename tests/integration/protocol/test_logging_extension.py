@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -195,3 +198,33 @@ def test_start_up_flags(tmp_path_factory: pytest.TempPathFactory) -> None:
         line = next(line for line in running.log.splitlines() if "[request id: at-start]" in line)
         assert line[:20].count("-") == 2 and line[10] == "T"  # 2026-12-04T22:24:26.935Z I ...
         assert "hpack" not in running.log
+
+
+def test_log_file_at_start_up(tmp_path_factory: pytest.TempPathFactory) -> None:
+    repo = tmp_path_factory.mktemp("logging-file")
+    write_python_model(repo, "identity", "identity", max_batch_size=8, dims=[4])
+    log_file = tmp_path_factory.mktemp("logs") / "server.log"
+    with start_server(repo, f"--log-file={log_file}", "--log-verbose=1") as running:
+        assert httpclient.InferenceServerClient(running.http_url).get_log_settings()["log_file"] == str(
+            log_file
+        )
+        _infer_http(running, "to-file")
+        _wait_for(lambda: "[request id: to-file]" in log_file.read_text(), "the request line in --log-file")
+        assert "[request id: to-file]" not in running.log
+
+
+def test_an_unwritable_log_file_stops_the_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            f"--model-repository={tmp_path}",
+            f"--log-file={tmp_path}/no/dir.log",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "cannot be opened" in done.stderr
