@@ -25,7 +25,14 @@ from server.core.response_cache import CachedModels, ResponseCache
 from server.core.scheduler.ensemble import install_step_runner
 from server.core.stats import StatsEntry, statistics_response
 from server.core.upcalls import DataPlaneUpcalls, start_stream
-from server.errors import DecoupledUnsupported, InvalidInput, ModelNotFound, ModelNotReady, Unavailable
+from server.errors import (
+    DecoupledUnsupported,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerError,
+    Unavailable,
+)
 from server.vocabulary.dtypes import config_to_wire
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceRequest, InferenceResult
@@ -212,6 +219,14 @@ class DataPlane:
             raise
         future.add_done_callback(lambda _: limits.release(size))
         return future
+
+    def is_decoupled(self, name: str, version: str = "") -> bool:
+        """Whether the model answers 0..N responses per request (decoupled, or an ensemble with a
+        decoupled step); False for a model that is not there (the request path says why)."""
+        try:
+            return self.table.get(name, version).decoupled
+        except ServerError:
+            return False
 
     def submit_stream(self, request: InferenceRequest, stream: ResponseStream) -> None:
         """Queue a request whose answers (0..N of a decoupled model, else one) go into `stream`,

@@ -54,8 +54,11 @@ class LoadedVersion:
 
     @functools.cached_property
     def decoupled(self) -> bool:
-        """The model sends 0..N responses per request (model_transaction_policy.decoupled)."""
-        return bool(self.config.model_transaction_policy.decoupled)
+        """The model sends 0..N responses per request (model_transaction_policy.decoupled, or an
+        ensemble with a decoupled step)."""
+        return bool(self.config.model_transaction_policy.decoupled) or bool(
+            getattr(self.scheduler, "streams", False)
+        )
 
     @property
     def has_live_instance(self) -> bool:

@@ -30,10 +30,18 @@ if TYPE_CHECKING:
 
 def start_stream(dataplane: DataPlane, request: InferenceRequest, stream: ResponseStream) -> None:
     """Queue `request`, its answers going to `stream`; errors before queueing raise at once."""
-    loaded = dataplane.table.get(request.model, request.version, route=True)
+    # route=False: only the DataPlane's submit below picks a version by weight (once per request)
+    loaded = dataplane.table.get(request.model, request.version)
     if loaded.decoupled:
         request.stream = stream
-    future = dataplane.submit(request)
+    follow(dataplane.submit(request), request, stream)
+
+
+def follow(
+    future: asyncio.Future[InferenceResult], request: InferenceRequest, stream: ResponseStream
+) -> None:
+    """End `stream` with the future's error, or its one result when the request streams nothing
+    itself; cancelling the stream cancels the request (also inside the model: is_cancelled)."""
 
     def settled(done: asyncio.Future[InferenceResult]) -> None:
         if done.cancelled():
@@ -79,7 +87,7 @@ class DataPlaneUpcalls:
             )
             return
         try:
-            loaded = self.dataplane.table.get(request.model, request.version, route=True)
+            loaded = self.dataplane.table.get(request.model, request.version)
             if loaded.decoupled and not decoupled:
                 raise InvalidInput(
                     f"model '{request.model}' uses the decoupled transaction policy: call it with "

@@ -143,6 +143,17 @@ class EnsembleScheduler(Scheduler):
     def pending(self) -> int:
         return self._pending.count
 
+    @property
+    def streams(self) -> bool:
+        """Whether a step is decoupled: the ensemble then answers 0..N responses, like Triton's."""
+        try:
+            return any(
+                getattr(self._lookup(step.model_name, step.model_version), "decoupled", False)
+                for step in self.steps
+            )
+        except ServerError:
+            return False
+
     async def start(self) -> None:
         self._accepting = True
 
@@ -164,8 +175,12 @@ class EnsembleScheduler(Scheduler):
             ComposingTimings(),
         )
         try:
-            await self._run_steps(flow)
-            result = self._answer(flow)
+            if request.stream is not None:  # a decoupled step: answers as they come (ensemble_stream.py)
+                await stream_steps(self, flow)
+                result = InferenceResult(model=self.model_name, version=str(self.version), outputs=[])
+            else:
+                await self._run_steps(flow)
+                result = self._answer(flow)
         except ServerError as exc:
             self.stats.record_failure(
                 request_ns=time.monotonic_ns() - request.arrival_ns,
@@ -226,6 +241,15 @@ class EnsembleScheduler(Scheduler):
                 task.cancel()
 
     async def _run_step(self, *, step: EnsembleStep, flow: _Flow) -> None:
+        target, step_request, model_batches = self._step_request(step, flow)
+        runner = _step_runner
+        result = await (
+            runner(target, step_request) if runner is not None else target.scheduler.infer(step_request)
+        )
+        self._store(step, flow, result, model_batches)
+
+    def _step_request(self, step: EnsembleStep, flow: _Flow) -> tuple[ComposingModel, InferenceRequest, bool]:
+        """The composing model of `step` and its request, made of the flow's tensors."""
         target = self._lookup(step.model_name, step.model_version)
         config = target.config
         model_batches = config.max_batch_size > 0
@@ -249,10 +273,11 @@ class EnsembleScheduler(Scheduler):
             timings=flow.timings,
         )
         target.validator.validate(step_request)
-        runner = _step_runner
-        result = await (
-            runner(target, step_request) if runner is not None else target.scheduler.infer(step_request)
-        )
+        return target, step_request, model_batches
+
+    @staticmethod
+    def _store(step: EnsembleStep, flow: _Flow, result: InferenceResult, model_batches: bool) -> None:
+        """A step's outputs become the flow's tensors (by the step's output_map)."""
         produced = {tensor.name: tensor for tensor in result.outputs}
         for model_output, tensor_name in step.output_map:
             tensor = produced.get(model_output)
@@ -297,3 +322,6 @@ def fit_batch_dim(
 
 def _fits(shape: list[int], dims: tuple[int, ...]) -> bool:
     return len(shape) == len(dims) and all(d in (-1, s) for s, d in zip(shape, dims, strict=True))
+
+
+from server.core.scheduler.ensemble_stream import stream_steps  # noqa: E402 - it uses this module's types

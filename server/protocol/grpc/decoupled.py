@@ -30,11 +30,9 @@ _STREAM_INFER_RESPONSE_FIELD = b"\x12"  # ModelStreamInferResponse.infer_respons
 
 
 def is_decoupled(dataplane: DataPlaneApi, request: pb.ModelInferRequest) -> bool:
-    try:
-        config = dataplane.model_config(request.model_name, request.model_version)
-    except ServerError:
-        return False  # the one-response path reports the error
-    return bool(config.model_transaction_policy.decoupled)
+    """A decoupled model, or an ensemble with a decoupled step (an unknown model: the one-response
+    path reports the error)."""
+    return dataplane.is_decoupled(request.model_name, request.model_version)
 
 
 def _answer(result: InferenceResult, final: bool) -> list[Chunk]:
