@@ -152,7 +152,8 @@ def test_concurrent_identical_requests(server: RunningServer) -> None:
                 tensor.set_data_from_numpy(data)
                 result = await client.infer("cached", [tensor], request_id=str(index))
                 assert result.get_response()["id"] == str(index)
-                return result.as_numpy("OUTPUT0")
+                answer: np.ndarray = result.as_numpy("OUTPUT0")
+                return answer
 
             return await asyncio.gather(*(one(i) for i in range(count)))
         finally:
@@ -166,7 +167,8 @@ def test_concurrent_identical_requests(server: RunningServer) -> None:
                 tensor = grpcaio.InferInput("INPUT0", [1, 4], "FP32")
                 tensor.set_data_from_numpy(data)
                 result = await client.infer("cached", [tensor], request_id=str(index))
-                return result.as_numpy("OUTPUT0")
+                answer: np.ndarray = result.as_numpy("OUTPUT0")
+                return answer
 
             return await asyncio.gather(*(one(i) for i in range(count)))
         finally:

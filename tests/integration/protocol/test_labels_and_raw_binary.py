@@ -175,8 +175,7 @@ def test_a_missing_label_file_is_refused_at_load(tmp_path: Path) -> None:
 def test_response_cache_on_a_decoupled_model_is_refused(tmp_path: Path) -> None:
     model_dir = write_python_model(tmp_path, "streamer", "identity", max_batch_size=0, dims=[4])
     config = model_dir / "config.pbtxt"
-    config.write_text(
-        config.read_text() + "\nresponse_cache { enable: true }\nmodel_transaction_policy { decoupled: true }\n"
-    )
+    policies = "response_cache { enable: true }\nmodel_transaction_policy { decoupled: true }\n"
+    config.write_text(config.read_text() + "\n" + policies)
     problems = check_model_config(load_model_config(model_dir), model_dir)
     assert "E347-response-cache-decoupled" in [p.code for p in problems if p.severity == "error"]
