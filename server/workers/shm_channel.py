@@ -18,9 +18,11 @@ Control records (orjson; tensor bytes never travel in them, nothing is pickled):
          (backend_loading.py writes all but the last four; inprocess.py uses the same record)
   ready  {"op":"ready", pid, config_json?}     load_failed {"op":"load_failed", "error": [class, message]}
   exec   {"op":"exec", seq, slot, requests: [{id, outputs: [names]|null, params?}],
-          inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}]}
+          inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}],
+          "shm"?: [[request index, output, position, byte size]]: outputs the worker writes into
+          clients' shared-memory regions, whose descriptors follow the arena's (client_outputs.py)}
   done   {"op":"done", seq, t: [compute_input_ns, compute_infer_ns, compute_output_ns],
-          results: [{"o": [[name, dtype, shape, offset, size], ...], "p"?: params}
+          results: [{"o": [[name, dtype, shape, offset, size], ...], "p"?: params, "w"?: [written]}
                     | {"e": [class, message], "r"?: 1 (ServerError.model_response)}]}
   close  {"op":"close"} -> {"op":"closed"}, then the worker exits
 A new, larger arena segment travels as a file descriptor with the exec (input) or done (output)
