@@ -574,3 +574,33 @@ def test_outputs_into_shared_memory_do_not_empty_cached_answers(tmp_path: Path) 
                 np.testing.assert_array_equal(again.as_numpy("OUTPUT0"), values)
         finally:
             made.close()
+
+
+def test_hostile_tensor_parameters_grpc(server: RunningServer, regions: Regions) -> None:
+    """The same refusals over gRPC (INVALID_ARGUMENT), for inputs and outputs, then a good request."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    key, handle = regions.create("g_t", 256)
+    shm.set_shared_memory_region(handle, [np.ones(SHAPE, np.float32)])
+    client.register_system_shared_memory("g_t", key, 256)
+
+    def inputs(offset: int = 0, size: int = NBYTES) -> list[Any]:
+        made = [
+            grpcclient.InferInput("INPUT0", SHAPE, "FP32"),
+            grpcclient.InferInput("INPUT1", SHAPE, "FP32"),
+        ]
+        made[0].set_shared_memory("g_t", size, offset=offset)
+        made[1].set_shared_memory("g_t", NBYTES)
+        return made
+
+    for offset, size in ((224, NBYTES), (2**63 - 1, NBYTES), (0, 32)):
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("add_sub", inputs(offset, size))
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", refused.value.message()
+    for offset, size in ((250, NBYTES), (0, 32)):
+        output = grpcclient.InferRequestedOutput("OUTPUT0")
+        output.set_shared_memory("g_t", size, offset=offset)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("add_sub", inputs(), outputs=[output])
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", refused.value.message()
+    result = client.infer("add_sub", inputs())
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full(SHAPE, 2.0, np.float32))
