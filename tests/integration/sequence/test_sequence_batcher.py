@@ -171,7 +171,7 @@ def test_a_worker_killed_mid_sequence_ends_its_sequences_with_a_clear_error(
     assert send(51, 5, sequence_start=True) == 1005
     assert send(51, 5) == 10
     assert send(52, 1, sequence_start=True) == 1001  # the worker's other slot
-    with pytest.raises(InferenceServerException, match="crash|killed|exited"):
+    with pytest.raises(InferenceServerException, match=r"crash|killed|exited"):
         send(52, -1)  # kills the worker holding both sequences' state
     wait_until(lambda: client.is_model_ready("py_crash"), timeout=60, what="py_crash restarted")
     for corrid in (51, 52):  # neither silently starts again from zero
