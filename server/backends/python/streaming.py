@@ -141,8 +141,11 @@ def bls_exec(request: Any, pb: Any, client: Any, decoupled: bool) -> Any:
         import json
 
         parameters = json.loads(parameters or "{}")
+    model = request.model_name()
+    if isinstance(model, bytes):  # read from a BYTES input: Triton's binding takes it as text
+        model = model.decode()
     call_id, answers = client.call(
-        model=request.model_name(),
+        model=model,
         version=int(request._model_version or -1),
         request_id=request.request_id(),
         inputs=wire_inputs(request.inputs()),

@@ -125,3 +125,25 @@ def test_logger_levels(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(lines) == 3
     assert lines[0].startswith("I") and lines[0].endswith("] hello") and "test_python_utils.py:" in lines[0]
     assert lines[1].startswith("W") and lines[2].startswith("E")
+
+
+def test_bls_exec_takes_a_model_name_read_from_a_bytes_input() -> None:
+    """python_backend's examples/bls/sync_model.py passes `as_numpy()[0]` (bytes) as model_name."""
+    from server.backends.python.streaming import bls_exec
+
+    seen: dict[str, object] = {}
+
+    class Client:
+        def call(self, **call: object) -> tuple[int, object]:
+            seen.update(call)
+
+            class Answers:
+                def get(self) -> object:
+                    return ([("OUT", "FP32", [1], np.ones(1, np.float32).tobytes())], None, {}, True)
+
+            return 1, Answers()
+
+    request = pb_utils.InferenceRequest(model_name=b"add_sub", requested_output_names=["OUT"], inputs=[])  # type: ignore[arg-type]
+    answer = bls_exec(request, pb_utils, Client(), decoupled=False)
+    assert seen["model"] == "add_sub"
+    assert pb_utils.get_output_tensor_by_name(answer, "OUT").as_numpy().tolist() == [1.0]
