@@ -84,10 +84,13 @@ def test_many_concurrent_sequences_more_than_slots_each_get_their_own_sums(
             assert future.result(timeout=120) == expected_outputs(sequences[corrid]), corrid
 
 
-def test_string_sequence_ids_reach_the_model_as_correlation_id_and_corrid(seq_server: RunningServer) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_string_sequence_ids_reach_the_model_as_correlation_id_and_corrid(
+    seq_server: RunningServer, protocol: str
+) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         futures = {
-            f"user-{n}": pool.submit(run_sequence, seq_server, "grpc", "py_strings", f"user-{n}", [n, 2, 3])
+            f"user-{n}": pool.submit(run_sequence, seq_server, protocol, "py_strings", f"user-{n}", [n, 2, 3])
             for n in range(1, 7)
         }
         for corrid, future in futures.items():

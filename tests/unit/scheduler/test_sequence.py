@@ -254,3 +254,51 @@ async def _slot_utilization() -> None:
     assert [len(batch) for batch in channel.batches] == [2]  # both rows in one batch, no null row
     assert all(_ready(row) for row in channel.batches[0])
     await batcher.stop()
+
+
+def test_oldest_waits_for_a_preferred_batch_size_within_the_delay() -> None:
+    asyncio.run(asyncio.wait_for(_oldest_preferred(), timeout=10))
+
+
+async def _oldest_preferred() -> None:
+    channel = Recorder()
+    oldest = config(
+        "oldest { max_candidate_sequences: 4 preferred_batch_size: [3] "
+        "max_queue_delay_microseconds: 10000000 }",
+        4,
+    )
+    batcher = create_scheduler(oldest, 1, [channel], ModelStats())
+    await batcher.start()
+    futures = [batcher.submit(request(n, n, start=True)) for n in (1, 2)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert channel.batches == []  # two ready, preferred three, the delay has not run out
+    futures.append(batcher.submit(request(3, 3, start=True)))
+    await asyncio.gather(*futures)
+    assert [len(batch) for batch in channel.batches] == [3]
+    await batcher.stop()
+
+
+def test_oldest_preserve_ordering_answers_in_dispatch_order_across_instances() -> None:
+    asyncio.run(asyncio.wait_for(_preserve_ordering(), timeout=10))
+
+
+async def _preserve_ordering() -> None:
+    first, second = Recorder(), Recorder()
+    first.gate = asyncio.Event()  # instance 0 is slow: its batch finishes last
+    ordered = config("oldest { max_candidate_sequences: 1 preserve_ordering: true }", 1)
+    batcher = create_scheduler(ordered, 1, [first, second], ModelStats())
+    await batcher.start()
+    done: list[int] = []
+    futures = [batcher.submit(request(n, n, start=True)) for n in (1, 2)]
+    for number, future in zip((1, 2), futures, strict=True):
+        future.add_done_callback(lambda _, number=number: done.append(number))
+    while not (first.batches and second.batches):
+        await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert done == []  # instance 1 finished, but its answer waits for the earlier batch
+    first.gate.set()
+    await asyncio.gather(*futures)
+    assert done == [1, 2]
+    await batcher.stop()
