@@ -60,8 +60,11 @@ def _key_bytes(data: bytes | bytearray | memoryview) -> bytes | memoryview:
     return bytes(data)
 
 
-def request_key(request: InferenceRequest) -> CacheKey:
-    """The cache key of a validated request whose version is resolved (see the module docstring)."""
+def request_key(request: InferenceRequest, generation: int = 0) -> CacheKey:
+    """The cache key of a validated request whose version is resolved (see the module docstring).
+
+    `generation` tells loads of the same version apart: a version reloaded with other files must
+    not answer from what the previous load computed."""
     inputs = request.inputs
     if len(inputs) > 1:
         inputs = sorted(inputs, key=_BY_NAME)
@@ -75,7 +78,7 @@ def request_key(request: InferenceRequest) -> CacheKey:
         )
     outputs = request.outputs
     names = tuple([output.name for output in outputs]) if outputs else ()
-    key: list[Any] = [(request.model, request.version, names, params)]
+    key: list[Any] = [(request.model, request.version, generation, names, params)]
     for tensor in inputs:
         data = tensor.data
         if type(data) is not bytes:
@@ -207,11 +210,14 @@ class CachedModels:
     def __init__(self, cache: ResponseCache, lookup: VersionLookup) -> None:
         self.cache = cache
         self._lookup = lookup
-        # per loaded version (its ModelStats, one per LoadedVersion): (its config, uses the cache)
-        self._uses: dict[ModelStats, tuple[Any, bool]] = {}
+        # per loaded version (its ModelStats, one per LoadedVersion): (its config, its generation:
+        # a number of its own in every key, 0 when it does not use the cache)
+        self._uses: dict[ModelStats, tuple[Any, int]] = {}
+        self._generations = 0
 
-    def uses(self, loaded: LoadedVersion) -> bool:
-        """Whether requests to this loaded version go through the cache (memoized per version)."""
+    def uses(self, loaded: LoadedVersion) -> int:
+        """The loaded version's generation when its requests go through the cache, else 0
+        (memoized per loaded version; a reload is a new LoadedVersion, so a new generation)."""
         known = self._uses.get(loaded.stats)
         if known is not None and known[0] is loaded.config:
             return known[1]
@@ -219,9 +225,13 @@ class CachedModels:
         enabled = bool(config.response_cache.enable) and supports_cache(config, self._lookup)
         if len(self._uses) > 4096:  # versions unloaded long ago
             self._uses.clear()
-        self._uses[loaded.stats] = (config, enabled)
+        generation = 0
+        if enabled:
+            self._generations += 1
+            generation = self._generations
+        self._uses[loaded.stats] = (config, generation)
         loaded.stats.cache_enabled = enabled
-        return enabled
+        return generation
 
     def submit(
         self,
@@ -231,7 +241,7 @@ class CachedModels:
     ) -> asyncio.Future[InferenceResult]:
         """Answer from the cache, or `schedule` the request and store its successful answer."""
         started = time.monotonic_ns()
-        key = request_key(request)
+        key = request_key(request, self.uses(loaded))
         stats = loaded.stats
         result = self.cache.lookup(key, request.model, request.version, request.id)
         if result is not None:

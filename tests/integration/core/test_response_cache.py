@@ -22,7 +22,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from tests.support.models import write_python_model
+from tests.support.models import write_python_model, write_python_source
 from tests.support.server import RunningServer, start_server
 
 CACHE = "\nresponse_cache { enable: true }\n"
@@ -253,3 +253,33 @@ def test_cache_metrics_per_model(server: RunningServer) -> None:
     assert _metric(server, "nv_inference_count", "cached") == counts["inferences"]
     assert _metric(server, "nv_inference_request_success", "cached") == counts["success"]
     assert _metric(server, "nv_cache_num_hits_per_model", "plain") is None
+
+
+DOUBLE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data * 2)]))
+        return responses
+"""
+
+
+def test_a_reloaded_model_never_answers_from_its_previous_load(tmp_path: Path) -> None:
+    model_dir = write_python_model(tmp_path, "swapped", "identity", max_batch_size=8, dims=[4])
+    _enable_cache(model_dir)
+    data = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    with start_server(
+        tmp_path, "--model-control-mode=explicit", "--load-model=swapped", "--cache-config=local,size=65536"
+    ) as running:
+        for _ in range(2):
+            np.testing.assert_array_equal(_http_infer(running, "swapped", data).as_numpy("OUTPUT0"), data)
+        assert _counts(running, "swapped")["hit"] == 1
+        write_python_source(model_dir, DOUBLE)  # new code, same config: the load starts new instances
+        httpclient.InferenceServerClient(running.http_url).load_model("swapped")
+        np.testing.assert_array_equal(_http_infer(running, "swapped", data).as_numpy("OUTPUT0"), data * 2)
