@@ -5,7 +5,8 @@ One cache for the whole server, bounded by bytes, least recently used entries ev
 in the DataPlane before the scheduler: a hit answers at once, without queueing or executing; a
 miss goes to the scheduler and its successful answer is stored.
 
-The key is the whole request as the model sees it: model, version, the requested output names, the
+The key is the whole request as the model sees it: model, version (and which load of it: a version
+reloaded with new files starts afresh), the requested output names, the
 request parameters that reach the model (not `priority` / `timeout`, which only schedule it) and
 every input's name, datatype, shape and bytes, inputs ordered by name. Triton hashes only the
 names and bytes into 64 bits and trusts the hash; here the key is a tuple held by a dict, so a hash
