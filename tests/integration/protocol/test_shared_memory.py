@@ -604,3 +604,33 @@ def test_hostile_tensor_parameters_grpc(server: RunningServer, regions: Regions)
         assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", refused.value.message()
     result = client.infer("add_sub", inputs())
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full(SHAPE, 2.0, np.float32))
+
+
+def test_descriptors_are_closed_after_requests_and_unregister(
+    server: RunningServer, regions: Regions
+) -> None:
+    """Each region holds one descriptor until unregistered; each output target its own until its
+    request ends (errors too): after many requests and an unregister, the server holds no more."""
+    fd_dir = Path(f"/proc/{server.process.pid}/fd")
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    for _ in range(3):  # warm: the connection, and both arena slots of the worker (memfds) exist
+        client.infer("add_sub", _shm_free_inputs())
+    before = len(list(fd_dir.iterdir()))
+    in0, in1, handle_out = _add_sub_regions(regions, client)
+    inputs, outputs = _shm_tensors(grpcclient)
+    for _ in range(20):
+        _check_add_sub(client.infer("add_sub", inputs, outputs=outputs), in0, in1, handle_out)
+    small = grpcclient.InferRequestedOutput("OUTPUT0")
+    small.set_shared_memory("output_data", 8)  # too small: refused, its descriptor released
+    for _ in range(5):
+        with pytest.raises(InferenceServerException):
+            client.infer("add_sub", inputs, outputs=[small])
+    client.unregister_system_shared_memory()
+    assert len(list(fd_dir.iterdir())) <= before
+
+
+def _shm_free_inputs() -> list[Any]:
+    made = [grpcclient.InferInput("INPUT0", SHAPE, "FP32"), grpcclient.InferInput("INPUT1", SHAPE, "FP32")]
+    for tensor in made:
+        tensor.set_data_from_numpy(np.ones(SHAPE, np.float32))
+    return made
