@@ -60,6 +60,16 @@ class RequestLog:
         outputs = ", ".join(f"{t.name} {t.datatype} {_shape(t.shape)}" for t in result.outputs)
         logger.info("%s: %s, version %s, outputs %s", tag, status, result.version, outputs or "(none)")
 
+    def streamed(self, tag: str, response: InferenceResult | BaseException | None, final: bool) -> None:
+        """One response of a decoupled stream (None: the empty final flag)."""
+        status = "final response" if final else "response"
+        if isinstance(response, BaseException):
+            self.failed(tag, response, status)
+        elif response is not None:
+            self.answered(tag, response, status)
+        else:
+            logger.info("%s: final (no response)", tag)
+
     @staticmethod
     def failed(tag: str, error: BaseException, status: str) -> None:
         logger.info("%s: failed (%s): %s", tag, status, _error_text(error))

@@ -22,6 +22,7 @@ from server.protocol.grpc.codec import (
     serialize_infer_result,
     varint,
 )
+from server.protocol.request_log import REQUEST_LOG, grpc_status_name
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceResult
 
@@ -59,12 +60,17 @@ async def stream_decoupled(
     stream = ResponseStream()
     try:
         infer_request, _ = decode_infer_request(request)
+        tag = REQUEST_LOG.infer("gRPC stream", infer_request) if REQUEST_LOG.on else None
         dataplane.submit_stream(infer_request, stream)
     except ServerError as exc:
+        if REQUEST_LOG.on:
+            REQUEST_LOG.refused("gRPC stream", request.model_name, exc, grpc_status_name(exc))
         answers.put_nowait(_error(exc.message, request))
         return
     try:
         async for response, final in stream:
+            if tag is not None:  # --log-verbose >= 1: each response of the stream
+                REQUEST_LOG.streamed(tag, response, final)
             if isinstance(response, ServerError):
                 answers.put_nowait(_error(response.message, request))
             elif response is not None:

@@ -215,6 +215,8 @@ class InferenceRpcs(SharedMemoryRpcs):
         Errors travel in `error_message` and the stream goes on, like Triton. Decoupled models
         (several answers per request) are answered by decoupled.py.
         """
+        if REQUEST_LOG.on:  # each request of the stream is logged as it comes (start_infer, decoupled.py)
+            REQUEST_LOG.request("gRPC", "ModelStreamInfer")
         answers: asyncio.Queue[list[Chunk] | None] = asyncio.Queue()
         reader = asyncio.ensure_future(self._read_stream(request_iterator, answers))
         try:

@@ -242,6 +242,8 @@ class HttpApp:
         decoded = decode_generate_request(
             self.dataplane, model, version, _decompressed_body(request, self.max_input_size)
         )
+        if REQUEST_LOG.on:  # its outcome: the status the HTTP request line is answered with
+            REQUEST_LOG.infer("HTTP generate_stream" if stream else "HTTP generate", decoded)
         if not stream:
             return json_response(await generate_once(self.dataplane, decoded))
         responses = ResponseStream()

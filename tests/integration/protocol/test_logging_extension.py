@@ -228,3 +228,28 @@ def test_an_unwritable_log_file_stops_the_start(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "cannot be opened" in done.stderr
+
+
+def test_verbose_streams_log_each_response(tmp_path: Path) -> None:
+    from tests.support.triton_models import write_triton_model
+
+    write_triton_model(tmp_path, "repeat_now", "repeat_now")
+    with start_server(tmp_path, "--log-verbose=1") as running:
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        done: list[Any] = []
+        client.start_stream(callback=lambda result, error: done.append(error or result))
+        tensor = grpcclient.InferInput("IN", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([2], dtype=np.int32))
+        client.async_stream_infer("repeat_now", [tensor], request_id="s-1")
+        _wait_for(lambda: len(done) >= 2, "both responses")
+        client.stop_stream()
+        _wait_for(
+            lambda: "s-1] gRPC stream 'repeat_now' version (policy): final response" in running.log, "final"
+        )
+        log = running.log
+        assert "gRPC request: ModelStreamInfer" in log
+        assert "[request id: s-1] gRPC stream 'repeat_now' version (policy): inputs IN INT32 [1]" in log
+        assert (
+            "[request id: s-1] gRPC stream 'repeat_now' version (policy): response, version 1, outputs OUT"
+            in log
+        )
