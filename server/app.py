@@ -74,7 +74,7 @@ def _configure_logging(options: ServerOptions) -> bool:
         log_format=options.log_format if options.log_format in ("default", "ISO8601") else "default",
     )
     try:
-        LOG_CONTROL.configure(settings, sys.stderr)
+        LOG_CONTROL.configure(settings, sys.stderr, whole_process=True)
     except OSError as exc:
         LOG_CONTROL.configure(LogSettings(log_verbose_level=settings.log_verbose_level), sys.stderr)
         log.error("--log-file %s cannot be opened: %s", options.log_file, exc.strerror or exc)

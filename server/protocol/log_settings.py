@@ -15,6 +15,7 @@ instances already running keep the verbose level they were started with.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -75,14 +76,25 @@ class LogControl:
         self._filter = _SeverityFilter()
         self._handler: logging.Handler | None = None
 
-    def configure(self, settings: LogSettings, stream: TextIO | None = None) -> None:
-        """Start-up (app.py): install the handler (`log_file`, else stderr) and apply `settings`."""
+    def configure(
+        self, settings: LogSettings, stream: TextIO | None = None, *, whole_process: bool = False
+    ) -> None:
+        """Start-up (app.py): install the handler (`log_file`, else stderr) and apply `settings`.
+
+        `whole_process`: a `log_file` also becomes the process's stderr (file descriptor 2), so what
+        the instances' processes inherit and write (pb_utils.Logger) lands there too, as in Triton."""
         root = logging.getLogger()
         if self._handler is not None:
             root.removeHandler(self._handler)
             self._handler.close()
         handler: logging.Handler
-        if settings.log_file:
+        if settings.log_file and whole_process:
+            descriptor = os.open(settings.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            sys.stderr.flush()
+            os.dup2(descriptor, 2)
+            os.close(descriptor)
+            handler = logging.StreamHandler(sys.stderr)
+        elif settings.log_file:
             handler = logging.FileHandler(settings.log_file, encoding="utf-8")
         else:
             handler = logging.StreamHandler(stream or sys.stderr)

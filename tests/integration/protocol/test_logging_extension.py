@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from tests.support.models import write_python_model
+from tests.support.models import write_python_model, write_python_source
 from tests.support.server import RunningServer, start_server
 
 DEFAULTS = {
@@ -204,12 +204,28 @@ def test_log_file_at_start_up(tmp_path_factory: pytest.TempPathFactory) -> None:
     repo = tmp_path_factory.mktemp("logging-file")
     write_python_model(repo, "identity", "identity", max_batch_size=8, dims=[4])
     log_file = tmp_path_factory.mktemp("logs") / "server.log"
+    write_python_source(
+        repo / "identity",
+        """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        pb_utils.Logger.log_info("from the instance's process")
+        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x)]) for x in inputs]
+""",
+    )
     with start_server(repo, f"--log-file={log_file}", "--log-verbose=1") as running:
         assert httpclient.InferenceServerClient(running.http_url).get_log_settings()["log_file"] == str(
             log_file
         )
         _infer_http(running, "to-file")
         _wait_for(lambda: "[request id: to-file]" in log_file.read_text(), "the request line in --log-file")
+        _wait_for(
+            lambda: "from the instance's process" in log_file.read_text(), "the model's line in --log-file"
+        )
         assert "[request id: to-file]" not in running.log
 
 
