@@ -10,7 +10,8 @@ request parameters `_sequence_slot` / `_sequence_flags` (the worker strips them)
 Two strategies, as Triton's:
 - direct (default): a batch holds rows 0..n of the instance's slots; a slot without a ready
   request gets a null row (the inputs of a ready request zeroed, READY false, CORRID 0) whose
-  answer is dropped, so every sequence keeps its row. `max_queue_delay_microseconds` with
+  answer is dropped, so every sequence keeps its row (python models, whose requests run one by
+  one, get the ready rows only). `max_queue_delay_microseconds` with
   `minimum_slot_utilization` hold a batch until enough slots are ready or the oldest waited long
   enough.
 - oldest: `max_candidate_sequences` slots per instance; the ready heads are batched oldest first
@@ -185,6 +186,9 @@ class SequenceBatcher(PooledScheduler):
                 return None
             if pool.incarnation_of(instance) is None:  # crashed: its sequences' state is gone
                 self._end_crashed(instance)
+                if not pool.has_live_instance:  # nothing to wait for: fail what is queued, like the others
+                    for slot in table.ready_slots(instance):
+                        self._fail_sequence(slot, "no instance of the model is running")
                 return None  # new sequences wait for it to come back (pool.add wakes the pump)
             rows, wait_ns = self._form(instance, ready, now)
             if rows is None:
@@ -261,9 +265,11 @@ class SequenceBatcher(PooledScheduler):
             self._end_crashed_sequence(slot)
 
     def _end_crashed_sequence(self, slot: Slot) -> None:
+        self._fail_sequence(slot, f"instance {slot.instance} of model '{self.model_name}' crashed")
+
+    def _fail_sequence(self, slot: Slot, why: str) -> None:
         sequence = slot.sequence
         assert sequence is not None
-        why = f"instance {slot.instance} of model '{self.model_name}' crashed"
         self._fail_items(
             self.table.end(sequence, why),
             WorkerCrashed(

@@ -302,3 +302,24 @@ async def _preserve_ordering() -> None:
     await asyncio.gather(*futures)
     assert done == [1, 2]
     await batcher.stop()
+
+
+class Dead(Recorder):
+    """An instance whose worker is gone."""
+
+    @property
+    def alive(self) -> bool:
+        return False
+
+
+def test_queued_requests_fail_when_no_instance_is_left() -> None:
+    asyncio.run(asyncio.wait_for(_no_instance_left(), timeout=10))
+
+
+async def _no_instance_left() -> None:
+    batcher = create_scheduler(config(), 1, [Dead()], ModelStats())
+    await batcher.start()
+    with pytest.raises(WorkerCrashed, match="no instance of the model is running"):
+        await batcher.submit(request(1, 1, start=True))
+    assert batcher.pending == 0
+    await batcher.stop()
