@@ -122,7 +122,7 @@ class LogControl:
                 values[name] = value
         level = changes.get("log_verbose_level")
         if level is not None:
-            if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+            if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 0xFFFFFFFF:
                 raise InvalidInput(f"'log_verbose_level' must be an unsigned integer, got {level!r}")
             values["log_verbose_level"] = level
         log_format = changes.get("log_format")

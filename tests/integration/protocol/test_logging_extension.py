@@ -110,6 +110,7 @@ def test_log_file_is_never_settable_over_the_network(server: RunningServer) -> N
         ({"log_info": "yes"}, "'log_info' must be a boolean"),
         ({"log_verbose_level": -1}, "unsigned integer"),
         ({"log_verbose_level": True}, "unsigned integer"),
+        ({"log_verbose_level": 1 << 32}, "unsigned integer"),  # gRPC answers it as a uint32
         ({"log_format": "xml"}, "invalid argument for --log_format, got: xml"),
     ],
 )
