@@ -105,22 +105,32 @@ class ControlTensors:
         self.names = frozenset(
             item.name for item in (self.start, self.end, self.ready, self.corrid) if item is not None
         )
+        # The START/END/READY tensors of every combination, built once: rows share them (nothing
+        # downstream changes an input tensor), so a row costs a tuple lookup and its CORRID.
+        self._flags: dict[tuple[bool, bool, bool], tuple[Tensor, ...]] = {
+            (start, end, ready): self._flag_tensors(start, end, ready)
+            for start in (False, True)
+            for end in (False, True)
+            for ready in (False, True)
+        }
+
+    def _flag_tensors(self, start: bool, end: bool, ready: bool) -> tuple[Tensor, ...]:
+        tensors = []
+        for flag, value in ((self.start, start), (self.end, end), (self.ready, ready)):
+            if flag is not None:
+                tensors.append(
+                    Tensor(flag.name, flag.datatype, list(self.shape), flag.true if value else flag.false)
+                )
+        return tuple(tensors)
 
     def __bool__(self) -> bool:
         return bool(self.names)
 
     def for_row(self, *, start: bool, end: bool, ready: bool, corrid: int | str) -> list[Tensor]:
         """The control tensors of one batch row (a null row: ready False, corrid 0)."""
-        shape = self.shape
-        tensors = []
-        for flag, value in ((self.start, start), (self.end, end), (self.ready, ready)):
-            if flag is not None:
-                tensors.append(
-                    Tensor(flag.name, flag.datatype, list(shape), flag.true if value else flag.false)
-                )
-        if self.corrid is not None:
-            corr = self.corrid
-            tensors.append(
-                Tensor(corr.name, corr.datatype, list(shape), corrid_bytes(corr.datatype, corr.fmt, corrid))
-            )
+        tensors = list(self._flags[start, end, ready])
+        corr = self.corrid
+        if corr is not None:
+            data = corrid_bytes(corr.datatype, corr.fmt, corrid)
+            tensors.append(Tensor(corr.name, corr.datatype, list(self.shape), data))
         return tensors
