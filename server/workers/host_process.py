@@ -109,7 +109,7 @@ class Template:
             send(self.control, encode(record))
 
     def serve(self) -> None:
-        import select
+        import selectors
 
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
@@ -117,8 +117,11 @@ class Template:
         signal.set_wakeup_fd(wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         receiver = Receiver(self.control)
+        selector = selectors.DefaultSelector()  # epoll: the inherited fd may be above select()'s 1024
+        selector.register(self.control.fileno(), selectors.EVENT_READ)
+        selector.register(wake_read, selectors.EVENT_READ)
         while True:
-            readable, _, _ = select.select([self.control.fileno(), wake_read], [], [])
+            readable = {key.fd for key, _ in selector.select()}
             if wake_read in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_read, 512)
@@ -138,6 +141,7 @@ class Template:
                 os.close(extra)
             pid = os.fork()
             if pid == 0:  # the worker
+                selector.close()
                 os.close(wake_read)
                 os.close(wake_write)
                 self._become_worker(fds[0])

@@ -53,9 +53,12 @@ class SideLink:
         self._sock, self._worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock.setblocking(False)
         self._receiver = Receiver(self._sock)
-        self._free = list(range(BOARD_SLOTS - 1, -1, -1))
+        # Slots and their cancel hooks are made on first use (a thousand idle models must not hold
+        # 4096 closures each, ~1.4 MB per instance): `_fresh` is the next never-used slot.
+        self._free: list[int] = []
+        self._fresh = 0
         self._owners: list[InferenceRequest | None] = [None] * BOARD_SLOTS
-        self._hooks = [self._cancel_hook(slot) for slot in range(BOARD_SLOTS)]
+        self._hooks: list[Callable[[], None]] = []
         self._from_worker = RingReader()
         self._to_worker = RingWriter(f"reply_{instance_name}")
         self._calls: dict[int, ResponseStream] = {}
@@ -80,9 +83,14 @@ class SideLink:
 
     def admit(self, request: InferenceRequest) -> int:
         """A slot for the request (-1 when the board is full: the model cannot see it cancelled)."""
-        if not self._free:
+        if self._free:
+            slot = self._free.pop()
+        elif self._fresh < BOARD_SLOTS:
+            slot = self._fresh
+            self._fresh += 1
+            self._hooks.append(self._cancel_hook(slot))
+        else:
             return -1
-        slot = self._free.pop()
         self.board.view[slot] = 0
         self._owners[slot] = request
         request.cancel_hook = self._hooks[slot]

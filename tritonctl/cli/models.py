@@ -51,7 +51,12 @@ def list_models(
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Every model of the repository with its version, state and reason."""
-    entries: list[dict[str, str]] = _run(url, protocol, lambda c: c.repository_index(ready))
+    entries: list[dict[str, Any]] = _run(url, protocol, lambda c: c.repository_index(ready))
+    memory = _run(url, protocol, _memory_by_version)
+    for entry in entries:
+        size = memory.get((entry.get("name", ""), entry.get("version", "")))
+        if size is not None:
+            entry["memory_bytes"] = size
     if output_format is OutputFormat.json:
         _print_json(entries)
         return
@@ -60,18 +65,39 @@ def list_models(
     from tritonctl.cli.tables import print_table
 
     table = Table()
-    for column in ("model", "version", "state", "reason"):
-        table.add_column(column)
+    for column in ("model", "version", "state", "memory", "reason"):
+        table.add_column(column, justify="right" if column == "memory" else "left")
     for entry in entries:
         state = entry.get("state", "")
         style = "green" if state == "READY" else "yellow" if state else "dim"
+        size = entry.get("memory_bytes")
         table.add_row(
             entry.get("name", ""),
             entry.get("version", ""),
             f"[{style}]{state or '-'}[/{style}]",
+            f"{size / (1 << 20):.1f} MiB" if size is not None else "-",
             entry.get("reason", ""),
         )
     print_table(table)
+
+
+def _memory_by_version(connection: Any) -> dict[tuple[str, str], int]:
+    """(model, version) -> bytes, from the statistics' memory_usage (Triton's field; tritonctl's
+    server fills it). Empty when the server reports none."""
+    from server.errors import ServerError
+
+    try:
+        models: list[dict[str, Any]] = connection.model_statistics("", "")
+    except ServerError:
+        return {}
+    found: dict[tuple[str, str], int] = {}
+    for model in models:
+        usage = model.get("memory_usage") or []
+        if usage:
+            found[(str(model.get("name", "")), str(model.get("version", "")))] = sum(
+                int(item.get("byte_size", 0) or 0) for item in usage
+            )
+    return found
 
 
 @app.command()

@@ -112,11 +112,13 @@ def test_models_list_ready_config_stats(server: RunningServer, protocol: str) ->
     assert code == 0, err
     entries = {entry["name"]: entry for entry in json.loads(out)}
     assert entries["py_identity"]["state"] == "READY"
-    assert "loadable_py" in entries
+    assert entries["py_identity"]["memory_bytes"] > 1 << 20  # its worker's PSS (statistics memory_usage)
+    assert "loadable_py" in entries and "memory_bytes" not in entries["loadable_py"]
     code, out, _ = run("models", "list", *common)
     assert code == 0
     assert "py_identity" in out
     assert "READY" in out
+    assert "MiB" in out
 
     assert run("models", "ready", "py_identity", *common)[:2] == (0, "py_identity: ready\n")
     assert run("models", "ready", "loadable_py", *common)[:2] == (1, "loadable_py: not ready\n")
