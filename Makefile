@@ -6,7 +6,7 @@ PA_VENV := .tools/pa
 EXAMPLES := examples/repository
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test setup perf-analyzer examples completions lint typecheck unit integration bench fuzz soak clean
+.PHONY: serve test setup perf-analyzer examples completions lint typecheck unit integration bench fuzz soak gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ fuzz: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --json benchmarks/out/soak.json
+
+# The GPU paths (ONNX CUDA EP, TorchScript on CUDA, a TensorRT engine built on the spot, two GPU
+# groups, GPU metrics and per-device memory accounting); without a GPU it says so and exits 0.
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

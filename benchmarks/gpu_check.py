@@ -1,0 +1,220 @@
+"""`make gpu-check`: the GPU paths end to end, on a machine with a GPU, in a few minutes.
+
+    .venv/bin/python -m benchmarks.gpu_check [--keep]
+
+Serves, in one server with `--model-memory-budget=gpu0=90%`: an ONNX model on the CUDA execution
+provider, a TorchScript model on CUDA, a TensorRT engine built here from an ONNX model, and a model
+with two KIND_GPU groups (on GPUs 0 and 1, or twice on GPU 0 with one GPU). Each gets one inference
+checked against numpy; then the GPU metrics (nv_gpu_memory_used_bytes...) and the per-device memory
+accounting (tritonctl_model_memory_bytes{device="gpuN"}, statistics memory_usage of type GPU) are
+read. Prints one line per check and a summary; exit 1 if any check failed.
+
+Without a GPU (NVML finds none) it says so and exits 0, so `make test` never needs one. A check
+whose framework is missing here (onnxruntime-gpu, torch with CUDA, tensorrt) is SKIP, not FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.models import write_onnx_model, write_torchscript_model  # noqa: E402
+from tests.support.server import start_server  # noqa: E402
+
+Check = tuple[str, str, str]  # name, PASS|FAIL|SKIP, detail
+
+
+def gpu_count() -> tuple[int, str]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount()), ""
+    except Exception as exc:  # no driver, no library, no device
+        return 0, f"{type(exc).__name__}: {exc}"
+
+
+def gpu_group(config_path: Path, gpus: list[list[int]]) -> None:
+    """Replace the config's instance_group with one KIND_GPU group per entry of `gpus`."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    del config.instance_group[:]
+    for group in gpus:
+        config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, gpus=group)
+    config_path.write_text(text_format.MessageToString(config))
+
+
+def build_tensorrt_engine(onnx_path: Path, plan_path: Path) -> None:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {parser.get_error(0)}")
+    profile = builder.create_optimization_profile()
+    for index in range(network.num_inputs):
+        tensor = network.get_input(index)
+        shape = list(tensor.shape)
+        low = [1 if d < 0 else d for d in shape]
+        high = [8 if d < 0 else d for d in shape]
+        profile.set_shape(tensor.name, low, high, high)
+    config = builder.create_builder_config()
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT could not build the engine")
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_bytes(bytes(serialized))
+
+
+def prepare(repo: Path, gpus: int) -> dict[str, str]:
+    """Write the models; returns name -> reason for those that cannot run here (SKIP)."""
+    skipped: dict[str, str] = {}
+    write_onnx_model(repo, "onnx_cuda", "add_sub", dims=[4])
+    gpu_group(repo / "onnx_cuda" / "config.pbtxt", [[0]])
+    try:
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            skipped["onnx_cuda"] = "onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
+    except ImportError:
+        skipped["onnx_cuda"] = "onnxruntime is not installed"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            write_torchscript_model(repo, "torch_cuda", "add_sub", dims=[4])
+            gpu_group(repo / "torch_cuda" / "config.pbtxt", [[0]])
+        else:
+            skipped["torch_cuda"] = "torch sees no CUDA device"
+    except ImportError:
+        skipped["torch_cuda"] = "torch is not installed"
+    try:
+        source = write_onnx_model(Path(tempfile.mkdtemp()), "source", "add_sub", dims=[4])
+        folder = repo / "trt_engine"
+        folder.mkdir()
+        build_tensorrt_engine(source / "1" / "model.onnx", folder / "1" / "model.plan")
+        config = (source / "config.pbtxt").read_text().replace('name: "source"', 'name: "trt_engine"')
+        lines = [line for line in config.splitlines() if not line.startswith(("platform", "backend"))]
+        (folder / "config.pbtxt").write_text('platform: "tensorrt_plan"\n' + "\n".join(lines) + "\n")
+        gpu_group(folder / "config.pbtxt", [[0]])
+    except Exception as exc:
+        shutil.rmtree(repo / "trt_engine", ignore_errors=True)
+        skipped["trt_engine"] = f"no engine built ({type(exc).__name__}: {exc})"
+    write_onnx_model(repo, "two_groups", "add_sub", dims=[4])
+    gpu_group(repo / "two_groups" / "config.pbtxt", [[0], [1]] if gpus > 1 else [[0], [0]])
+    if "onnx_cuda" in skipped:
+        skipped["two_groups"] = skipped["onnx_cuda"]
+    for name in skipped:
+        shutil.rmtree(repo / name, ignore_errors=True)
+    return skipped
+
+
+def infer_add_sub(http_url: str, model: str) -> str:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http_url, network_timeout=120)
+    a = np.arange(4, dtype=np.float32).reshape(1, 4)
+    b = np.ones((1, 4), np.float32)
+    names = [tensor["name"] for tensor in client.get_model_metadata(model)["inputs"]]
+    inputs = []
+    for name, data in zip(names, (a, b), strict=True):
+        tensor = httpclient.InferInput(name, [1, 4], "FP32")
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    result = client.infer(model, inputs)
+    got = result.as_numpy(result.get_response()["outputs"][0]["name"])
+    if got is None or (not np.allclose(got, a + b) and not np.allclose(got, a - b)):
+        raise AssertionError(f"{model} answered {got}")
+    return "answer checked"
+
+
+def run_checks(repo: Path, skipped: dict[str, str]) -> list[Check]:
+    import tritonclient.http as httpclient
+
+    checks: list[Check] = [(name, "SKIP", why) for name, why in skipped.items()]
+    flags = ("--model-memory-budget=gpu0=90%", "--exit-on-error=false")
+    with start_server(repo, *flags, timeout=240) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        for name in ("onnx_cuda", "torch_cuda", "trt_engine", "two_groups"):
+            if name in skipped:
+                continue
+            checks.append(attempt(name, lambda name=name: infer_add_sub(server.http_url, name)))  # type: ignore[misc]
+        metrics = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=30).read().decode()
+
+        def gpu_metrics() -> str:
+            lines = [line for line in metrics.splitlines() if line.startswith("nv_gpu_memory_used_bytes")]
+            if not lines:
+                raise AssertionError("no nv_gpu_memory_used_bytes sample")
+            return f"{len(lines)} GPU(s) reported"
+
+        def accounting() -> str:
+            lines = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("tritonctl_model_memory_bytes") and 'device="gpu' in line
+            ]
+            stats = client.get_inference_statistics()["model_stats"]
+            gpu_usage = [u for m in stats for u in m.get("memory_usage", []) if u["type"] == "GPU"]
+            if not lines or not gpu_usage:
+                raise AssertionError(f"no per-GPU memory accounted (metrics {len(lines)}, stats {gpu_usage})")
+            return f"{len(lines)} version(s) hold GPU memory, statistics agree ({len(gpu_usage)})"
+
+        checks.append(attempt("gpu metrics", gpu_metrics))
+        checks.append(attempt("gpu memory accounting", accounting))
+    return checks
+
+
+def attempt(name: str, check: Callable[[], str]) -> Check:
+    try:
+        return (name, "PASS", check())
+    except Exception as exc:
+        return (name, "FAIL", f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the repository it writes")
+    args = parser.parse_args(argv)
+    count, why = gpu_count()
+    if count == 0:
+        print(f"gpu-check: no GPU on this machine ({why or 'NVML sees 0 devices'}): nothing to check.")
+        return 0
+    started = time.monotonic()
+    repo = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    try:
+        skipped = prepare(repo, count)
+        checks = run_checks(repo, skipped)
+    finally:
+        if not args.keep:
+            shutil.rmtree(repo, ignore_errors=True)
+    width = max(len(name) for name, _, _ in checks)
+    for name, verdict, detail in checks:
+        print(f"{verdict:4}  {name:{width}}  {detail}")
+    counts = {v: sum(1 for _, verdict, _ in checks if verdict == v) for v in ("PASS", "FAIL", "SKIP")}
+    print(
+        f"gpu-check: {count} GPU(s), {counts['PASS']} passed, {counts['FAIL']} failed, "
+        f"{counts['SKIP']} skipped in {time.monotonic() - started:.0f} s"
+    )
+    return 1 if counts["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
