@@ -17,6 +17,21 @@ import numpy as np
 from server.vocabulary.dtypes import WIRE_TO_NUMPY, deserialize_bytes, serialize_bytes
 
 COMPLETE_FINAL = 1
+SEQUENCE_START, SEQUENCE_END = 1, 2  # TRITONSERVER_REQUEST_FLAG_SEQUENCE_*
+TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU = 0, 1, 2
+
+
+class PreferredMemory:
+    """`pb_utils.PreferredMemory(kind, device_id)` for a BLS request's outputs: accepted; outputs
+    come back in CPU memory here (no GPU tensors cross the process boundary)."""
+
+    def __init__(
+        self, preferred_memory_type: int = TRITONSERVER_MEMORY_CPU, preferred_device_id: int = 0
+    ) -> None:
+        self.preferred_memory_type = preferred_memory_type
+        self.preferred_device_id = preferred_device_id
+
+
 _CODES = {  # our error classes -> pb_utils.TritonError codes
     "ModelNotFound": 2,
     "InvalidInput": 3,
@@ -141,6 +156,14 @@ def bls_exec(request: Any, pb: Any, client: Any, decoupled: bool) -> Any:
         import json
 
         parameters = json.loads(parameters or "{}")
+    parameters = dict(parameters or {})
+    # A call into a sequence: Triton's correlation_id and START/END flags, as the protocols carry them.
+    if request.correlation_id():
+        parameters["sequence_id"] = request.correlation_id()
+    if request.flags() & SEQUENCE_START:
+        parameters["sequence_start"] = True
+    if request.flags() & SEQUENCE_END:
+        parameters["sequence_end"] = True
     model = request.model_name()
     if isinstance(model, bytes):  # read from a BYTES input: Triton's binding takes it as text
         model = model.decode()
@@ -150,7 +173,7 @@ def bls_exec(request: Any, pb: Any, client: Any, decoupled: bool) -> Any:
         request_id=request.request_id(),
         inputs=wire_inputs(request.inputs()),
         outputs=request.requested_output_names(),
-        parameters=dict(parameters or {}),
+        parameters=parameters,
         timeout_us=int(request.timeout() or 0),
         decoupled=decoupled,
     )

@@ -18,6 +18,12 @@ import numpy as np
 
 from server.backends.python import streaming as _streaming
 from server.backends.python.custom_metrics import Metric, MetricFamily  # noqa: F401 - pb_utils API
+from server.backends.python.streaming import (  # noqa: F401 - pb_utils API
+    TRITONSERVER_MEMORY_CPU,
+    TRITONSERVER_MEMORY_CPU_PINNED,
+    TRITONSERVER_MEMORY_GPU,
+    PreferredMemory,
+)
 from server.vocabulary.dtypes import deserialize_bytes, serialize_bytes
 
 # Where this instance's BLS calls go: the backend sets it (per thread for in-process instances).

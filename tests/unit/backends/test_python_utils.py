@@ -147,3 +147,32 @@ def test_bls_exec_takes_a_model_name_read_from_a_bytes_input() -> None:
     answer = bls_exec(request, pb_utils, Client(), decoupled=False)
     assert seen["model"] == "add_sub"
     assert pb_utils.get_output_tensor_by_name(answer, "OUT").as_numpy().tolist() == [1.0]
+
+
+def test_bls_exec_carries_sequence_fields_and_accepts_preferred_memory() -> None:
+    from server.backends.python.streaming import bls_exec
+
+    seen: dict[str, object] = {}
+
+    class Client:
+        def call(self, **call: object) -> tuple[int, object]:
+            seen.update(call)
+
+            class Answers:
+                def get(self) -> object:
+                    return (None, ("ModelNotFound", "Request for unknown model"), {}, True)
+
+            return 1, Answers()
+
+    request = pb_utils.InferenceRequest(
+        model_name="acc",
+        requested_output_names=["OUT"],
+        inputs=[],
+        correlation_id=7,
+        flags=pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START,
+        preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
+        parameters={"k": "v"},
+    )
+    answer = bls_exec(request, pb_utils, Client(), decoupled=False)
+    assert seen["parameters"] == {"k": "v", "sequence_id": 7, "sequence_start": True}
+    assert answer.has_error() and answer.error().code() == pb_utils.TritonError.NOT_FOUND
