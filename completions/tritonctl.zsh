@@ -141,6 +141,12 @@ _tritonctl() {
         "tritonctl serve:--model-control-mode") compadd -- none poll explicit; return ;;
         "tritonctl serve:--load-model") return ;;
         "tritonctl serve:--repository-poll-secs") return ;;
+        "tritonctl serve:--model-load-thread-count") return ;;
+        "tritonctl serve:--model-memory-budget") return ;;
+        "tritonctl serve:--model-idle-unload-secs") return ;;
+        "tritonctl serve:--model-load-on-demand") return ;;
+        "tritonctl serve:--model-pin") return ;;
+        "tritonctl serve:--model-load-wait-secs") return ;;
         "tritonctl serve:--backend-config") return ;;
         "tritonctl serve:--server-config") _files; return ;;
         "tritonctl serve:--log-verbose") return ;;
@@ -224,7 +230,7 @@ _tritonctl() {
         "tritonctl rollout rollback") opts=('--url' '-u' '--protocol' '-i' '--force' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout start") opts=('--to-version' '--url' '-u' '--protocol' '-i' '--steps' '--inputs' '--atol' '--rtol' '--max-p99-ratio' '--max-error-rate' '--hold-secs' '--shadow-requests' '--seed' '--dry-run' '--state-file' '--help'); cmds=(); files=0 ;;
         "tritonctl rollout status") opts=('--url' '-u' '--protocol' '-i' '--state-file' '--format' '-f' '--help'); cmds=(); files=0 ;;
-        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--allow-client-shm' '--cache-config' '--log-format' '--log-file' '--help'); cmds=(); files=0 ;;
+        "tritonctl serve") opts=('--model-repository' '--model-store' '--host' '--http-port' '--grpc-port' '--metrics-port' '--gpus' '--model-control-mode' '--load-model' '--repository-poll-secs' '--model-load-thread-count' '--model-memory-budget' '--model-idle-unload-secs' '--model-load-on-demand' '--model-pin' '--model-load-wait-secs' '--backend-config' '--server-config' '--log-verbose' '--exit-timeout-secs' '--strict-readiness' '--exit-on-error' '--strict-model-config' '--allow-http' '--allow-grpc' '--allow-metrics' '--allow-gpu-metrics' '--metrics-interval-ms' '--allow-cpu-metrics' '--http-max-input-size' '--max-pending-requests' '--max-pending-bytes' '--grpc-max-message-size' '--http-restricted-api' '--grpc-restricted-protocol' '--grpc-use-ssl' '--grpc-use-ssl-mutual' '--grpc-server-cert' '--grpc-server-key' '--grpc-root-cert' '--grpc-stack' '--allow-client-shm' '--cache-config' '--log-format' '--log-file' '--help'); cmds=(); files=0 ;;
         "tritonctl tune") opts=('--url' '-u' '--protocol' '-i' '--model-version' '-x' '--instances' '--max-batch-size' '--max-queue-delay-us' '--objective' '--latency-budget-ms' '--min-throughput' '--search' '--concurrency-range' '--request-rate-range' '--request-distribution' '--measurement-interval' '-p' '--request-count' '--measurement-request-count' '--stability-percentage' '-s' '--max-trials' '-r' '--warmup-ms' '--input-data' '--shape' '--dtype' '--batch-size' '-b' '--seed' '--workers' '--write-config' '--report' '--help'); cmds=(); files=0 ;;
         "tritonctl validate") opts=('--format' '-f' '--strict' '--check-models' '--no-check-models' '--server-config' '--output' '-o' '--help'); cmds=(); files=1 ;;
     esac

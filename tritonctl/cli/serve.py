@@ -71,6 +71,37 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
     repository_poll_secs: Annotated[
         float, typer.Option(help="Seconds between repository polls in poll mode.")
     ] = 15.0,
+    model_load_thread_count: Annotated[
+        int, typer.Option(help="Models loading at once at start-up (Triton's flag).")
+    ] = 4,
+    model_memory_budget: Annotated[
+        str,
+        typer.Option(
+            help="Memory the loaded models may hold, e.g. cpu=8GiB,gpu0=70%; past it the least "
+            "recently used idle models are unloaded (README: Serving many models).",
+            show_default=False,
+        ),
+    ] = "",
+    model_idle_unload_secs: Annotated[
+        float, typer.Option(help="Unload a model idle this long (0: never).")
+    ] = 0.0,
+    model_load_on_demand: Annotated[
+        str,
+        typer.Option(
+            help="A request for a model on disk but not loaded loads it (default: with a budget or "
+            "idle unload).",
+            metavar="BOOL",
+        ),
+    ] = "",
+    model_pin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Model never unloaded by the budget or idle unload (repeatable).", show_default=False
+        ),
+    ] = None,
+    model_load_wait_secs: Annotated[
+        float, typer.Option(help="How long a request waits for its model's on-demand load.")
+    ] = 120.0,
     backend_config: Annotated[
         list[str] | None,
         typer.Option(
@@ -200,6 +231,14 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to one command-line opti
         model_control_mode=model_control_mode.value,
         load_models=list(load_model or []),
         repository_poll_secs=repository_poll_secs,
+        model_load_thread_count=model_load_thread_count,
+        model_memory_budget=model_memory_budget,
+        model_idle_unload_secs=model_idle_unload_secs,
+        model_load_on_demand=_flag(model_load_on_demand, "--model-load-on-demand")
+        if model_load_on_demand
+        else None,
+        pin_models=list(model_pin or []),
+        model_load_wait_secs=model_load_wait_secs,
         backend_config=list(backend_config or []),
         server_config=server_config,
         log_verbose=log_verbose,

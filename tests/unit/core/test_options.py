@@ -127,3 +127,30 @@ def test_global_backend_setting_has_no_backend() -> None:
 def test_server_options_default_keeps_serving_when_a_model_fails() -> None:
     # `tritonctl serve` builds ServerOptions directly: a failing model does not stop the server.
     assert ServerOptions(model_repositories=[Path("/m")]).exit_on_error is False
+
+
+def test_many_models_flags() -> None:
+    """Issue #18: Triton's --model-load-thread-count takes effect; budget, idle unload, pins, on-demand."""
+    options = parse_tritonserver_args(
+        [
+            "--model-repository=/m",
+            "--model-load-thread-count=8",
+            "--model-memory-budget=cpu=8GiB,gpu0=70%",
+            "--model-idle-unload-secs=300",
+            "--model-pin=a",
+            "--model-pin=b",
+            "--model-load-wait-secs=30",
+        ]
+    )
+    assert options.model_load_thread_count == 8
+    assert options.model_memory_budget == "cpu=8GiB,gpu0=70%"
+    assert options.pin_models == ["a", "b"]
+    assert options.on_demand  # on by default with a budget
+    assert not options.warnings
+    off = parse_tritonserver_args(
+        ["--model-repository=/m", "--model-load-on-demand=false", "--model-idle-unload-secs=5"]
+    )
+    assert not off.on_demand
+    assert not parse_tritonserver_args(["--model-repository=/m"]).on_demand
+    with pytest.raises(ConfigError, match="--model-load-thread-count must be 1 or more"):
+        parse_tritonserver_args(["--model-repository=/m", "--model-load-thread-count=0"]).check()
