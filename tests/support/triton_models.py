@@ -15,6 +15,8 @@ with config.pbtxt and 1/model.py and returns the model directory.
     bls          default mode; calls the model named by parameter TARGET (add_sub) with exec()
     bls_async    the same with `async def execute` and asyncio.gather of async_exec()
     bls_stream   default mode; exec(decoupled=True) on `repeat`: OUT = sum of the responses
+    bls_cancel   default mode; exec(decoupled=True) on `watch`, cancel() after its first response,
+                 OUT = the responses seen
     bls_probe    default mode; IN selects a failing call: 1 unknown model, 2 unknown output,
                  3 timeout on a slow model, 4 itself; OUT (BYTES) = the response's error message
     metrics      custom metrics: a counter (requests), a gauge (last IN), a histogram (IN), Logger lines
@@ -335,6 +337,27 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data)]), flags)
         return None
 """,
+    "bls_cancel": """
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            call = pb_utils.InferenceRequest(
+                model_name="watch",
+                requested_output_names=["OUT"],
+                inputs=[pb_utils.get_input_tensor_by_name(request, "IN")],
+                request_id=request.request_id(),
+            )
+            answers = call.exec(decoupled=True)
+            count = 0
+            for answer in answers:
+                if pb_utils.get_output_tensor_by_name(answer, "OUT") is not None:
+                    count += 1
+                    answers.cancel()  # the callee's is_cancelled() turns true; it sends its final
+            out = pb_utils.Tensor("OUT", np.array([count], np.int32))
+            responses.append(pb_utils.InferenceResponse([out]))
+        return responses
+""",
 }
 
 _IO = {  # name -> (inputs, outputs): (name, type, dims)
@@ -356,6 +379,7 @@ _IO = {  # name -> (inputs, outputs): (name, type, dims)
     "metrics": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_FP32", [1])]),
     "ready_flag": ([("IN", "TYPE_INT32", [1])], [("IN", "TYPE_INT32", [1])]),
     "fanout": ([("INPUT0", "TYPE_FP32", [1])], [("OUTPUT0", "TYPE_FP32", [1])]),
+    "bls_cancel": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_INT32", [1])]),
 }
 _IO["bls_async"] = _IO["bls"]
 DECOUPLED = {"repeat", "repeat_now", "misuse", "watch", "fanout"}

@@ -12,6 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tests.support.events import wait_until
 from tests.support.models import write_python_model
 from tests.support.server import RunningServer, start_server
 from tests.support.triton_models import write_triton_model
@@ -41,6 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     write_triton_model(repo, "bls_async", "bls_async", parameters={"TARGET": "add_sub_batched"})
     write_triton_model(repo, "bls_stream", "bls_stream")
     write_triton_model(repo, "bls_probe", "bls_probe")
+    write_triton_model(repo, "watch", "watch")
+    write_triton_model(repo, "bls_cancel", "bls_cancel")
     with start_server(repo, timeout=120) as running:
         yield running
 
@@ -122,6 +125,15 @@ def test_a_failing_call_is_an_error_response_and_the_worker_goes_on(
     assert message in text
     tensor.set_data_from_numpy(np.array([0], np.int32))
     assert client.infer("bls_probe", [tensor]).as_numpy("OUT")[0].decode() == "no error"
+
+
+def test_cancelling_a_decoupled_call_cancels_it_in_the_callee(server: RunningServer) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("IN", [1], "INT32")
+    tensor.set_data_from_numpy(np.array([1], np.int32))
+    result = client.infer("bls_cancel", [tensor], request_id="bls-cancel")
+    assert result.as_numpy("OUT").tolist() == [1]
+    wait_until(lambda: "cancelled bls-cancel: True" in server.log, "`watch` to see its call cancelled")
 
 
 def test_an_inline_instance_gets_a_clear_refusal(server: RunningServer) -> None:
