@@ -359,7 +359,7 @@ def test_tritonclient_sees_status_codes(client: httpclient.InferenceServerClient
     assert unknown.value.status() == "404"
     assert "Request for unknown model: 'no_such_model' is not found" in unknown.value.message()
     with pytest.raises(InferenceServerException) as unsupported:
-        client.get_system_shared_memory_status()
+        client.get_trace_settings()  # the trace extension is the one still not offered
     assert unsupported.value.status() == "501"
 
 
