@@ -42,11 +42,15 @@ def align(size: int) -> int:
 class Segment:
     """A shared-memory file mapped read-write into this process."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, *, keep_fd: bool = True) -> None:
         self.fd = fd
         self.size = size
         self._mmap = mmap.mmap(fd, size)
         self.view = memoryview(self._mmap)
+        self._closed = False
+        if not keep_fd:  # the map keeps the memory: a thousand models must not hold its descriptor too
+            os.close(fd)
+            self.fd = -1
 
     @classmethod
     def create(cls, label: str, size: int) -> Segment:
@@ -61,17 +65,20 @@ class Segment:
 
     @classmethod
     def attach(cls, fd: int) -> Segment:
-        return cls(fd, os.fstat(fd).st_size)
+        """Map a segment another process made (its descriptor is closed: only the maker sends it)."""
+        return cls(fd, os.fstat(fd).st_size, keep_fd=False)
 
     def close(self) -> None:
         """Unmap and close; arrays still viewing the memory keep it alive until they are gone."""
-        if self.fd < 0:
+        if self._closed:
             return
+        self._closed = True
         self.view.release()
         # A model that kept a numpy view of its inputs holds an export: leave the map to the GC then.
         with contextlib.suppress(BufferError):
             self._mmap.close()
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
         self.fd = -1
 
 
