@@ -78,10 +78,12 @@ class DataPlaneUpcalls:
         decoupled: bool,
         timeout_s: float | None,
     ) -> None:
-        if request.model == caller:
+        if request.model in request.callers or request.model == caller:
+            chain = " -> ".join((*request.callers, request.model))
             stream.put(
                 InvalidInput(
-                    f"model '{caller}' cannot call itself with BLS: its instance is busy executing the caller"
+                    f"BLS call cycle {chain}: model '{request.model}' is executing a request that waits "
+                    "on this call, so the call could wait on itself"
                 ),
                 True,
             )

@@ -68,6 +68,9 @@ class InferenceRequest:
     stream: ResponseStream | None = None
     # Set by the instance executing the request: tells the model the client went away (is_cancelled).
     cancel_hook: Callable[[], None] | None = None
+    # A BLS call: the models whose executions wait on it, outermost first (a call to one of them
+    # would wait on itself: refused, core/upcalls.py).
+    callers: tuple[str, ...] = ()
 
     def batch_rows(self, max_batch_size: int) -> int:
         """Rows this request contributes to a batch (1 for models without batching)."""

@@ -206,6 +206,7 @@ class InProcessChannel(WorkerChannel):
         return future
 
     def _execute(self, requests: list[InferenceRequest]) -> BatchOutcome:
+        self._upcalls.executing = requests  # BLS calls made now wait in these (callers)
         started = time.monotonic_ns()
         batch = self._build_batch(requests)
         built = time.monotonic_ns()

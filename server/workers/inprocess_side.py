@@ -117,6 +117,7 @@ class InProcessUpcalls:
         self._ids = itertools.count(1)
         self._streams: dict[int, ResponseStream] = {}
         self._metrics: MetricSource | None = None
+        self.executing: list[InferenceRequest] = []  # the batch in execute() (inprocess.py)
 
     def connect_metrics(self, values: Any) -> None:
         """The instance's custom metrics (custom_metrics.MetricValues) go straight to the store."""
@@ -161,6 +162,8 @@ class InProcessUpcalls:
             id=request_id,
             parameters=parameters,
         )
+        waiting = dict.fromkeys(c for r in self.executing for c in r.callers)
+        request.callers = (*waiting, self.model_name)
 
         def deliver(item: StreamItem) -> None:
             response, final = item

@@ -131,7 +131,7 @@ class ShmWorkerChannel(WorkerChannel):
 
     def start_reading(self) -> None:
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
-        self._side = SideLink(self.model_name, self.version, self.instance_name)
+        self._side = SideLink(self.model_name, self.version, self.instance_name, self._batch_callers)
         message, fds = self._side.handover()
         self._send(message, fds)
         self._side.handed_over()
@@ -165,6 +165,13 @@ class ShmWorkerChannel(WorkerChannel):
             raise
         # From here the answer (or the crash) frees the slot, even if this caller is cancelled.
         return await asyncio.shield(future)
+
+    def _batch_callers(self, seq: int) -> tuple[str, ...]:
+        """The BLS chain of a batch in flight: what its requests' own callers were (side.py)."""
+        for batch in self._in_flight:
+            if batch.seq == seq:
+                return tuple(dict.fromkeys(c for request in batch.requests for c in request.callers))
+        return ()
 
     def _send(self, message: bytes, fds: list[int]) -> None:
         try:

@@ -44,10 +44,18 @@ READY_BYTE = BOARD_SLOTS  # the board's last byte: 1 while the model's is_ready(
 class SideLink:
     """The main process's end of a worker's side link."""
 
-    def __init__(self, model_name: str, version: int, instance_name: str) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        version: int,
+        instance_name: str,
+        batch_callers: Callable[[int], tuple[str, ...]] | None = None,
+    ) -> None:
         self.model_name = model_name
         self.version_text = str(version)
         self.instance_name = instance_name
+        # seq of a batch in flight -> the models its requests' BLS calls wait in (the channel knows)
+        self._batch_callers = batch_callers
         self._loop = asyncio.get_running_loop()
         self.board = Segment.create(f"board_{instance_name}", BOARD_SLOTS + 1)
         self._sock, self._worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -207,6 +215,9 @@ class SideLink:
             id=record.get("id") or "",
             parameters=record.get("p") or {},
         )
+        batch = int(record.get("b", -1))
+        waiting = self._batch_callers(batch) if self._batch_callers is not None and batch >= 0 else ()
+        request.callers = (*waiting, self.model_name)
         self._from_worker.consumed(int(record["h"]))
         stream = ResponseStream(on_item=lambda item: self._reply(call_id, item))
         self._calls[call_id] = stream

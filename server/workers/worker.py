@@ -131,7 +131,12 @@ class Worker:
         slot = int(record["slot"])
         batch = self._build_batch(record, self.in_slots[slot])
         built_ns = time.monotonic_ns()
+        side = self.side
+        if side is not None:
+            side.executing = int(record["seq"])  # BLS calls made now wait in this batch (callers)
         results = execute_batch(self.backend, batch)
+        if side is not None:
+            side.executing = -1
         executed_ns = time.monotonic_ns()
 
         selected = select_results(batch, results)

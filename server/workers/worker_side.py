@@ -62,6 +62,7 @@ class WorkerSide:
         self._from_main = RingReader()
         self._calls: dict[int, CallAnswers] = {}
         self._call_ids = itertools.count(1)
+        self.executing = -1  # seq of the batch in execute() (worker.py), -1 between batches
         self._receiver = Receiver(self.sock)
         self._reading = threading.Lock()  # held by the caller reading replies (CallAnswers.get)
 
@@ -179,6 +180,8 @@ class WorkerSide:
             "p": parameters,
             "t": timeout_us,
             "d": int(decoupled),
+            # the batch in execute() now: the server knows which requests wait on this call
+            "b": self.executing,
         }
         try:
             self._send(body, [([name, dtype, shape], data) for name, dtype, shape, data in inputs])

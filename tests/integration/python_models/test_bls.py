@@ -43,6 +43,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     write_triton_model(repo, "bls_stream", "bls_stream")
     write_triton_model(repo, "bls_probe", "bls_probe")
     write_triton_model(repo, "watch", "watch")
+    write_triton_model(repo, "cyc_a", "bls", parameters={"TARGET": "cyc_b"})
+    write_triton_model(
+        repo, "cyc_b", "bls", parameters={"TARGET": "cyc_a", "TRITONCTL_INSTANCE_MODE": "thread"}
+    )
     write_triton_model(repo, "bls_cancel", "bls_cancel")
     with start_server(repo, timeout=120) as running:
         yield running
@@ -112,7 +116,7 @@ def test_a_decoupled_call_iterates_its_responses(server: RunningServer) -> None:
         (1, "no_such_model"),
         (2, "NOPE"),
         (3, "Request timeout expired"),
-        (4, "cannot call itself"),
+        (4, "BLS call cycle bls_probe -> bls_probe"),
     ],
 )
 def test_a_failing_call_is_an_error_response_and_the_worker_goes_on(
@@ -134,6 +138,19 @@ def test_cancelling_a_decoupled_call_cancels_it_in_the_callee(server: RunningSer
     result = client.infer("bls_cancel", [tensor], request_id="bls-cancel")
     assert result.as_numpy("OUT").tolist() == [1]
     wait_until(lambda: "cancelled bls-cancel: True" in server.log, "`watch` to see its call cancelled")
+
+
+def test_a_call_cycle_through_another_model_is_refused_not_hung(server: RunningServer) -> None:
+    """cyc_a (one worker process) calls cyc_b (a thread instance), which calls cyc_a: its one
+    instance is executing the request that waits on this call, so the call is refused."""
+    a = np.arange(4, dtype=np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    with pytest.raises(Exception, match="BLS call cycle cyc_a -> cyc_b -> cyc_a"):
+        client.infer("cyc_a", _add_sub_inputs(grpcclient, a, a), client_timeout=60)
+    assert (
+        client.infer("bls", _add_sub_inputs(grpcclient, a, a)).as_numpy("OUTPUT0").tolist()
+        == (a + a).tolist()
+    )
 
 
 def test_an_inline_instance_gets_a_clear_refusal(server: RunningServer) -> None:
