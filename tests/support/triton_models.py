@@ -5,7 +5,8 @@ with config.pbtxt and 1/model.py and returns the model directory.
     repeat       decoupled; IN (INT32 [1]) = n, DELAY_MS (INT32 [1]) optional: a thread started by
                  execute() sends OUT = 0..n-1 (one response each), then a flags-only final
     repeat_now   decoupled; sends OUT = 0..n-1 from execute itself, the last with the final flag;
-                 n < 0: OUT = 0, then an error response "cannot repeat n times" (final)
+                 n < 0: OUT = 0, then an error response "cannot repeat n times" (final);
+                 n <= -100: OUT = 0, then the worker process exits (code 3)
     misuse       decoupled; IN = 1: send after the final flag; 2: a second final; 3: execute returns
                  a list; then IN = 0 answers OUT (BYTES) = the error texts Triton's API gave
     sender       default mode: OUT = IN through a response sender, execute() returns None
@@ -21,6 +22,7 @@ with config.pbtxt and 1/model.py and returns the model directory.
                  3 timeout on a slow model, 4 itself; OUT (BYTES) = the response's error message
     metrics      custom metrics: a counter (requests), a gauge (last IN), a histogram (IN), Logger lines
     ready_flag   is_ready() is False while the file named by parameter NOT_READY_FILE exists
+    big          decoupled; IN = n responses OUT FP32 of 600k x (i + 1) elements, all equal to i
     fanout       decoupled; COUNT (parameter) responses OUTPUT0 = INPUT0 (FP32 [1]) from execute,
                  the last with the final flag (benchmark P5)
 """
@@ -79,6 +81,11 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse([out]), flags)
             if n == 0:
                 sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            elif n <= -100:  # one response, then the process dies
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([0], np.int32))]))
+                import os
+
+                os._exit(3)
             elif n < 0:  # one response, then an error
                 sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([0], np.int32))]))
                 error = pb_utils.TritonError(f"cannot repeat {n} times")
@@ -358,6 +365,18 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([out]))
         return responses
 """,
+    "big": """
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            n = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy().reshape(-1)[0])
+            sender = request.get_response_sender()
+            for i in range(n):  # each larger than the ring's first size (1 MiB): the ring grows
+                out = pb_utils.Tensor("OUT", np.full([600_000 * (i + 1)], i, np.float32))
+                sender.send(pb_utils.InferenceResponse([out]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+""",
 }
 
 _IO = {  # name -> (inputs, outputs): (name, type, dims)
@@ -380,9 +399,10 @@ _IO = {  # name -> (inputs, outputs): (name, type, dims)
     "ready_flag": ([("IN", "TYPE_INT32", [1])], [("IN", "TYPE_INT32", [1])]),
     "fanout": ([("INPUT0", "TYPE_FP32", [1])], [("OUTPUT0", "TYPE_FP32", [1])]),
     "bls_cancel": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_INT32", [1])]),
+    "big": ([("IN", "TYPE_INT32", [1])], [("OUT", "TYPE_FP32", [-1])]),
 }
 _IO["bls_async"] = _IO["bls"]
-DECOUPLED = {"repeat", "repeat_now", "misuse", "watch", "fanout"}
+DECOUPLED = {"repeat", "repeat_now", "misuse", "watch", "fanout", "big"}
 
 
 def _tensors(kind: str, entries: list[tuple[Any, ...]]) -> str:

@@ -37,6 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     write_python_model(repo, "slow", "slow", max_batch_size=0, dims=[4], delay_ms=2000)
     write_triton_model(repo, "repeat", "repeat")
     write_triton_model(repo, "bls", "bls", parameters={"TARGET": "add_sub"})
+    write_python_model(repo, "add_sub_any", "add_sub", max_batch_size=0, dims=[-1])
+    write_triton_model(repo, "bls_any", "bls", parameters={"TARGET": "add_sub_any"})
     write_triton_model(repo, "bls_thread", "bls", parameters={"TARGET": "add_sub", MODE: "thread"})
     write_triton_model(repo, "bls_inline", "bls", parameters={"TARGET": "add_sub", MODE: "inline"})
     write_triton_model(repo, "bls_async", "bls_async", parameters={"TARGET": "add_sub_batched"})
@@ -100,6 +102,16 @@ def test_an_async_exec_call_is_batched_with_outside_requests(server: RunningServ
     stats = client.get_inference_statistics("add_sub_batched")["model_stats"][0]
     assert int(stats["inference_stats"]["success"]["count"]) == 4
     assert int(stats["execution_count"]) == 1  # one batch: the BLS call and the client requests
+
+
+def test_large_tensors_cross_both_rings(server: RunningServer) -> None:
+    """4 MB inputs up to the server and outputs back: both rings grow past their first 1 MiB."""
+    a = np.arange(1_000_000, dtype=np.float32)
+    b = np.full(1_000_000, 3, np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    result = client.infer("bls_any", _add_sub_inputs(grpcclient, a, b))
+    assert np.array_equal(result.as_numpy("OUTPUT0"), a + b)
+    assert np.array_equal(result.as_numpy("OUTPUT1"), a - b)
 
 
 def test_a_decoupled_call_iterates_its_responses(server: RunningServer) -> None:

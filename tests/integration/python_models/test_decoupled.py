@@ -16,6 +16,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.support.events import wait_until
 from tests.support.server import RunningServer, start_server
 from tests.support.triton_models import write_triton_model
 
@@ -33,6 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         write_triton_model(repo, f"repeat_now_{mode}", "repeat_now", parameters={MODE: mode})
         write_triton_model(repo, f"sender_{mode}", "sender", parameters={MODE: mode})
     write_triton_model(repo, "misuse", "misuse")
+    write_triton_model(repo, "big", "big")
     with start_server(repo, timeout=120) as running:
         yield running
 
@@ -183,3 +185,35 @@ def test_sender_misuse_gives_tritons_errors_and_the_model_keeps_serving(server: 
         assert texts == ["Unable to send response. Response sender has been closed."] * 2
     finally:
         stream.close()
+
+
+def test_large_streamed_responses_grow_the_ring_and_arrive_whole(server: RunningServer) -> None:
+    stream = Stream(server)
+    try:
+        stream.client.async_stream_infer("big", [_int_input("IN", 3)], request_id="big")
+        answers = stream.take(3)
+    finally:
+        stream.close()
+    assert [error for _, error in answers] == [None] * 3
+    for i, (result, _) in enumerate(answers):
+        data = result.as_numpy("OUT")
+        assert data.shape == (600_000 * (i + 1),) and float(data.min()) == float(data.max()) == i
+
+
+def test_a_worker_dying_mid_stream_ends_the_stream_with_the_reason(server: RunningServer) -> None:
+    stream = Stream(server)
+    try:
+        stream.client.async_stream_infer("repeat_now_process", [_int_input("IN", -100)], request_id="dies")
+        (first, error), (_, crashed) = stream.take(2)
+    finally:
+        stream.close()
+    assert error is None and int(first.as_numpy("OUT")[0]) == 0
+    assert crashed is not None and "exited with code 3" in str(crashed)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    wait_until(lambda: client.is_model_ready("repeat_now_process"), "the instance to be restarted")
+    again = Stream(server)
+    try:
+        again.client.async_stream_infer("repeat_now_process", [_int_input("IN", 1)], request_id="after")
+        assert [int(r.as_numpy("OUT")[0]) for r, _ in again.take(1)] == [0]
+    finally:
+        again.close()
