@@ -68,6 +68,17 @@ class Segment:
         """Map a segment another process made (its descriptor is closed: only the maker sends it)."""
         return cls(fd, os.fstat(fd).st_size, keep_fd=False)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def drop_fd(self) -> None:
+        """The descriptor went to the other process (which maps it): the map alone keeps the memory
+        here. Python's mmap holds a descriptor of its own, so each one kept is one too many."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def close(self) -> None:
         """Unmap and close; arrays still viewing the memory keep it alive until they are gone."""
         if self._closed:

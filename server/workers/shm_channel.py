@@ -159,6 +159,10 @@ class ShmWorkerChannel(WorkerChannel):
                 _InFlight(seq, slot, requests, future, time.monotonic_ns() - started, slots)
             )
             self._send(message, fds)
+            if fds:  # a new arena's descriptor went with it: the map alone keeps the memory here
+                for segment in self._in_slots:
+                    if segment is not None and segment.fd in fds:
+                        segment.drop_fd()
         except BaseException:
             if not self._in_flight or self._in_flight[-1].requests is not requests:
                 self._slots_free.release()

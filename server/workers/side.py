@@ -81,6 +81,7 @@ class SideLink:
 
     def handed_over(self) -> None:
         self._worker_end.close()
+        self.board.drop_fd()  # the worker has it (a thousand models: descriptors count)
 
     @property
     def model_ready(self) -> bool:
@@ -283,7 +284,7 @@ class SideLink:
             stream.cancel()
 
     def close(self) -> None:
-        if self.board.fd < 0:
+        if self.board.closed:
             return
         self._open = False
         with contextlib.suppress(ValueError, OSError):

@@ -96,7 +96,7 @@ async def start_worker(
         raise LoadError(f"{where}: the worker process {_describe_exit(process.returncode)} while loading")
     if hosted or options.fork_workers:  # a hosted load's memory / a forked worker's pid follow
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(process.loaded), 5.0)
+            await asyncio.wait_for(asyncio.shield(process.loaded), options.load_timeout_s)
     channel = ShmWorkerChannel(
         model_name=launch.model_name,
         version=launch.version,

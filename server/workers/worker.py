@@ -162,6 +162,8 @@ class Worker:
             _copy_into(segment.view[position : position + nbytes(data)], data)
         reply["t"][2] = time.monotonic_ns() - executed_ns
         send(self.sock, encode(reply, segment, slot, needed), fds)
+        if fds and segment is not None:
+            segment.drop_fd()  # the main process maps it now
 
     def _output_segment(self, slot: int, needed: int) -> tuple[Segment | None, list[int]]:
         """The slot's output arena, replaced by a larger one (whose fd goes with the reply) if needed."""
