@@ -142,7 +142,7 @@ class Host:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server.workers.host_process", "--fd", str(child.fileno())]
-                + (["--fork"] if self.fork else []),
+                + (["--fork"] if self.fork else ["--backend", self.key[0]]),
                 pass_fds=(child.fileno(),),
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ import traceback
 from server.workers.shm import Receiver, decode, encode, send
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_FRAMEWORKS = {"onnxruntime": "onnxruntime", "pytorch": "torch", "tensorrt": "tensorrt"}
 
 
 def resident_bytes() -> int:
@@ -197,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.workers.host_process")
     parser.add_argument("--fd", type=int, required=True, help="control socket from the main process")
     parser.add_argument("--fork", action="store_true", help="fork python workers instead of hosting threads")
+    parser.add_argument("--backend", default="", help="the framework to import before the first model")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from server.malloc_tuning import keep_large_buffers_in_heap
@@ -210,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
 
         Template(control).serve()
     else:
+        # Imported before the first load, so what a load adds to the host (its measured memory)
+        # is the model's, not the framework's.
+        framework = _FRAMEWORKS.get(args.backend)
+        if framework is not None:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(framework)
         Host(control).serve()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -88,6 +88,7 @@ class LifecycleManager:
         self._lock = asyncio.Lock()
         self._idle_task: asyncio.Task[None] | None = None
         self._trims: set[asyncio.Task[None]] = set()
+        self._evicting: set[str] = set()  # chosen and being unloaded: their memory counts as free
         self.table: VersionTable | None = None
         self.loader: ModelLoader | None = None
 
@@ -110,8 +111,9 @@ class LifecycleManager:
                 )
         deadline = time.monotonic() + self.room_wait_s
         while True:
-            async with self._lock:
-                while (short := self._shortfall(needed)) is not None:
+            victims: list[str] = []
+            async with self._lock:  # decide under the lock, unload outside it: loads never queue
+                while (short := self._shortfall(needed)) is not None:  # behind another's eviction
                     device, missing = short
                     if self.starting:
                         self.deferred.add(name)
@@ -120,11 +122,16 @@ class LifecycleManager:
                     victim = self._lru_victim(device, exclude=name)
                     if victim is None:
                         break
-                    await self.evict(victim, EVICTED_REASON, f"to make room for '{name}'")
-                    self.counters.evictions_budget += 1
+                    self._evicting.add(victim)  # counted as free from now on
+                    victims.append(victim)
                 else:
                     self._reserved[name] = needed
-                    return
+            if victims:
+                await asyncio.gather(*(self._evict_one(victim, name) for victim in victims))
+            if name in self._reserved:
+                return
+            if victims:
+                continue
             # Every model holding the budget is pinned, busy or loading: wait for one to be idle.
             if time.monotonic() >= deadline:
                 raise LoadError(
@@ -193,7 +200,8 @@ class LifecycleManager:
         """Memory held by loaded models (measured) and by loads under way (estimated)."""
         used = MemoryUsage()
         for name in self._resident_names():
-            used += self.measured.get(name, MemoryUsage())
+            if name not in self._evicting:
+                used += self.measured.get(name, MemoryUsage())
         for name, reserved in self._reserved.items():
             if name not in self.measured or not self._is_resident(name):
                 used += reserved
@@ -201,10 +209,10 @@ class LifecycleManager:
 
     def _shortfall(self, needed: MemoryUsage) -> tuple[str, int] | None:
         used = self.used()
-        for device, size in needed.by_device.items():
-            limit = self.budget.get(device)
-            if limit is not None and used.by_device.get(device, 0) + size > limit:
-                return device, used.by_device.get(device, 0) + size - limit
+        for device, limit in self.budget.items():
+            over = used.by_device.get(device, 0) + needed.by_device.get(device, 0) - limit
+            if over > 0:
+                return device, over
         return None
 
     def _resident_names(self) -> Iterator[str]:
@@ -229,7 +237,7 @@ class LifecycleManager:
 
     def evictable(self, name: str) -> bool:
         assert self.table is not None and self.loader is not None
-        if name in self.pinned or name in self._loading or self.loader.busy(name):
+        if name in self.pinned or name in self._loading or name in self._evicting or self.loader.busy(name):
             return False
         record = self.table.record(name)
         if record is None or not record.has_ready_version():
@@ -257,6 +265,13 @@ class LifecycleManager:
             and self.evictable(name)
         ]
         return min(candidates, key=self.last_used, default=None)
+
+    async def _evict_one(self, victim: str, for_name: str) -> None:
+        try:
+            await self.evict(victim, EVICTED_REASON, f"to make room for '{for_name}'")
+            self.counters.evictions_budget += 1
+        finally:
+            self._evicting.discard(victim)
 
     async def evict(self, name: str, reason: str, why: str) -> None:
         assert self.table is not None and self.loader is not None
