@@ -94,6 +94,7 @@ class ModelLoader:
         self.policy = policy
         self.overrides = OverrideFolders()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._configs: dict[str, tuple[Any, ModelConfig]] = {}  # name -> (fingerprint, prepared config)
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ load / unload
@@ -140,7 +141,7 @@ class ModelLoader:
             fingerprint = (
                 None if config_json or files else await asyncio.to_thread(self.sources.fingerprint, name)
             )
-            config = await asyncio.to_thread(self._prepare_config, name, model_dir, config_json)
+            config = await self._prepared_config(name, model_dir, config_json, fingerprint)
             versions = resolve_versions(config, version_folders(model_dir))
             if not versions:
                 raise LoadError(
@@ -218,6 +219,23 @@ class ModelLoader:
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _prepared_config(
+        self, name: str, model_dir: Path, config_json: str | None, fingerprint: Any
+    ) -> ModelConfig:
+        """The checked, completed config; a model reloaded with the same files on disk (an evicted
+        model's next request) reuses the last one instead of parsing and checking it again."""
+        cached = self._configs.get(name)
+        if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+            config = ModelConfig()
+            config.CopyFrom(cached[1])
+            return config
+        config = await asyncio.to_thread(self._prepare_config, name, model_dir, config_json)
+        if fingerprint is not None:
+            kept = ModelConfig()
+            kept.CopyFrom(config)
+            self._configs[name] = (fingerprint, kept)
+        return config
 
     def _prepare_config(self, name: str, model_dir: Path, config_json: str | None) -> ModelConfig:
         return prepare_config(

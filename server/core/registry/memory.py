@@ -30,7 +30,7 @@ MIB = 1 << 20
 # A worker process's own PSS beyond its model: ~11 MiB forked from a warm template (20 python
 # identity models; benchmarks/many_models.py), ~26 MiB spawned (TRITONCTL_FORK_WORKERS=0).
 PROCESS_OVERHEAD = 12 * MIB
-HOSTED_OVERHEAD = 1 * MIB
+HOSTED_OVERHEAD = 64 << 10  # a thread, its sockets and arena bookkeeping (the arenas grow on use)
 CPU = "cpu"
 
 
@@ -125,7 +125,11 @@ def measure_version(loaded: Any) -> MemoryUsage:
             continue
         hosted = getattr(process, "memory_bytes", None)
         if hosted is not None:
-            usage.add(CPU, hosted)
+            # What the load added to the host, but at least its files: the allocator often reuses
+            # memory an evicted model freed, and a delta of ~0 would make it look free to keep.
+            if files is None:
+                files = model_files_size(loaded.model_dir, loaded.version)
+            usage.add(CPU, max(hosted, files))
             continue
         usage.add(CPU, process_pss(process.pid))
         for spec in loaded.instances:
