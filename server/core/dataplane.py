@@ -52,8 +52,8 @@ EXTENSIONS = (
     "parameters",
     "statistics",
     "logging",  # GET/POST /v2/logging, gRPC LogSettings (protocol/log_settings.py)
-    "system_shared_memory",
     "sequence",  # sequence_id / sequence_start / sequence_end (scheduler/sequence.py)
+    "system_shared_memory",
 )
 
 
@@ -205,21 +205,10 @@ class DataPlane:
         cached = self.cached_models
         if cached is not None and cached.uses(loaded):
             return cached.submit(loaded, request, self._schedule)
-        # _schedule's body, inline: a model without a cache pays no call for the cache's seam
-        limits = self.limits
-        if limits is None:
-            return loaded.scheduler.submit(request)
-        size = limits.admit(request)  # ServerOverloaded (503) beyond --max-pending-*
-        try:
-            future = loaded.scheduler.submit(request)
-        except BaseException:
-            limits.release(size)
-            raise
-        future.add_done_callback(lambda _: limits.release(size))
-        return future
+        return self._schedule(loaded, request)
 
     def _schedule(self, loaded: LoadedVersion, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
-        """Admission and the scheduler (what submit does inline), for the cache's misses."""
+        """Admission (--max-pending-*) and the model's scheduler."""
         limits = self.limits
         if limits is None:
             return loaded.scheduler.submit(request)

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.core.scheduler.base import PooledScheduler
 from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, QueuedRequest, RequestQueue
+from server.core.scheduler.pumped import PumpedScheduler
 from server.core.stats import ModelStats
 from server.errors import BackendError, RequestTimeout, ServerError, WorkerCrashed
 from server.vocabulary.types import InferenceRequest, InferenceResult
@@ -43,7 +43,7 @@ class _Execution:
     outcome: BatchOutcome | None = None
 
 
-class DynamicBatcher(PooledScheduler):
+class DynamicBatcher(PumpedScheduler):
     def __init__(
         self,
         config: model_config_pb2.ModelConfig,
@@ -56,16 +56,11 @@ class DynamicBatcher(PooledScheduler):
         self.stats = stats
         self.policy = BatchingPolicy.from_config(config)
         self._queue = RequestQueue(self.policy)
-        self.pool.on_available = self._schedule_pump
         # Queue length above which a batch may go to a busy instance. With priority levels never:
         # a batch sent early could not be overtaken by a higher-priority request arriving after it.
         self._spare_above = self.policy.max_batch_size if not self.policy.priority_levels else sys.maxsize
         self._in_order: collections.deque[_Execution] = collections.deque()  # preserve_ordering only
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pump_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at_ns = 0
-        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- Scheduler ------------------------------------------------------------------------------
 
@@ -79,13 +74,7 @@ class DynamicBatcher(PooledScheduler):
         if self._pending.count:
             self._schedule_pump()
             await self._pending.settled()
-        self._cancel_timer()
-        if self._pump_handle is not None:
-            self._pump_handle.cancel()
-            self._pump_handle = None
-
-    async def infer(self, request: InferenceRequest) -> InferenceResult:
-        return await self.submit(request)  # a cancelled await cancels the future: see _withdraw
+        self._stop_pumping()
 
     def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         if not self._accepting:
@@ -108,16 +97,7 @@ class DynamicBatcher(PooledScheduler):
         elif item.request.cancel_hook is not None:  # executing: the model's is_cancelled() turns true
             item.request.cancel_hook()
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        if self._event_loop is None:
-            self._event_loop = asyncio.get_running_loop()
-        return self._event_loop
-
     # -- the pump -------------------------------------------------------------------------------
-
-    def _schedule_pump(self) -> None:
-        if self._pump_handle is None:
-            self._pump_handle = self._loop().call_soon(self._pump)
 
     def _pump(self) -> None:
         self._pump_handle = None
@@ -148,25 +128,6 @@ class DynamicBatcher(PooledScheduler):
         if deadline_ns and (not wake_ns or deadline_ns < wake_ns):
             wake_ns = deadline_ns + 1000  # expire() rejects strictly after the deadline
         self._arm_timer(wake_ns, now)
-
-    def _arm_timer(self, wake_ns: int, now: int) -> None:
-        if not wake_ns:
-            return
-        if self._timer is not None:
-            if self._timer_at_ns <= wake_ns:
-                return
-            self._timer.cancel()
-        self._timer_at_ns = wake_ns
-        self._timer = asyncio.get_running_loop().call_later(max(0, wake_ns - now) / 1e9, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._pump()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # -- execution ------------------------------------------------------------------------------
 

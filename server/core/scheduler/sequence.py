@@ -32,8 +32,8 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server.core.scheduler.base import PooledScheduler
 from server.core.scheduler.control_tensors import ControlTensors
+from server.core.scheduler.pumped import PumpedScheduler
 from server.core.scheduler.sequence_table import (
     SequenceRequest,
     SequenceTable,
@@ -60,7 +60,7 @@ class _Execution:
     outcome: BatchOutcome | None = None
 
 
-class SequenceBatcher(PooledScheduler):
+class SequenceBatcher(PumpedScheduler):
     def __init__(
         self,
         config: model_config_pb2.ModelConfig,
@@ -92,17 +92,12 @@ class SequenceBatcher(PooledScheduler):
         # Null rows keep each sequence in its batch row for backends that batch tensors by row;
         # a python model gets each request on its own, so its direct batches hold ready rows only.
         self.null_rows = config.backend != "python"
-        self.pool.on_available = self._schedule_pump
         self.table = SequenceTable(
             self.model_name, len(self.pool.channels), slots, batching.max_sequence_idle_microseconds
         )
         self._in_order: collections.deque[_Execution] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pump_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at_ns = 0
         self._reap_at = 0  # when idle sequences are looked for next (0: none live)
-        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- Scheduler ------------------------------------------------------------------------------
 
@@ -115,15 +110,7 @@ class SequenceBatcher(PooledScheduler):
         if self._pending.count:
             self._schedule_pump()
             await self._pending.settled()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pump_handle is not None:
-            self._pump_handle.cancel()
-            self._pump_handle = None
-
-    async def infer(self, request: InferenceRequest) -> InferenceResult:
-        return await self.submit(request)
+        self._stop_pumping()
 
     def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         if not self._accepting:
@@ -150,16 +137,7 @@ class SequenceBatcher(PooledScheduler):
             )
             self._pending.done()
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        if self._event_loop is None:
-            self._event_loop = asyncio.get_running_loop()
-        return self._event_loop
-
     # -- the pump -------------------------------------------------------------------------------
-
-    def _schedule_pump(self) -> None:
-        if self._pump_handle is None:
-            self._pump_handle = self._loop().call_soon(self._pump)
 
     def _pump(self) -> None:
         self._pump_handle = None
@@ -284,20 +262,6 @@ class SequenceBatcher(PooledScheduler):
             self.stats.record_failure(request_ns=now - item.request.arrival_ns, reason="BACKEND")
         fail(items, error)
         self._pending.done(len(items))
-
-    def _arm_timer(self, wake_ns: int, now: int) -> None:
-        if not wake_ns:
-            return
-        if self._timer is not None:
-            if self._timer_at_ns <= wake_ns:
-                return
-            self._timer.cancel()
-        self._timer_at_ns = wake_ns
-        self._timer = self._loop().call_later(max(0, wake_ns - now) / 1e9, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._pump()
 
     # -- execution ------------------------------------------------------------------------------
 
