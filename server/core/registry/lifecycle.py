@@ -235,7 +235,7 @@ class LifecycleManager:
             newest = max(newest, loaded.stats.last_inference_ms / 1000.0)
         return newest
 
-    def evictable(self, name: str) -> bool:
+    def evictable(self, name: str, composing_in_use: set[str] | None = None) -> bool:
         assert self.table is not None and self.loader is not None
         if name in self.pinned or name in self._loading or name in self._evicting or self.loader.busy(name):
             return False
@@ -245,7 +245,8 @@ class LifecycleManager:
         serving = [slot.serving for slot in record.versions.values() if slot.serving is not None]
         if any(loaded.scheduler.pending for loaded in serving):
             return False  # requests queued or executing
-        return name not in self._composing_in_use()
+        in_use = self._composing_in_use() if composing_in_use is None else composing_in_use
+        return name not in in_use
 
     def _composing_in_use(self) -> set[str]:
         assert self.table is not None
@@ -257,12 +258,13 @@ class LifecycleManager:
         }
 
     def _lru_victim(self, device: str, *, exclude: str) -> str | None:
+        in_use = self._composing_in_use()  # once per choice: a thousand residents make it O(n^2) else
         candidates = [
             name
             for name in self._resident_names()
             if name != exclude
             and self.measured.get(name, MemoryUsage()).by_device.get(device, 0) > 0
-            and self.evictable(name)
+            and self.evictable(name, in_use)
         ]
         return min(candidates, key=self.last_used, default=None)
 
@@ -303,8 +305,9 @@ class LifecycleManager:
         now = time.time()
         unloaded = []
         async with self._lock:
+            in_use = self._composing_in_use()
             for name in list(self._resident_names()):
-                if self.evictable(name) and now - self.last_used(name) >= self.idle_unload_s:
+                if self.evictable(name, in_use) and now - self.last_used(name) >= self.idle_unload_s:
                     await self.evict(name, IDLE_REASON, f"after {self.idle_unload_s:g} s without requests")
                     self.counters.evictions_idle += 1
                     unloaded.append(name)
