@@ -20,6 +20,7 @@ import tritonclient.http as httpclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tests.support.events import wait_until
 from tests.support.models import write_python_model, write_python_source
 from tests.support.server import PROJECT_ROOT, RunningServer
 
@@ -112,6 +113,18 @@ class Traffic:
     def total(self) -> int:
         with self._lock:
             return sum(self.answered.values()) + len(self.failures)
+
+    def wait_for_answers(self, *versions: str, more: int = 3, timeout: float = 30.0) -> None:
+        """Wait until each of `versions` has answered `more` requests beyond its count now: the
+        routing in force has really carried traffic (a fast load must not end a phase unseen)."""
+        with self._lock:
+            wanted = {version: self.answered[version] + more for version in versions}
+
+        def reached() -> bool:
+            with self._lock:
+                return all(self.answered[version] >= count for version, count in wanted.items())
+
+        wait_until(reached, f"{more} more answers from version(s) {', '.join(versions)}", timeout)
 
     def _run(self, index: int) -> None:
         # Half the threads speak gRPC, half HTTP: both front ends route by the weights.

@@ -101,8 +101,10 @@ def test_weights_split_unversioned_requests_and_routing_changes_keep_instances(t
 
         # Policy and weight changes under live traffic (HTTP and gRPC threads) fail no request.
         with Traffic(server) as traffic:
-            for versions, weights in (([1, 2], "2:100"), ([1, 2], "1:50,2:50"), ([1], None)):
+            phases = (([1, 2], "2:100", ("2",)), ([1, 2], "1:50,2:50", ("1", "2")), ([1], None, ("1",)))
+            for versions, weights, serving in phases:
                 grpc.load_model(MODEL, config=routed_config(client, versions, weights))
+                traffic.wait_for_answers(*serving)  # each routing carries traffic before the next
         assert traffic.failures == []
         assert traffic.answered["1"] > 0 and traffic.answered["2"] > 0
         assert version_states(server) == {"1": "READY", "2": "UNAVAILABLE"}
