@@ -82,18 +82,12 @@ class DynamicBatcher(PumpedScheduler):
         future: asyncio.Future[InferenceResult] = self._loop().create_future()
         # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
         item = self._queue.enqueue(request, time.monotonic_ns(), future)
-        self._pending.count += 1
-        future.add_done_callback(lambda settled: self._withdraw(item) if settled.cancelled() else None)
-        self._schedule_pump()
-        return future
+        return self._queued(item, future)
 
     def _withdraw(self, item: QueuedRequest) -> None:
         """The requester cancelled (client gone, deadline): leave the queue if still in it."""
         if self._queue.remove(item):
-            self.stats.record_failure(
-                request_ns=time.monotonic_ns() - item.request.arrival_ns, reason="CANCELED"
-            )
-            self._pending.done()
+            self._cancelled_in_queue(item.request)
         elif item.request.cancel_hook is not None:  # executing: the model's is_cancelled() turns true
             item.request.cancel_hook()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from server.core.scheduler.base import PooledScheduler
 from server.vocabulary.types import InferenceRequest, InferenceResult
@@ -18,10 +19,13 @@ from server.vocabulary.types import InferenceRequest, InferenceResult
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from server.core.stats import ModelStats
     from server.workers.channel import WorkerChannel
 
 
 class PumpedScheduler(PooledScheduler):
+    stats: ModelStats
+
     def __init__(
         self,
         model_name: str,
@@ -40,6 +44,21 @@ class PumpedScheduler(PooledScheduler):
     def _pump(self) -> None:
         """Decide what runs now; arm the timer for the next deadline. Starts with
         `self._pump_handle = None`."""
+
+    @abc.abstractmethod
+    def _withdraw(self, item: Any) -> None:
+        """The requester cancelled (client gone, deadline): take `item` out if still queued."""
+
+    def _queued(self, item: Any, future: asyncio.Future[InferenceResult]) -> asyncio.Future[InferenceResult]:
+        """`item` entered the queue: count it, withdraw it if its future is cancelled, pump."""
+        self._pending.count += 1
+        future.add_done_callback(lambda settled: self._withdraw(item) if settled.cancelled() else None)
+        self._schedule_pump()
+        return future
+
+    def _cancelled_in_queue(self, request: InferenceRequest) -> None:
+        self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED")
+        self._pending.done()
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         return await self.submit(request)  # a cancelled await cancels the future: the request leaves

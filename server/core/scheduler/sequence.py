@@ -125,17 +125,11 @@ class SequenceBatcher(PumpedScheduler):
         now = time.monotonic_ns()
         item = SequenceRequest(request, corrid, start, end, now, future)
         self.table.enqueue(item, now)  # InvalidInput / WorkerCrashed before anything is counted
-        self._pending.count += 1
-        future.add_done_callback(lambda settled: self._withdraw(item) if settled.cancelled() else None)
-        self._schedule_pump()
-        return future
+        return self._queued(item, future)
 
     def _withdraw(self, item: SequenceRequest) -> None:
         if self.table.withdraw(item):
-            self.stats.record_failure(
-                request_ns=time.monotonic_ns() - item.request.arrival_ns, reason="CANCELED"
-            )
-            self._pending.done()
+            self._cancelled_in_queue(item.request)
 
     # -- the pump -------------------------------------------------------------------------------
 

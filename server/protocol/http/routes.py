@@ -55,7 +55,7 @@ JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 TEXT = "text/plain"
 
-_SHARED_MEMORY = ("systemsharedmemory", "cudasharedmemory")
+_SHM_PREFIXES = ("systemsharedmemory", "cudasharedmemory")
 _UNSUPPORTED_PREFIXES = {
     "trace": "the trace extension",
 }
@@ -181,7 +181,7 @@ class HttpApp:
             return _EMPTY_OK if ok else HttpResponse(400, b"", TEXT)
         if head == "repository":
             return await self._repository(request, rest[1:])
-        if head in _SHARED_MEMORY:
+        if head in _SHM_PREFIXES:
             body = _decompressed_body(request, self.max_input_size)
             status, value = route_shared_memory(
                 request.method, head, rest[1:], body, system=self.regions, cuda=self.cuda_regions
