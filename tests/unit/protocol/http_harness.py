@@ -30,6 +30,7 @@ from server.vocabulary.restrictions import Restrictions
 from server.workers.settings import WorkerOptions
 from tests.support.models import write_python_model
 
+INFER = "/v2/models/identity/infer"
 MAX_INPUT_SIZE = 1 << 16
 INLINE = {"TRITONCTL_INSTANCE_MODE": "inline"}
 LOADED = ("identity", "flat", "strings", "half", "add_sub")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import gzip
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -15,6 +14,7 @@ from server.core.dataplane import DataPlane
 from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall
 from server.vocabulary.restrictions import parse_restrictions
 from tests.unit.protocol.http_harness import (
+    INFER,
     MAX_INPUT_SIZE,
     Http,
     error_of,
@@ -22,19 +22,7 @@ from tests.unit.protocol.http_harness import (
     gzipped,
     infer_body,
     json_of,
-    serving,
-    write_models,
 )
-
-INFER = "/v2/models/identity/infer"
-
-
-@pytest.fixture(scope="module")
-def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
-    repo = tmp_path_factory.mktemp("http_app_repo")
-    write_models(repo)
-    with serving(repo) as served:
-        yield served
 
 
 def other_app(http: Http, dataplane: DataPlane) -> Http:

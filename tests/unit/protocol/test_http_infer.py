@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,24 +12,13 @@ import pytest
 
 from server.protocol.http.routes import HttpRequest, HttpResponse, InferCall
 from tests.unit.protocol.http_harness import (
+    INFER,
     Http,
     error_of,
     fp32_input,
     infer_body,
     json_of,
-    serving,
-    write_models,
 )
-
-INFER = "/v2/models/identity/infer"
-
-
-@pytest.fixture(scope="module")
-def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
-    repo = tmp_path_factory.mktemp("http_infer_repo")
-    write_models(repo)
-    with serving(repo) as served:
-        yield served
 
 
 def binary_request(header: dict[str, Any], *parts: bytes) -> tuple[bytes, str]:
