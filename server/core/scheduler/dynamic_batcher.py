@@ -164,42 +164,8 @@ class DynamicBatcher(PumpedScheduler):
             self._deliver(self._in_order.popleft())
 
     def _deliver(self, execution: _Execution) -> None:
-        outcome = execution.outcome
-        assert outcome is not None
-        now = time.monotonic_ns()
-        results = outcome.results
-        answered = request_ns_total = queue_ns_total = 0
-        for index, item in enumerate(execution.batch):
-            result = results[index] if index < len(results) else BackendError("the instance gave no answer")
-            future: asyncio.Future[InferenceResult] = item.waiter
-            request_ns = now - item.request.arrival_ns
-            if isinstance(result, ServerError) and not result.model_response:  # execution failed
-                self.stats.record_failure(request_ns=request_ns, reason="BACKEND")
-                if not future.done():
-                    future.set_exception(result)
-            elif future.done():  # cancelled while its batch ran: the answer has nobody to go to
-                self.stats.record_failure(request_ns=request_ns, reason="CANCELED")
-            else:  # an answer, even an error response: a success to Triton 2.51
-                answered += 1
-                request_ns_total += request_ns
-                queue_ns_total += execution.dispatch_ns - item.enqueue_ns
-                if isinstance(result, ServerError):
-                    future.set_exception(result)
-                    continue
-                timings = item.request.timings
-                if timings is not None:  # an ensemble step: the ensemble reports the sums
-                    timings.add(outcome.compute_input_ns, outcome.compute_infer_ns, outcome.compute_output_ns)
-                future.set_result(result)
-        if answered:  # one statistics call per batch keeps counting off the per-request path
-            self.stats.record_successes(
-                answered,
-                request_ns_total=request_ns_total,
-                queue_ns_total=queue_ns_total,
-                compute_input_ns=outcome.compute_input_ns,
-                compute_infer_ns=outcome.compute_infer_ns,
-                compute_output_ns=outcome.compute_output_ns,
-            )
-        self._pending.done(len(execution.batch))
+        assert execution.outcome is not None
+        self._deliver_rows(execution.batch, execution.outcome, execution.dispatch_ns)
 
     def _fail(self, item: QueuedRequest, error: ServerError, now: int, reason: str) -> None:
         self.stats.record_failure(request_ns=now - item.request.arrival_ns, reason=reason)

@@ -353,47 +353,8 @@ class SequenceBatcher(PumpedScheduler):
             self._deliver(self._in_order.popleft())
 
     def _deliver(self, execution: _Execution) -> None:
-        outcome = execution.outcome
-        assert outcome is not None
-        now = time.monotonic_ns()
-        results = outcome.results
-        answered = request_ns_total = queue_ns_total = 0
-        settled = 0
-        for index, item in enumerate(execution.rows):
-            if item is None:
-                continue
-            settled += 1
-            result = results[index] if index < len(results) else BackendError("the instance gave no answer")
-            future: asyncio.Future[InferenceResult] = item.waiter
-            request_ns = now - item.request.arrival_ns
-            if isinstance(result, ServerError) and not result.model_response:
-                self.stats.record_failure(request_ns=request_ns, reason="BACKEND")
-                if not future.done():
-                    future.set_exception(result)
-            elif future.done():
-                self.stats.record_failure(request_ns=request_ns, reason="CANCELED")
-            else:
-                answered += 1
-                request_ns_total += request_ns
-                queue_ns_total += execution.dispatch_ns - item.enqueue_ns
-                if isinstance(result, ServerError):
-                    future.set_exception(result)
-                else:
-                    if item.request.timings is not None:
-                        item.request.timings.add(
-                            outcome.compute_input_ns, outcome.compute_infer_ns, outcome.compute_output_ns
-                        )
-                    future.set_result(result)
-        if answered:
-            self.stats.record_successes(
-                answered,
-                request_ns_total=request_ns_total,
-                queue_ns_total=queue_ns_total,
-                compute_input_ns=outcome.compute_input_ns,
-                compute_infer_ns=outcome.compute_infer_ns,
-                compute_output_ns=outcome.compute_output_ns,
-            )
-        self._pending.done(settled)
+        assert execution.outcome is not None
+        self._deliver_rows(execution.rows, execution.outcome, execution.dispatch_ns)
 
 
 def _zeros(tensor: Tensor) -> bytes:
