@@ -71,6 +71,7 @@ class HostedProcess:
         self.returncode: int | None = None
         # Resident memory its load added to the host; None for a forked worker (its own PSS counts).
         self.memory_bytes: int | None = None if host.fork else 0
+        self.gpu_memory_bytes = 0  # GPU memory its load added to the host (NVML; a GPU host only)
         self._sock = parent_sock
         self._ended = threading.Event()
         loop = asyncio.get_running_loop()
@@ -193,6 +194,7 @@ class Host:
                     hosted.loaded.set_result(None)
             elif record["op"] == "loaded":
                 hosted.memory_bytes = int(record.get("memory", 0))
+                hosted.gpu_memory_bytes = int(record.get("gpu_memory", 0))
                 if not hosted.loaded.done():
                     hosted.loaded.set_result(None)
             elif record["op"] == "ended":

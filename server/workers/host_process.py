@@ -9,11 +9,15 @@ process (server/workers/host.py). The interpreter, numpy and the framework are p
 
 The host's own control socket (fd N, SOCK_SEQPACKET) carries:
   main -> host   {"op": "add", "id": k} + the instance's socket as a file descriptor
-  host -> main   {"op": "loaded", "id": k, "memory": bytes}   after the instance's load (ok or not):
-                 the resident memory the load added, measured with loads serialised
+  host -> main   {"op": "loaded", "id": k, "memory": bytes, "gpu_memory": bytes}   after the
+                 instance's load (ok or not): the resident memory and the GPU memory (NVML, this
+                 pid, the host's one device; 0 on a CPU host) the load added, loads serialised
                  {"op": "ended", "id": k, "code": 0|1}         the instance's thread ended
-A template (--fork) answers "add" with {"op": "forked", "id": k, "pid": pid} and reports "ended"
-with the worker's exit status (negative: the signal that killed it).
+A template (--fork) answers "add" with {"op": "forked", "id": k, "pid": pid} + a pidfd of the
+worker (opened before the template can reap it, so it names that process and no later one with a
+reused pid), and reports "ended" with the worker's exit status (negative: the signal that killed it)
+once it has reaped it: only then is the worker gone, so the main process reports a forked worker's
+exit on that message, never on its own kill.
 End-of-file on it (the main process is gone) ends the host. A model that kills the interpreter
 (segfault, os._exit) ends the host: the main process sees every hosted instance exit and restarts
 them in a new host (their supervisors' usual crash path).
@@ -48,6 +52,9 @@ class Host:
         self.control = control
         self._send_lock = threading.Lock()
         self._load_lock = threading.Lock()  # loads one at a time: their memory is then measurable
+        from server.vocabulary.gpu_memory import own_gpu_reader
+
+        self._gpu_used = own_gpu_reader() or (lambda: 0)  # a CPU host never imports pynvml
 
     def tell(self, record: dict[str, object]) -> None:
         with self._send_lock, contextlib.suppress(OSError):  # main gone: serve() ends the host
@@ -82,10 +89,11 @@ class Host:
         try:
             worker = Worker(sock)
             with self._load_lock:
-                before = resident_bytes()
+                before, gpu_before = resident_bytes(), self._gpu_used()
                 started = worker.start()
                 added = max(0, resident_bytes() - before)
-            self.tell({"op": "loaded", "id": ident, "memory": added})
+                gpu_added = max(0, self._gpu_used() - gpu_before)
+            self.tell({"op": "loaded", "id": ident, "memory": added, "gpu_memory": gpu_added})
             if started:
                 worker.serve()
                 code = 0
@@ -106,9 +114,9 @@ class Template:
         self.control = control
         self.children: dict[int, int] = {}  # pid -> instance id
 
-    def tell(self, record: dict[str, object]) -> None:
+    def tell(self, record: dict[str, object], fds: list[int] | None = None) -> None:
         with contextlib.suppress(OSError):
-            send(self.control, encode(record))
+            send(self.control, encode(record), fds)
 
     def serve(self) -> None:
         import selectors
@@ -149,7 +157,10 @@ class Template:
                 self._become_worker(fds[0])
             os.close(fds[0])
             self.children[pid] = int(record["id"])
-            self.tell({"op": "forked", "id": int(record["id"]), "pid": pid})
+            pidfd = _pidfd_of(pid)
+            self.tell({"op": "forked", "id": int(record["id"]), "pid": pid}, [pidfd] if pidfd >= 0 else None)
+            if pidfd >= 0:
+                os.close(pidfd)  # the main process holds its own copy now
 
     def _reap(self) -> None:
         while self.children:
@@ -180,6 +191,15 @@ class Template:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+
+def _pidfd_of(pid: int) -> int:
+    """A pidfd of our child `pid` for the main process, or -1 where pidfds are missing (Linux < 5.3):
+    the main process then signals the bare pid until this template reports it reaped."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
 
 
 def retitle(command_line: str) -> None:

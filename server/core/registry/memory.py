@@ -6,7 +6,14 @@ Measured (`measure_version`), per instance:
 - an instance of a shared host (server/workers/host.py): the resident memory its load added to the
   host (loads in a host are serialised, so the difference is the model's);
 - an in-process instance (inline / thread): the size of its model files (nothing better to read);
-- a KIND_GPU instance in a process of its own also reports the GPU memory NVML sees for its pid.
+- a KIND_GPU instance in a process of its own also reports the GPU memory NVML sees for its pid;
+- a KIND_GPU instance of a shared host: the GPU memory its load added to the host's pid on its
+  device (measured by the host around the load, loads serialised: host_process.py), but at least
+  its files (an allocator's cache, or NVML without the host's pid namespace, reads ~0); its CPU
+  part is what the load added to the host's resident memory, without the files floor (the weights
+  live on the GPU).
+GPU readings go through a `GpuMemoryProbe` (server/vocabulary/gpu_memory.py); "gpuN" is CUDA's
+ordinal N as the server sees it. The first model on a device's host also pays its CUDA context.
 
 Estimated (`estimate_load`): the last measurement of the same model if there is one, else its
 files' size per instance plus a per-instance overhead (a process costs an interpreter, a hosted
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import ConfigError
+from server.vocabulary.gpu_memory import GpuMemoryProbe, nvml_probe
 from server.vocabulary.instances import KIND_GPU, InstanceSpec
 
 MIB = 1 << 20
@@ -82,23 +90,6 @@ def process_pss(pid: int) -> int:
     return 0
 
 
-def _gpu_memory_of(pid: int) -> dict[str, int]:
-    """GPU memory NVML attributes to `pid`, per device ("gpuN"); {} without NVML."""
-    try:
-        import pynvml
-    except ImportError:
-        return {}
-    found: dict[str, int] = {}
-    with contextlib.suppress(Exception):
-        pynvml.nvmlInit()
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if process.pid == pid and process.usedGpuMemory:
-                    found[f"gpu{index}"] = found.get(f"gpu{index}", 0) + int(process.usedGpuMemory)
-    return found
-
-
 def model_files_size(model_dir: Path, version: int | None = None) -> int:
     """Bytes of a version's folder (or of the whole model folder)."""
     root = model_dir / str(version) if version is not None else model_dir
@@ -111,10 +102,12 @@ def model_files_size(model_dir: Path, version: int | None = None) -> int:
     return total
 
 
-def measure_version(loaded: Any) -> MemoryUsage:
-    """What a loaded version's instances hold now (see the module docstring)."""
+def measure_version(loaded: Any, gpu_probe: GpuMemoryProbe | None = None) -> MemoryUsage:
+    """What a loaded version's instances hold now (see the module docstring). `gpu_probe`: NVML's
+    (made on first need: a version without KIND_GPU instances never imports pynvml)."""
     usage = MemoryUsage()
     files: int | None = None
+    specs = {spec.name: spec for spec in getattr(loaded, "instances", ())}
     for channel in loaded.channels:
         worker = getattr(channel, "channel", channel)  # an InstanceSupervisor's current channel
         process = getattr(worker, "process", None)
@@ -123,19 +116,27 @@ def measure_version(loaded: Any) -> MemoryUsage:
                 files = model_files_size(loaded.model_dir, loaded.version)
             usage.add(CPU, files)
             continue
+        spec = specs.get(getattr(worker, "instance_name", ""))
+        on_gpu = spec is not None and spec.kind == KIND_GPU and spec.device_id is not None
         hosted = getattr(process, "memory_bytes", None)
         if hosted is not None:
             # What the load added to the host, but at least its files: the allocator often reuses
             # memory an evicted model freed, and a delta of ~0 would make it look free to keep.
             if files is None:
                 files = model_files_size(loaded.model_dir, loaded.version)
-            usage.add(CPU, max(hosted, files))
+            if on_gpu:
+                assert spec is not None and spec.device_id is not None
+                gpu_added = int(getattr(process, "gpu_memory_bytes", 0) or 0)
+                usage.add(CPU, hosted)
+                usage.add(f"gpu{spec.device_id}", max(gpu_added, files))
+            else:
+                usage.add(CPU, max(hosted, files))
             continue
         usage.add(CPU, process_pss(process.pid))
-        for spec in loaded.instances:
-            if spec.name == getattr(worker, "instance_name", None) and spec.kind == KIND_GPU:
-                for device, size in _gpu_memory_of(process.pid).items():
-                    usage.add(device, size)
+        if on_gpu:
+            assert spec is not None and spec.device_id is not None
+            probe = gpu_probe if gpu_probe is not None else nvml_probe()
+            usage.add(f"gpu{spec.device_id}", probe.used_by_pid(process.pid, spec.device_id) or 0)
     return usage
 
 
@@ -213,18 +214,16 @@ def parse_budget(text: str, totals: dict[str, int]) -> dict[str, int]:
     return budget
 
 
-def device_totals() -> dict[str, int]:
-    """Total memory of the host ("cpu") and of each GPU NVML sees ("gpuN")."""
+def device_totals(gpu_probe: GpuMemoryProbe | None = None) -> dict[str, int]:
+    """Total memory of the host ("cpu") and of each GPU ("gpuN", CUDA's ordinal N)."""
     import psutil
 
     totals = {CPU: int(psutil.virtual_memory().total)}
-    with contextlib.suppress(Exception):
-        import pynvml
-
-        pynvml.nvmlInit()
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
-            totals[f"gpu{index}"] = int(info.total)
+    probe = gpu_probe if gpu_probe is not None else nvml_probe()
+    for device in probe.devices():
+        total = probe.total_bytes(device)
+        if total is not None:
+            totals[f"gpu{device}"] = total
     return totals
 
 
