@@ -17,7 +17,8 @@
     ├── LoadError            400 INVALID_ARGUMENT  a model failed to load (reason in the message)
     ├── Unavailable          503 UNAVAILABLE       not possible now (shutting down, control mode forbids)
     ├── WorkerCrashed        500 INTERNAL          the instance process died with requests in flight
-    └── BackendError         500 INTERNAL          the model raised while executing
+    ├── BackendError         500 INTERNAL          the model raised while executing
+    └── RequestRescheduled   500 INTERNAL          not an answer: the model rescheduled the request
 
 Each class knows its HTTP status and gRPC status code so the front ends map errors in one place.
 Errors raised inside worker processes travel back as (class name, message) strings and are rebuilt
@@ -188,6 +189,12 @@ class BackendError(ServerError):
     grpc_code = grpc.StatusCode.INTERNAL
 
 
+class RequestRescheduled(ServerError):
+    """Not an answer: an iterative sequence model released the request with RESCHEDULE (a python
+    model's `set_release_flags`), so its sequence batcher runs it again. It travels back from the
+    instance in the request's answer slot; only that batcher reads it (a client never should)."""
+
+
 _BY_NAME: dict[str, type[ServerError]] = {
     cls.__name__: cls
     for cls in (
@@ -206,6 +213,7 @@ _BY_NAME: dict[str, type[ServerError]] = {
         Unavailable,
         WorkerCrashed,
         BackendError,
+        RequestRescheduled,
     )
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from server.backends.base import Backend, Batch, Request, RequestOutputs
-from server.errors import BackendError, ServerError
+from server.errors import BackendError, RequestRescheduled, ServerError
 from server.vocabulary.dtypes import WIRE_TO_NUMPY, numpy_to_wire, serialize_bytes
 
 _WIRE_BY_DTYPE = {dtype: name for name, dtype in WIRE_TO_NUMPY.items() if name not in ("BF16", "BYTES")}
@@ -81,6 +81,9 @@ def select_results(
     """Per request: the outputs it asked for (in wire form), or the error it gets instead."""
     selected: list[SelectedOutputs | ServerError] = []
     for request, result in zip(batch.requests, results, strict=True):
+        if isinstance(result, RequestRescheduled):  # no answer: its sequence batcher runs it again
+            selected.append(result)
+            continue
         control = request.control
         if control is not None and control.streamed:  # its responses went out as they were sent
             if isinstance(result, ServerError):

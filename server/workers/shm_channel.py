@@ -43,7 +43,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from server.errors import ServerError, WorkerCrashed, from_wire
+from server.errors import RequestRescheduled, ServerError, WorkerCrashed, from_wire
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
@@ -296,8 +296,8 @@ class ShmWorkerChannel(WorkerChannel):
                 return
             side = self._side
             if side is not None and batch.slots:
-                for request, board in zip(batch.requests, batch.slots, strict=True):
-                    side.answered(request, board)
+                for request, board, result in zip(batch.requests, batch.slots, outcome.results, strict=True):
+                    side.answered(request, board, isinstance(result, RequestRescheduled))
             if not batch.future.done():
                 batch.future.set_result(outcome)
             self._slots_free.release()

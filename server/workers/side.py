@@ -15,8 +15,8 @@ gets, once, with a `{"op": "side"}` record:
     main -> worker  reply {"op":"reply", "c": id, "o"/"e"/"p"/"f"/"h" as resp}
   with a ring each way for the tensors (ring.py). The board's last byte is the model's own
   readiness (a python model's `is_ready()`, polled by the worker): 1 means not ready. A streamed
-  request's slot stays taken until its final response; any other request's slot is freed with its
-  batch's answer.
+  request's slot stays taken until its final response (or its batch's answer says it was rescheduled);
+  any other request's slot is freed with its batch's answer.
 """
 
 from __future__ import annotations
@@ -105,9 +105,17 @@ class SideLink:
         request.cancel_hook = self._hooks[slot]
         return slot
 
-    def answered(self, request: InferenceRequest, slot: int) -> None:
-        """The request's batch is answered; a streamed request keeps its slot until its final."""
-        if slot >= 0 and request.stream is None:
+    def answered(self, request: InferenceRequest, slot: int, rescheduled: bool = False) -> None:
+        """The request's batch is answered; a streamed request keeps its slot until its final, or
+        until it is rescheduled (it gets a slot again with its next execution)."""
+        if slot < 0:
+            return
+        if request.stream is None:
+            self._release(slot)
+        elif rescheduled:
+            # The responses it sent before execute() returned are on the side socket already (the
+            # worker sent them before this answer): deliver them before the slot can change owner.
+            self._on_readable()
             self._release(slot)
 
     def _release(self, slot: int) -> None:
