@@ -255,17 +255,23 @@ class Server:
         """Memory accounting always; budget, pins, idle unload and on-demand loads as asked."""
         from server.core.registry.memory import device_totals, parse_budget
         from server.core.registry.on_demand import OnDemandLoader
+        from server.vocabulary.gpu_memory import NO_GPU, nvml_probe
 
         assert self.registry is not None and self.dataplane is not None
         options = self.options
+        # NVML only when a GPU is visible: a CPU-only start never imports pynvml for it.
+        gpu_probe = nvml_probe() if self.registry.loader.visible_gpus else NO_GPU
         budget = (
-            parse_budget(options.model_memory_budget, device_totals()) if options.model_memory_budget else {}
+            parse_budget(options.model_memory_budget, device_totals(gpu_probe))
+            if options.model_memory_budget
+            else {}
         )
         self.lifecycle = LifecycleManager(
             budget=budget,
             pinned=options.pin_models,
             idle_unload_s=options.model_idle_unload_secs,
             room_wait_s=options.model_load_wait_secs,
+            gpu_probe=gpu_probe,
         )
         self.lifecycle.attach(self.registry.table, self.registry.loader)
         self.dataplane.lifecycle = self.lifecycle

@@ -10,6 +10,9 @@ instance_group semantics (docs/user_guide/model_configuration.md, "Instance Grou
 - KIND_AUTO: behaves as KIND_GPU when a GPU is visible, else falls back to KIND_CPU;
 - KIND_MODEL: `count` instances; the model picks its devices itself (all visible GPUs stay visible).
 
+Where a KIND_GPU group lists no `gpus`, the lifecycle manager may narrow "every visible GPU" to
+the devices with room (server/core/registry/gpu_placement.py); explicit `gpus` are never moved.
+
 Triton names instances `<group name>_<c>` and reuses the name across the GPUs of a group; our worker
 processes need unique names, so the index runs over count x gpus: `<model>_<group>_<index>`.
 """
@@ -73,7 +76,11 @@ def _place_group(
             f"{where} asks for GPU {', '.join(map(str, invisible))}, which is not visible; "
             f"visible GPUs: {', '.join(map(str, visible_gpus))}"
         )
-    gpus = listed_gpus or list(visible_gpus)
+    return gpu_group_specs(group_name, group_index, count, listed_gpus or list(visible_gpus))
+
+
+def gpu_group_specs(group_name: str, group_index: int, count: int, gpus: list[int]) -> list[InstanceSpec]:
+    """`count` KIND_GPU instances on each of `gpus` (Triton's rule), named `<group>_<index>`."""
     specs: list[InstanceSpec] = []
     for _ in range(count):
         for gpu in gpus:

@@ -9,6 +9,10 @@ statistics' `memory_usage`, the metrics and the next estimate.
 
 Never evicted: pinned models (`--model-pin`), models with requests queued or executing
 (`scheduler.pending`), models being loaded or unloaded, composing models of a loaded ensemble.
+KIND_GPU groups that list no `gpus` are placed on the device(s) with room first
+(gpu_placement.py, through the one NVML seam `gpu_probe`); the budget is per device ("gpuN"), and
+eviction frees memory on the device that is short.
+
 "Recently used" is the version's `last_inference` (set by every execution; nothing is added to
 the request path) or, for a model not used since, the end of its load.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from server.core.registry.composing_models import composing_names, is_ensemble
+from server.core.registry.gpu_placement import GpuPlacer, gpu_bytes, gpu_instances, with_gpu_need
 from server.core.registry.memory import (
     MemoryUsage,
     estimate_load,
@@ -37,7 +43,8 @@ from server.core.registry.memory import (
 from server.errors import LoadError
 from server.repository import ModelConfig, backend_name
 from server.repository.instance_mode import HOST, INLINE, THREAD, effective_instance_mode
-from server.vocabulary.instances import InstanceSpec
+from server.vocabulary.gpu_memory import NO_GPU, GpuMemoryProbe
+from server.vocabulary.instances import KIND_GPU, InstanceSpec
 
 if TYPE_CHECKING:
     from server.core.registry.loader import ModelLoader
@@ -71,13 +78,15 @@ class LifecycleManager:
         pinned: Iterable[str] = (),
         idle_unload_s: float = 0.0,
         room_wait_s: float = 60.0,
-        measure: Callable[[Any], MemoryUsage] = measure_version,
+        measure: Callable[[Any], MemoryUsage] | None = None,
+        gpu_probe: GpuMemoryProbe = NO_GPU,
     ) -> None:
         self.budget = dict(budget or {})
         self.pinned = set(pinned)
         self.idle_unload_s = idle_unload_s
         self.room_wait_s = room_wait_s  # how long a load waits for a model to become evictable
-        self._measure = measure
+        self.gpu = GpuPlacer(gpu_probe)
+        self._measure = measure or functools.partial(measure_version, gpu_probe=gpu_probe)
         self.counters = LifecycleCounters()
         self.measured: dict[str, MemoryUsage] = {}  # name -> its versions' memory at the last load
         self.starting = True  # app.py: no eviction during start-up, defer what does not fit
@@ -99,6 +108,8 @@ class LifecycleManager:
     # -- LoadPolicy ------------------------------------------------------------------------------
     async def before_load(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> None:
         self._loading.add(name)
+        if any(spec.kind == KIND_GPU for spec in specs):
+            specs[:] = self._place_on_gpus(name, config, specs)  # the loader starts what is placed here
         if not self.budget:
             return
         needed = self._estimate(name, config, specs)
@@ -148,10 +159,13 @@ class LifecycleManager:
         if self.table is None:
             return
         total = MemoryUsage()
+        gpu_specs = 0
         for loaded in self.table.loaded_versions(name):
             usage = self._measure(loaded)
             loaded.memory = usage
             total += usage
+            gpu_specs = gpu_specs or gpu_instances(getattr(loaded, "instances", ()))
+        self.gpu.loaded(name, gpu_bytes(total), gpu_specs)
         if total.by_device:
             self.measured[name] = total
             self._loaded_at[name] = time.time()
@@ -176,10 +190,25 @@ class LifecycleManager:
             await asyncio.sleep(ROOM_POLL_S)
 
     # -- accounting ------------------------------------------------------------------------------
+    def _place_on_gpus(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> list[InstanceSpec]:
+        assert self.loader is not None
+        return self.gpu.place(
+            name,
+            config,
+            specs,
+            estimate=self._estimate(name, config, specs),
+            visible=self.loader.visible_gpus,
+            budget=self.budget,
+            used=self.used(),
+            reserved=self._reserved,
+            reclaimable=self.reclaimable,
+        )
+
     def _estimate(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> MemoryUsage:
         known = self.measured.get(name)
         if known is not None:
-            return known
+            per_instance = self.gpu.per_instance.get(name)
+            return known if per_instance is None else with_gpu_need(known, specs, per_instance)
         assert self.loader is not None
         model_dir = self.loader.sources.find_model_dir(name)
         if model_dir is None:
@@ -221,6 +250,15 @@ class LifecycleManager:
         for record in self.table.records():
             if any(slot.serving is not None for slot in record.versions.values()):
                 yield record.name
+
+    def reclaimable(self, device: str) -> int:
+        """Bytes of `device` held by models that could be evicted now."""
+        in_use = self._composing_in_use()
+        return sum(
+            self.measured.get(name, MemoryUsage()).by_device.get(device, 0)
+            for name in self._resident_names()
+            if self.evictable(name, in_use)
+        )
 
     def _is_resident(self, name: str) -> bool:
         record = self.table.record(name) if self.table is not None else None

@@ -136,7 +136,9 @@ def measure_version(loaded: Any, gpu_probe: GpuMemoryProbe | None = None) -> Mem
         if on_gpu:
             assert spec is not None and spec.device_id is not None
             probe = gpu_probe if gpu_probe is not None else nvml_probe()
-            usage.add(f"gpu{spec.device_id}", probe.used_by_pid(process.pid, spec.device_id) or 0)
+            used = probe.used_by_pid(process.pid, spec.device_id)
+            if used is not None:  # None: NVML cannot tell (no NVML, a driver error)
+                usage.add(f"gpu{spec.device_id}", used)
     return usage
 
 
