@@ -54,9 +54,10 @@ def list_models(
     entries: list[dict[str, Any]] = _run(url, protocol, lambda c: c.repository_index(ready))
     memory = _run(url, protocol, _memory_by_version)
     for entry in entries:
-        size = memory.get((entry.get("name", ""), entry.get("version", "")))
-        if size is not None:
-            entry["memory_bytes"] = size
+        by_device = memory.get((entry.get("name", ""), entry.get("version", "")))
+        if by_device is not None:
+            entry["memory_bytes"] = sum(by_device.values())
+            entry["memory_by_device"] = by_device
     if output_format is OutputFormat.json:
         _print_json(entries)
         return
@@ -70,33 +71,48 @@ def list_models(
     for entry in entries:
         state = entry.get("state", "")
         style = "green" if state == "READY" else "yellow" if state else "dim"
-        size = entry.get("memory_bytes")
         table.add_row(
             entry.get("name", ""),
             entry.get("version", ""),
             f"[{style}]{state or '-'}[/{style}]",
-            f"{size / (1 << 20):.1f} MiB" if size is not None else "-",
+            memory_cell(entry.get("memory_by_device")),
             entry.get("reason", ""),
         )
     print_table(table)
 
 
-def _memory_by_version(connection: Any) -> dict[tuple[str, str], int]:
-    """(model, version) -> bytes, from the statistics' memory_usage (Triton's field; tritonctl's
-    server fills it). Empty when the server reports none."""
+def memory_cell(by_device: dict[str, int] | None) -> str:
+    """`12.0 MiB`, or with GPU memory `12.0 MiB + gpu0 300.0 MiB` (CPU first, then each GPU)."""
+    if by_device is None:
+        return "-"
+    parts = [f"{by_device.get('cpu', 0) / (1 << 20):.1f} MiB"]
+    parts += [
+        f"{device} {size / (1 << 20):.1f} MiB"
+        for device, size in sorted(by_device.items())
+        if device != "cpu"
+    ]
+    return " + ".join(parts)
+
+
+def _memory_by_version(connection: Any) -> dict[tuple[str, str], dict[str, int]]:
+    """(model, version) -> {"cpu": bytes, "gpuN": bytes}, from the statistics' memory_usage
+    (Triton's field, type CPU|GPU and id; tritonctl's server fills it). Empty when it reports none."""
     from server.errors import ServerError
 
     try:
         models: list[dict[str, Any]] = connection.model_statistics("", "")
     except ServerError:
         return {}
-    found: dict[tuple[str, str], int] = {}
+    found: dict[tuple[str, str], dict[str, int]] = {}
     for model in models:
         usage = model.get("memory_usage") or []
         if usage:
-            found[(str(model.get("name", "")), str(model.get("version", "")))] = sum(
-                int(item.get("byte_size", 0) or 0) for item in usage
-            )
+            by_device: dict[str, int] = {}
+            for item in usage:
+                kind = str(item.get("type", "CPU")).upper()
+                device = "cpu" if kind != "GPU" else f"gpu{int(item.get('id', 0) or 0)}"
+                by_device[device] = by_device.get(device, 0) + int(item.get("byte_size", 0) or 0)
+            found[(str(model.get("name", "")), str(model.get("version", "")))] = by_device
     return found
 
 
