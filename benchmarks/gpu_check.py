@@ -4,10 +4,15 @@
 
 Serves, in one server with `--model-memory-budget=gpu0=90%`: an ONNX model on the CUDA execution
 provider, a TorchScript model on CUDA, a TensorRT engine built here from an ONNX model, and a model
-with two KIND_GPU groups (on GPUs 0 and 1, or twice on GPU 0 with one GPU). Each gets one inference
-checked against numpy; then the GPU metrics (nv_gpu_memory_used_bytes...) and the per-device memory
-accounting (tritonctl_model_memory_bytes{device="gpuN"}, statistics memory_usage of type GPU) are
-read. Prints one line per check and a summary; exit 1 if any check failed.
+with two KIND_GPU groups (on GPUs 0 and 1, or twice on GPU 0 with one GPU), and an ONNX model whose
+KIND_GPU group lists no GPUs (with a GPU budget it must land on exactly one GPU: the one with the
+most room). Each gets one inference checked against numpy; then the GPU metrics
+(nv_gpu_memory_used_bytes...) and the per-device memory accounting are read: every GPU model has
+memory on its own device (tritonctl_model_memory_bytes{device="gpuN"}, statistics memory_usage of
+type GPU), at least its files, and the models' sum on gpu0 is the budget's used memory there.
+Prints one line per check and a summary; exit 1 if any check failed. (Per-device eviction is
+covered by tests/unit/core/test_gpu_budget.py: a model's GPU footprint here depends on the CUDA
+context its host pays first, so a budget that fits one model but not two cannot be set blind.)
 
 Without a GPU (NVML finds none) it says so and exits 0, so `make test` never needs one. A check
 whose framework is missing here (onnxruntime-gpu, torch with CUDA, tensorrt) is SKIP, not FAIL.
@@ -16,6 +21,7 @@ whose framework is missing here (onnxruntime-gpu, torch with CUDA, tensorrt) is 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -118,8 +124,10 @@ def prepare(repo: Path, gpus: int) -> dict[str, str]:
         skipped["trt_engine"] = f"no engine built ({type(exc).__name__}: {exc})"
     write_onnx_model(repo, "two_groups", "add_sub", dims=[4])
     gpu_group(repo / "two_groups" / "config.pbtxt", [[0], [1]] if gpus > 1 else [[0], [0]])
+    write_onnx_model(repo, "placed_auto", "add_sub", dims=[4])
+    gpu_group(repo / "placed_auto" / "config.pbtxt", [[]])  # KIND_GPU, no gpus: placed by room
     if "onnx_cuda" in skipped:
-        skipped["two_groups"] = skipped["onnx_cuda"]
+        skipped["two_groups"] = skipped["placed_auto"] = skipped["onnx_cuda"]
     for name in skipped:
         shutil.rmtree(repo / name, ignore_errors=True)
     return skipped
@@ -151,7 +159,7 @@ def run_checks(repo: Path, skipped: dict[str, str]) -> list[Check]:
     flags = ("--model-memory-budget=gpu0=90%", "--exit-on-error=false")
     with start_server(repo, *flags, timeout=240) as server:
         client = httpclient.InferenceServerClient(server.http_url)
-        for name in ("onnx_cuda", "torch_cuda", "trt_engine", "two_groups"):
+        for name in ("onnx_cuda", "torch_cuda", "trt_engine", "two_groups", "placed_auto"):
             if name in skipped:
                 continue
             checks.append(attempt(name, lambda name=name: infer_add_sub(server.http_url, name)))  # type: ignore[misc]
@@ -177,7 +185,81 @@ def run_checks(repo: Path, skipped: dict[str, str]) -> list[Check]:
 
         checks.append(attempt("gpu metrics", gpu_metrics))
         checks.append(attempt("gpu memory accounting", accounting))
+        model_memory = memory_samples(metrics, "tritonctl_model_memory_bytes")
+        if "placed_auto" not in skipped:
+            checks.append(attempt("placement by room", lambda: placed_on_one_gpu(model_memory)))
+        stats = client.get_inference_statistics()["model_stats"]
+        used = memory_samples(metrics, "tritonctl_model_memory_used_bytes")
+        checks.append(attempt("per-device accounting", lambda: per_device(repo, model_memory, used, stats)))
     return checks
+
+
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)$")
+
+
+def memory_samples(metrics: str, family: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of one metric family from the Prometheus text."""
+    found = []
+    for line in metrics.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match and match.group(1) == family:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            found.append((labels, float(match.group(3))))
+    return found
+
+
+def placed_on_one_gpu(model_memory: list[tuple[dict[str, str], float]]) -> str:
+    """With a GPU budget, a KIND_GPU group without gpus is on exactly one GPU."""
+    devices = sorted(
+        labels["device"]
+        for labels, value in model_memory
+        if labels.get("model") == "placed_auto" and labels.get("device", "").startswith("gpu") and value > 0
+    )
+    if len(devices) != 1:
+        raise AssertionError(f"placed_auto holds memory on {devices or 'no GPU'}, expected exactly one GPU")
+    return f"placed on {devices[0]} (count 1, no gpus listed, --model-memory-budget names gpu0)"
+
+
+def per_device(
+    repo: Path,
+    model_memory: list[tuple[dict[str, str], float]],
+    used: list[tuple[dict[str, str], float]],
+    stats: list[dict[str, object]],
+) -> str:
+    """Each GPU model's memory is on its own device and at least its files; statistics agree with
+    the metric; the models' sum on gpu0 is the budget's used memory there."""
+    expected = {"onnx_cuda": "gpu0", "torch_cuda": "gpu0", "trt_engine": "gpu0"}
+    by_model: dict[str, dict[str, float]] = {}
+    for labels, value in model_memory:
+        by_model.setdefault(labels.get("model", ""), {})[labels.get("device", "")] = value
+    notes = []
+    for model, device in expected.items():
+        if model not in by_model:
+            continue  # skipped here
+        held = by_model[model].get(device, 0.0)
+        files = sum(path.stat().st_size for path in (repo / model / "1").rglob("*") if path.is_file())
+        if held < files:
+            raise AssertionError(f"{model} holds {held:.0f} B on {device}, less than its {files} B of files")
+        others = [d for d, v in by_model[model].items() if d.startswith("gpu") and d != device and v > 0]
+        if others:
+            raise AssertionError(f"{model} (gpus [0]) holds memory on {others}")
+        delta = "NVML delta" if held > files else "files floor (NVML read no delta for the host pid)"
+        notes.append(f"{model} {device} {held / (1 << 20):.1f} MiB ({delta})")
+    for entry in stats:
+        name = str(entry.get("name", ""))
+        usage = entry.get("memory_usage") or []
+        assert isinstance(usage, list)
+        for item in usage:
+            if item.get("type") == "GPU":
+                device = f"gpu{int(item.get('id', 0))}"
+                metric = by_model.get(name, {}).get(device)
+                if metric is None or int(metric) != int(item.get("byte_size", 0)):
+                    raise AssertionError(f"{name} {device}: statistics {item} vs metric {metric}")
+    total = sum(value for labels, value in model_memory if labels.get("device") == "gpu0")
+    budget_used = next((value for labels, value in used if labels.get("device") == "gpu0"), None)
+    if budget_used is None or int(budget_used) != int(total):
+        raise AssertionError(f"models hold {total:.0f} B on gpu0, the budget counts {budget_used}")
+    return "; ".join(notes) + f"; gpu0 budget used {total / (1 << 20):.1f} MiB = the models' sum"
 
 
 def attempt(name: str, check: Callable[[], str]) -> Check:

@@ -29,3 +29,31 @@ def test_the_group_rewrite_places_one_kind_gpu_group_per_entry(tmp_path: pytest.
         (1, model_config_pb2.ModelInstanceGroup.KIND_GPU, [0]),
         (1, model_config_pb2.ModelInstanceGroup.KIND_GPU, [1]),
     ]
+
+
+METRICS = """\
+# TYPE tritonctl_model_memory_bytes gauge
+tritonctl_model_memory_bytes{device="cpu",model="onnx_cuda",version="1"} 1048576.0
+tritonctl_model_memory_bytes{device="gpu0",model="onnx_cuda",version="1"} 314572800.0
+tritonctl_model_memory_bytes{device="gpu1",model="placed_auto",version="1"} 2000.0
+tritonctl_model_memory_used_bytes{device="gpu0"} 314572800.0
+"""
+
+
+def test_the_placement_and_accounting_checks_read_the_metrics(tmp_path: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    repo = Path(str(tmp_path))
+    (repo / "onnx_cuda" / "1").mkdir(parents=True)
+    (repo / "onnx_cuda" / "1" / "model.onnx").write_bytes(b"\0" * 100)
+    memory = gpu_check.memory_samples(METRICS, "tritonctl_model_memory_bytes")
+    assert ({"device": "gpu1", "model": "placed_auto", "version": "1"}, 2000.0) in memory
+    assert "placed on gpu1" in gpu_check.placed_on_one_gpu(memory)
+    used = gpu_check.memory_samples(METRICS, "tritonctl_model_memory_used_bytes")
+    stats = [{"name": "onnx_cuda", "memory_usage": [{"type": "GPU", "id": 0, "byte_size": 314572800}]}]
+    assert "onnx_cuda gpu0 300.0 MiB (NVML delta)" in gpu_check.per_device(repo, memory, used, stats)
+    with pytest.raises(AssertionError, match="expected exactly one GPU"):
+        gpu_check.placed_on_one_gpu([])
+    wrong = [{"name": "onnx_cuda", "memory_usage": [{"type": "GPU", "id": 0, "byte_size": 5}]}]
+    with pytest.raises(AssertionError, match="statistics"):
+        gpu_check.per_device(repo, memory, used, wrong)
