@@ -28,6 +28,7 @@ from server.errors import (
     ModelNotFound,
     ModelNotReady,
     RequestCancelled,
+    RequestRescheduled,
     ServerError,
     Unsupported,
 )
@@ -91,6 +92,8 @@ class PythonBackend(Backend):
         if callable(getattr(self.model, "is_ready", None)):  # python_backend #430: asked for readiness
             self.model_is_ready = self.model.is_ready
         self._decoupled = bool(self.context.config.model_transaction_policy.decoupled)
+        # set_release_flags(RESCHEDULE) needs the sequence batcher's iterative sequences
+        self._iterative = bool(self.context.config.sequence_batching.iterative_sequence)
         self._log_label = f"model '{self.context.model_name}'"
         # Custom metrics (custom_metrics.py): the instance's side link or channel connects them.
         self.metric_values = MetricValues(shared=not self.context.in_process)
@@ -164,15 +167,24 @@ class PythonBackend(Backend):
                 responses = self._run(responses)
         except pb.TritonModelException as exc:
             raise BackendError(str(exc)) from None
+        finally:  # the release flags are read now (set_release_flags refuses from here on)
+            again = [request._release() for request in requests]
         if self._decoupled:
             if responses is not None:
                 raise BackendError(
                     f"Python model '{self.context.instance_name}' is using the decoupled mode and the "
                     "execute function must return None."
                 )
-            return [OutputsWithParameters() for _ in requests]  # its responses went out as sent
+            # its responses went out as sent; a request whose final went out is done, rescheduled or not
+            return [
+                self._rescheduled() if rescheduled and not _finished(request) else OutputsWithParameters()
+                for request, rescheduled in zip(batch.requests, again, strict=True)
+            ]
         if responses is None:  # default mode with response senders: each sent one response
-            return [self._sent_response(request) for request in batch.requests]
+            return [
+                self._sent_response(request, rescheduled)
+                for request, rescheduled in zip(batch.requests, again, strict=True)
+            ]
         if not isinstance(responses, list | tuple) or len(responses) != len(requests):
             got = (
                 "None"
@@ -185,10 +197,36 @@ class PythonBackend(Backend):
                 f"execute() of model '{self.context.model_name}' must return one InferenceResponse "
                 f"per request ({len(requests)}), got {got}"
             )
-        return [self._convert(response) for response in responses]
+        for response, rescheduled in zip(responses, again, strict=True):
+            if rescheduled and response is not None:  # Triton's words (typo included), for the batch
+                raise BackendError(
+                    "Expected a None object in the execute function return list for reschduled "
+                    f"request, found type '{_type_words(response)}'."
+                )
+        return [
+            self._rescheduled() if rescheduled else self._convert(response)
+            for response, rescheduled in zip(responses, again, strict=True)
+        ]
 
-    def _sent_response(self, request: Any) -> RequestOutputs | ServerError:
+    def _rescheduled(self) -> ServerError:
+        """A rescheduled request's answer: the marker its sequence batcher runs it again on, or
+        Triton's error where the model's config does not allow rescheduling."""
+        if self._iterative:
+            return RequestRescheduled(f"request to model '{self.context.model_name}' was rescheduled")
+        return InvalidInput(
+            "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE, while the model is not "
+            "configured to handle such a flag."
+        )
+
+    def _sent_response(self, request: Any, rescheduled: bool) -> RequestOutputs | ServerError:
         control = request.control
+        if rescheduled:
+            if control is None or control.sent is None:
+                return self._rescheduled()
+            return BackendError(
+                f"a request to model '{self.context.model_name}' was rescheduled after its response "
+                "sender sent its one response (non-decoupled models answer in their last execution only)"
+            )
         if control is None or control.sent is None:
             return BackendError(
                 f"execute() of model '{self.context.model_name}' returned None without sending a "
@@ -238,6 +276,20 @@ class PythonBackend(Backend):
                 loop.close()
             if imports is not None:
                 imports.release()
+
+
+def _finished(request: Any) -> bool:
+    """The request's final response was sent (decoupled)."""
+    control = request.control
+    return control is not None and bool(control.finished)
+
+
+def _type_words(value: Any) -> str:
+    """`str(type(value))` as the model sees it (our pb_utils under its Triton name)."""
+    kind = type(value)
+    module = UTILS_MODULE if kind.__module__.endswith("." + UTILS_MODULE) else kind.__module__
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    return f"<class '{name}'>"
 
 
 def _timeout_us(parameters: dict[str, Any]) -> int:

@@ -53,10 +53,16 @@ class InferenceResponseSender:
         self._exception = exception
         self._closed = False
         self._responses = 0
+        self.rescheduled = False  # its request was rescheduled: the next execution's sender sends
 
     def send(self, response: Any = None, flags: int = 0) -> None:
         if self._closed:
             raise self._exception("Unable to send response. Response sender has been closed.")
+        if self.rescheduled:  # the request's next execution may already be sending in its place
+            raise self._exception(
+                "Unable to send response. The request was rescheduled: the response sender of its "
+                "next execution sends its responses."
+            )
         final = bool(flags & COMPLETE_FINAL)
         if response is None and not final:
             raise self._exception(

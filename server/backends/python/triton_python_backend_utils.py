@@ -3,7 +3,8 @@
 Written from the python_backend README (Usage, Error Handling, Interoperability, Logging); inside a
 worker this module is importable under the top-level name `triton_python_backend_utils`, so a
 `model.py` written for Triton runs unchanged. Response senders and BLS calls live in
-streaming.py; request rescheduling is not offered (TritonModelException says so).
+streaming.py; `set_release_flags` (request rescheduling) is read by backend.py once execute()
+returns.
 """
 
 from __future__ import annotations
@@ -262,6 +263,8 @@ class InferenceRequest:
         self._control: Any = None  # the executing instance's RequestControl (cancel flag, sender)
         self._convert: Any = None  # InferenceResponse -> what the control sends
         self._sender: Any = None
+        self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL  # set_release_flags
+        self._released = False  # execute() returned: the release flags are read (backend.py)
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -298,10 +301,36 @@ class InferenceRequest:
             self._sender = _streaming.InferenceResponseSender(
                 self._control, self._convert, TritonModelException
             )
+            self._sender.rescheduled = self._released and self._rescheduled()
         return self._sender
 
+    def _rescheduled(self) -> bool:
+        return self._release_flags == TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
+
+    def _release(self) -> bool:
+        """execute() returned (backend.py): True when the model rescheduled this request."""
+        self._released = True
+        rescheduled = self._rescheduled()
+        if rescheduled and self._sender is not None:
+            self._sender.rescheduled = True
+        return rescheduled
+
     def set_release_flags(self, flags: int) -> None:
-        raise TritonModelException("request rescheduling is not supported by tritonctl yet")
+        """TRITONSERVER_REQUEST_RELEASE_RESCHEDULE: run this request again in a later execute()
+        (the model's config needs `sequence_batching { iterative_sequence: true }`);
+        TRITONSERVER_REQUEST_RELEASE_ALL (the default): the request is done when execute returns."""
+        if flags not in (TRITONSERVER_REQUEST_RELEASE_ALL, TRITONSERVER_REQUEST_RELEASE_RESCHEDULE):
+            raise TritonModelException(
+                f"set_release_flags: flags must be TRITONSERVER_REQUEST_RELEASE_ALL "
+                f"({TRITONSERVER_REQUEST_RELEASE_ALL}) or TRITONSERVER_REQUEST_RELEASE_RESCHEDULE "
+                f"({TRITONSERVER_REQUEST_RELEASE_RESCHEDULE}), got {flags!r}"
+            )
+        if self._released:
+            raise TritonModelException(
+                "set_release_flags must be called before execute() returns: the request was "
+                "released when it returned"
+            )
+        self._release_flags = flags
 
     def exec(self, decoupled: bool = False) -> Any:
         """Business logic scripting: run this request on the named model of the server."""

@@ -19,6 +19,12 @@ Two strategies, as Triton's:
   `preferred_batch_size`, `max_queue_delay_microseconds` and `preserve_ordering`.
 Control tensors (control_tensors.py) are added to every row as inputs.
 
+`iterative_sequence: true` (python models' request rescheduling): a request needs no sequence id
+(one is given, with START), and an answer that says RequestRescheduled (the model called
+`set_release_flags(TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)`) puts the same request back into its
+sequence, in its slot, for a later batch, where it is joined by new and other rescheduled requests
+(continuous batching); any other answer ends the sequence and frees the slot.
+
 Like the dynamic batcher, everything runs on the event loop thread: a pump runs after requests
 arrive and whenever an instance frees up, and one timer covers batching delays and idle release.
 """
@@ -42,7 +48,7 @@ from server.core.scheduler.sequence_table import (
     sequence_parameters,
 )
 from server.core.stats import ModelStats
-from server.errors import BackendError, InvalidInput, ServerError, WorkerCrashed
+from server.errors import BackendError, InvalidInput, RequestRescheduled, ServerError, WorkerCrashed
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome, WorkerChannel
 
@@ -92,8 +98,13 @@ class SequenceBatcher(PumpedScheduler):
         # Null rows keep each sequence in its batch row for backends that batch tensors by row;
         # a python model gets each request on its own, so its direct batches hold ready rows only.
         self.null_rows = config.backend != "python"
+        self.iterative = batching.iterative_sequence
         self.table = SequenceTable(
-            self.model_name, len(self.pool.channels), slots, batching.max_sequence_idle_microseconds
+            self.model_name,
+            len(self.pool.channels),
+            slots,
+            batching.max_sequence_idle_microseconds,
+            iterative=self.iterative,
         )
         self._in_order: collections.deque[_Execution] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,7 +126,10 @@ class SequenceBatcher(PumpedScheduler):
     def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         if not self._accepting:
             raise self.not_ready()
-        corrid, start, end = sequence_parameters(request, self.model_name)
+        if self.iterative:
+            corrid, start, end = self._iterative_parameters(request)
+        else:
+            corrid, start, end = sequence_parameters(request, self.model_name)
         if self.batched and request.batch_rows(self.max_batch_size) != 1:
             raise InvalidInput(
                 f"inference request to model '{self.model_name}' must specify batch-size 1 due to "
@@ -126,6 +140,17 @@ class SequenceBatcher(PumpedScheduler):
         item = SequenceRequest(request, corrid, start, end, now, future)
         self.table.enqueue(item, now)  # InvalidInput / WorkerCrashed before anything is counted
         return self._queued(item, future)
+
+    def _iterative_parameters(self, request: InferenceRequest) -> tuple[int | str, bool, bool]:
+        """An iterative sequence is its one request: without an id it gets one (and START), as
+        Triton's IterativeSequencer does; it ends when the request is released, never by END."""
+        if request.parameters.get("sequence_id") in (None, 0, ""):
+            given = self.table.auto_id()
+            kept = {k: v for k, v in request.parameters.items() if k != "sequence_end"}
+            request.parameters = {**kept, "sequence_id": given, "sequence_start": True}
+            return given, True, False
+        corrid, start, _ = sequence_parameters(request, self.model_name)
+        return corrid, start, False
 
     def _withdraw(self, item: SequenceRequest) -> None:
         if self.table.withdraw(item):
@@ -341,6 +366,8 @@ class SequenceBatcher(PumpedScheduler):
         now = time.monotonic_ns()
         for row in real:
             self.table.finished(row, now)
+        if self.iterative:
+            self._iterate(execution.rows, outcome.results, now)
         if crashed:  # every sequence whose state that worker held ends, not only this batch's
             for instance, slots in enumerate(self.table.slots):
                 if any(slot.sequence is not None for slot in slots):
@@ -351,6 +378,52 @@ class SequenceBatcher(PumpedScheduler):
             return
         while self._in_order and self._in_order[0].outcome is not None:
             self._deliver(self._in_order.popleft())
+
+    def _iterate(
+        self, rows: list[SequenceRequest | None], results: list[InferenceResult | ServerError], now: int
+    ) -> None:
+        """Iterative sequences after a batch: a rescheduled row goes back into its sequence (and
+        is no longer a row of this batch: nothing answers it now); any other ends its sequence."""
+        requeued = False
+        for index, row in enumerate(rows):
+            if row is None or row.sequence is None:
+                continue
+            if index < len(results) and isinstance(results[index], RequestRescheduled):
+                rows[index] = None
+                requeued = self._reschedule(row, now) or requeued
+            else:
+                self.table.complete(row.sequence)
+        if requeued:
+            self._schedule_pump()
+
+    def _reschedule(self, item: SequenceRequest, now: int) -> bool:
+        """The same request again, in its slot; what its client gets when that cannot be."""
+        sequence = item.sequence
+        assert sequence is not None
+        if item.waiter.done():  # cancelled while it ran: its sequence ends here
+            self.table.complete(sequence)
+            self._cancelled_in_queue(item.request)
+            return False
+        request = item.request
+        if self.controls:  # the next dispatch adds them again, with START false
+            request.inputs = [tensor for tensor in request.inputs if tensor.name not in self.controls.names]
+        request.parameters = {
+            key: value
+            for key, value in request.parameters.items()
+            if key not in ("sequence_start", "sequence_end")  # the model sees flags 0 now
+        }
+        if self.table.requeue(item, now):
+            return True
+        self._fail_items(
+            [item],
+            self.not_ready()
+            if not self._accepting
+            else WorkerCrashed(
+                f"sequence {item.corrid} of model '{self.model_name}' was ended while its request "
+                "was rescheduled"
+            ),
+        )
+        return False
 
     def _deliver(self, execution: _Execution) -> None:
         assert execution.outcome is not None

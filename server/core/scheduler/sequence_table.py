@@ -16,6 +16,12 @@ directly; sequence.py runs them. The rules follow Triton's sequence batcher
   its slot goes to the backlog or back to the free ones;
 - a sequence whose instance died is ended: its queued requests fail and its next request gets a
   clear error until it STARTs again (its state died with the worker).
+
+Iterative sequences (`iterative_sequence: true`, batcher.md "Iterative Sequences"): one request is
+the whole sequence. A request without a sequence id gets the next free one (`auto_id`, counting
+from 1 as Triton does) and START; a rescheduled request goes back into its sequence's queue
+(`requeue`: neither START nor END now); the sequence ends when its request is released for good
+(`complete`) or withdrawn.
 """
 
 from __future__ import annotations
@@ -70,8 +76,12 @@ class Slot:
 
 
 class SequenceTable:
-    def __init__(self, model_name: str, instances: int, slots_per_instance: int, idle_us: int) -> None:
+    def __init__(
+        self, model_name: str, instances: int, slots_per_instance: int, idle_us: int, iterative: bool = False
+    ) -> None:
         self.model_name = model_name
+        self.iterative = iterative
+        self._next_id = 1  # the next id auto_id() gives out
         self.slots_per_instance = slots_per_instance
         self.idle_ns = (idle_us or DEFAULT_IDLE_US) * 1000
         self.slots = [[Slot(k, j) for j in range(slots_per_instance)] for k in range(instances)]
@@ -119,12 +129,49 @@ class SequenceTable:
         if sequence is None or item not in sequence.queue:
             return False
         sequence.queue.remove(item)
-        if not sequence.queue and not sequence.live:  # its END is gone: nothing will free the slot
+        if self.iterative and not sequence.queue and not sequence.in_flight:  # its one request left
+            self.complete(sequence)
+        elif not sequence.queue and not sequence.live:  # its END is gone: nothing will free the slot
             if sequence.slot is not None:
                 self.release(sequence.slot)
             else:
                 self._forget_backlogged(sequence)
         return True
+
+    # -- iterative sequences ---------------------------------------------------------------------
+
+    def auto_id(self) -> int:
+        """The id of an iterative sequence whose request named none (skipping live ones)."""
+        while self._next_id in self.live:
+            self._next_id += 1
+        corrid = self._next_id
+        self._next_id += 1
+        return corrid
+
+    def requeue(self, item: SequenceRequest, now_ns: int) -> bool:
+        """A rescheduled request back at the end of its sequence's queue, neither START nor END;
+        False when its sequence was ended meanwhile (unloaded, crashed): nothing will run it."""
+        sequence = item.sequence
+        if sequence is None or not sequence.live or sequence.slot is None:
+            return False
+        item.start = item.end = False
+        item.enqueue_ns = now_ns
+        sequence.queue.append(item)
+        sequence.last_ns = now_ns
+        return True
+
+    def complete(self, sequence: Sequence) -> None:
+        """An iterative sequence's request was released for good: the sequence is over (unless its
+        id has more requests queued or running: they go on in its slot)."""
+        if sequence.queue or sequence.in_flight:
+            return
+        if self.live.get(sequence.corrid) is sequence:
+            del self.live[sequence.corrid]
+        sequence.live = False
+        if sequence.slot is not None:
+            self.release(sequence.slot)
+        else:
+            self._forget_backlogged(sequence)
 
     # -- slots ------------------------------------------------------------------------------------
 
