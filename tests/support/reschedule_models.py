@@ -16,6 +16,10 @@ error response ("state lost ...").
                       until OUT = 0, sent with the final flag
     wrong_return      non-decoupled: reschedules and still returns a response (Triton's error)
     bad_flags         non-decoupled: set_release_flags(IN); answers OUT = IN when that was allowed
+    bls               non-decoupled, no sequence batching: IN = n; calls the model named by
+                      parameter COUNTDOWN with exec() and the one named by STREAM with
+                      exec(decoupled=True): OUT = the first's OUT, COUNT = the second's responses
+                      with outputs (n)
     reschedule_once   non-decoupled or decoupled (the `decoupled` option): reschedules every
                       request on its first execution (for configs that do not allow it)
 """
@@ -136,6 +140,36 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
         return responses
 """,
+    "bls": """
+import json
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"])["parameters"]
+        self.countdown = parameters["COUNTDOWN"]["string_value"]
+        self.stream = parameters["STREAM"]["string_value"]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            value = pb_utils.get_input_tensor_by_name(request, "IN")
+            answer = pb_utils.InferenceRequest(
+                model_name=self.countdown, inputs=[value], requested_output_names=["OUT"]
+            ).exec()
+            if answer.has_error():
+                responses.append(pb_utils.InferenceResponse(error=answer.error()))
+                continue
+            streamed = pb_utils.InferenceRequest(
+                model_name=self.stream, inputs=[value], requested_output_names=["OUT"]
+            ).exec(decoupled=True)
+            count = sum(1 for response in streamed if response.output_tensors())
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.get_output_tensor_by_name(answer, "OUT"),
+                pb_utils.Tensor("COUNT", np.array([count], np.int32)),
+            ]))
+        return responses
+""",
     "reschedule_once": """
 import json
 
@@ -171,6 +205,7 @@ _OUTPUTS = {
     "countdown": [("OUT", "TYPE_INT32"), ("CORRID", "TYPE_UINT64"), ("MAX_BATCH", "TYPE_INT32"),
                   ("FLAGS", "TYPE_STRING")],
     "countdown_stream": [("OUT", "TYPE_INT32"), ("MAX_BATCH", "TYPE_INT32")],
+    "bls": [("OUT", "TYPE_INT32"), ("COUNT", "TYPE_INT32")],
 }  # fmt: skip
 ITERATIVE = "sequence_batching { iterative_sequence: true }\n"
 
@@ -184,9 +219,13 @@ def write_reschedule_model(
     decoupled: bool | None = None,
     scheduling: str = ITERATIVE,
     mode: str = "",
+    parameters: dict[str, str] | None = None,
 ) -> Path:
     """One of the models above under `name`; `scheduling` is its config's scheduler block
     (iterative sequence batching by default), `mode` its TRITONCTL_INSTANCE_MODE."""
+    parameters = dict(parameters or {})
+    if mode:
+        parameters["TRITONCTL_INSTANCE_MODE"] = mode
     if decoupled is None:
         decoupled = kind == "countdown_stream"
     config = f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch_size}\n'
@@ -197,8 +236,8 @@ def write_reschedule_model(
     config += "instance_group [ { count: 1 kind: KIND_CPU } ]\n" + scheduling
     if decoupled:
         config += "model_transaction_policy { decoupled: true }\n"
-    if mode:
-        config += f'parameters {{ key: "TRITONCTL_INSTANCE_MODE" value {{ string_value: "{mode}" }} }}\n'
+    for key, value in parameters.items():
+        config += f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
     model_dir = repo / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(config)

@@ -36,6 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         write_reschedule_model(repo, f"stream_{mode}", "countdown_stream", mode=mode)
     write_reschedule_model(repo, "countdown_batched", "countdown", max_batch_size=4)
     write_reschedule_model(repo, "stream_batched", "countdown_stream", max_batch_size=4)
+    calls = {"COUNTDOWN": "countdown_process", "STREAM": "stream_process"}
+    write_reschedule_model(repo, "bls", "bls", scheduling="", parameters=calls)
     write_reschedule_model(repo, "wrong_return", "wrong_return")
     write_reschedule_model(repo, "bad_flags", "bad_flags")
     write_reschedule_model(repo, "plain", "reschedule_once", scheduling="")
@@ -184,6 +186,16 @@ def test_a_cancelled_stream_ends_its_sequence_and_frees_the_slot(server: Running
     finally:
         again.close()
     assert [(_value(result, "OUT"), error) for result, error in answers] == [(1, None), (0, None)]
+
+
+def test_bls_calls_into_rescheduling_models(server: RunningServer) -> None:
+    """Triton's bls_request_rescheduling: exec() and exec(decoupled=True) on iterative models."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        result = client.infer("bls", [_input(grpcclient, 3)])
+    finally:
+        client.close()
+    assert (_value(result, "OUT"), _value(result, "COUNT")) == (3, 3)
 
 
 # -- misuse: Triton's errors --------------------------------------------------------------------------
