@@ -17,6 +17,7 @@ import numpy as np
 from server.vocabulary.dtypes import WIRE_TO_NUMPY, deserialize_bytes, serialize_bytes
 
 COMPLETE_FINAL = 1
+RELEASE_ALL, RELEASE_RESCHEDULE = 1, 2  # TRITONSERVER_REQUEST_RELEASE_*
 SEQUENCE_START, SEQUENCE_END = 1, 2  # TRITONSERVER_REQUEST_FLAG_SEQUENCE_*
 TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU = 0, 1, 2
 
@@ -42,6 +43,21 @@ _CODES = {  # our error classes -> pb_utils.TritonError codes
     "Unsupported": 5,
     "RequestCancelled": 7,
 }
+
+
+def release_flags(flags: int, released: bool, exception: type[Exception]) -> int:
+    """What `request.set_release_flags(flags)` may set: ALL or RESCHEDULE, before execute() returned."""
+    if flags not in (RELEASE_ALL, RELEASE_RESCHEDULE):
+        raise exception(
+            f"set_release_flags: flags must be TRITONSERVER_REQUEST_RELEASE_ALL ({RELEASE_ALL}) or "
+            f"TRITONSERVER_REQUEST_RELEASE_RESCHEDULE ({RELEASE_RESCHEDULE}), got {flags!r}"
+        )
+    if released:
+        raise exception(
+            "set_release_flags must be called before execute() returns: the request was released "
+            "when it returned"
+        )
+    return flags
 
 
 class InferenceResponseSender:

@@ -95,8 +95,8 @@ TRITON_STRING_TO_NUMPY: dict[str, Any] = {
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-TRITONSERVER_REQUEST_RELEASE_ALL = 1
-TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
+TRITONSERVER_REQUEST_RELEASE_ALL = _streaming.RELEASE_ALL
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = _RESCHEDULE = _streaming.RELEASE_RESCHEDULE
 
 
 def triton_to_numpy_type(data_type: int) -> Any:
@@ -301,36 +301,20 @@ class InferenceRequest:
             self._sender = _streaming.InferenceResponseSender(
                 self._control, self._convert, TritonModelException
             )
-            self._sender.rescheduled = self._released and self._rescheduled()
+            self._sender.rescheduled = self._released and self._release_flags == _RESCHEDULE
         return self._sender
-
-    def _rescheduled(self) -> bool:
-        return self._release_flags == TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
 
     def _release(self) -> bool:
         """execute() returned (backend.py): True when the model rescheduled this request."""
         self._released = True
-        rescheduled = self._rescheduled()
-        if rescheduled and self._sender is not None:
-            self._sender.rescheduled = True
-        return rescheduled
+        if self._sender is not None:
+            self._sender.rescheduled = self._release_flags == _RESCHEDULE
+        return self._release_flags == _RESCHEDULE
 
     def set_release_flags(self, flags: int) -> None:
-        """TRITONSERVER_REQUEST_RELEASE_RESCHEDULE: run this request again in a later execute()
-        (the model's config needs `sequence_batching { iterative_sequence: true }`);
-        TRITONSERVER_REQUEST_RELEASE_ALL (the default): the request is done when execute returns."""
-        if flags not in (TRITONSERVER_REQUEST_RELEASE_ALL, TRITONSERVER_REQUEST_RELEASE_RESCHEDULE):
-            raise TritonModelException(
-                f"set_release_flags: flags must be TRITONSERVER_REQUEST_RELEASE_ALL "
-                f"({TRITONSERVER_REQUEST_RELEASE_ALL}) or TRITONSERVER_REQUEST_RELEASE_RESCHEDULE "
-                f"({TRITONSERVER_REQUEST_RELEASE_RESCHEDULE}), got {flags!r}"
-            )
-        if self._released:
-            raise TritonModelException(
-                "set_release_flags must be called before execute() returns: the request was "
-                "released when it returned"
-            )
-        self._release_flags = flags
+        """TRITONSERVER_REQUEST_RELEASE_RESCHEDULE: run this request again in a later execute() (the
+        config needs `sequence_batching { iterative_sequence: true }`); _ALL (the default): done."""
+        self._release_flags = _streaming.release_flags(flags, self._released, TritonModelException)
 
     def exec(self, decoupled: bool = False) -> Any:
         """Business logic scripting: run this request on the named model of the server."""
