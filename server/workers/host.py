@@ -17,7 +17,9 @@ A worker template (`host_for(..., fork=True)`, `host_process.Template`) is the s
 instances that keep a process each (python models): the template has imported the interpreter's
 modules, numpy and the backend once; each worker is forked from it (copy-on-write pages shared), so
 it starts in milliseconds and holds only what its model adds. Its exit status comes from the
-template, which reaps it.
+template, which reaps it: a forked worker has ended when the template reports that (or, the
+template dead, when the worker's pidfd says it exited), never when we merely sent it SIGKILL; a
+killed process runs on until the kernel ends it, which takes a while on a loaded machine.
 
 `HostedProcess` is what a hosted instance's channel holds in place of a `subprocess.Popen`: the
 host's pid, and an exit status of the instance itself (its thread's end, or the host's death).
@@ -31,11 +33,13 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 
 from server.workers.shm import Receiver, decode, encode, send
@@ -62,6 +66,12 @@ class HostedProcess:
     """One hosted instance, seen through the `subprocess.Popen` methods its channel uses."""
 
     def __init__(self, host: Host, ident: int, parent_sock: socket.socket) -> None:
+        # A forked worker's pidfd, from the template's "forked" report (-1: none yet, or no pidfds
+        # here): signalling and watching it can never reach another process that reused the pid.
+        self._pidfd = -1
+        self._pidfd_lock = threading.Lock()  # wait() may poll it from an executor thread
+        self._watching = False  # the event loop watches the pidfd (orphaned)
+        self._kill_requested = False
         self.host = host
         self.ident = ident
         self.pid = host.pid  # a forked worker's own pid once the template reports it
@@ -82,10 +92,22 @@ class HostedProcess:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if not self._ended.wait(timeout):
+        """Until the instance has ended (its host's report, on the event loop). A forked worker
+        also counts as ended once its pidfd says it exited, so this returns where that report
+        cannot arrive (off the loop: atexit); its status then reads KILLED until reported."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ended.wait(0.01 if self._pidfd >= 0 else timeout):
+            if self._has_exited():
+                break
+            if deadline is None or time.monotonic() < deadline:
+                continue
             raise subprocess.TimeoutExpired(f"hosted instance {self.ident}", timeout or 0.0)
-        assert self.returncode is not None
-        return self.returncode
+        return self.returncode if self.returncode is not None else KILLED
+
+    def _has_exited(self) -> bool:
+        """A forked worker's process has exited (a zombie or reaped): its pidfd reads readable."""
+        with self._pidfd_lock:
+            return self._pidfd >= 0 and bool(select.select([self._pidfd], [], [], 0)[0])
 
     async def wait_exit(self, timeout_s: float) -> int | None:
         """The instance's exit status, waiting up to `timeout_s` (shm_channel.wait_for_exit)."""
@@ -95,20 +117,69 @@ class HostedProcess:
         return self.returncode
 
     def kill(self) -> None:
-        """A forked worker: SIGKILL. A hosted thread: abandon it (its socket is shut, so the channel
-        sees it exit; the thread ends when its model returns); the host and the others go on."""
+        """A forked worker: SIGKILL (through its pidfd). It has not ended yet: it runs, and holds its
+        memory, until the kernel ends it; the template's "ended" report, after it reaps the worker,
+        says so (the channel sees its socket close and waits for that status). Before the template
+        reported the fork, its socket is shut (the worker reads end-of-file) and the report's
+        arrival sends the signal.
+        A hosted thread: abandon it (its socket is shut, so the channel sees it exit; the thread
+        ends when its model returns); the host and the others go on."""
         if self.returncode is not None:
             return
-        if self.host.fork and self.pid != self.host.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        if self.host.fork:
+            self._kill_requested = True
+            if self.pid != self.host.pid:
+                self._signal()
+            else:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+            return
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self.ended(KILLED)
 
+    def _signal(self) -> None:
+        with self._pidfd_lock, contextlib.suppress(ProcessLookupError):
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            elif self.returncode is None:  # no pidfd: not reaped yet (unreported), so still this pid
+                os.kill(self.pid, signal.SIGKILL)
+
+    def forked(self, pid: int, pidfd: int) -> None:
+        """The template forked the worker: its pid and a pidfd of it (-1: none)."""
+        self.pid = pid
+        if self.returncode is not None:
+            if pidfd >= 0:
+                os.close(pidfd)
+        else:
+            self._pidfd = pidfd
+            if self._kill_requested:
+                self._signal()
+        if not self.loaded.done():
+            self.loaded.set_result(None)
+
+    def orphaned(self, code: int) -> None:
+        """Its host died with `code`. A forked worker outlives its template (it notices within the
+        worker's PARENT_POLL_S): kill it now and report it ended once its pidfd says it exited, so
+        that its restart does not run beside it."""
+        if self.returncode is not None:
+            return
+        if self._pidfd < 0:
+            self.ended(code)
+            return
+        self._signal()
+        self._exit.get_loop().add_reader(self._pidfd, self.ended, code)
+        self._watching = True
+
     def ended(self, code: int) -> None:
         if self.returncode is None:
             self.returncode = code
+        with self._pidfd_lock:
+            if self._pidfd >= 0:
+                if self._watching:
+                    self._exit.get_loop().remove_reader(self._pidfd)
+                os.close(self._pidfd)
+                self._pidfd = -1
         self._ended.set()
         if not self._exit.done():
             self._exit.set_result(None)
@@ -182,16 +253,15 @@ class Host:
                 self._gone()
                 return
             message, fds = received
-            for fd in fds:
-                os.close(fd)
             record = decode(message)
             hosted = self.instances.get(int(record.get("id", 0)))
+            pidfd = fds.pop(0) if fds and hosted is not None and record.get("op") == "forked" else -1
+            for fd in fds:
+                os.close(fd)
             if hosted is None:
                 continue
             if record["op"] == "forked":
-                hosted.pid = int(record["pid"])
-                if not hosted.loaded.done():
-                    hosted.loaded.set_result(None)
+                hosted.forked(int(record["pid"]), pidfd)
             elif record["op"] == "loaded":
                 hosted.memory_bytes = int(record.get("memory", 0))
                 hosted.gpu_memory_bytes = int(record.get("gpu_memory", 0))
@@ -226,7 +296,7 @@ class Host:
         )
         instances, self.instances = self.instances, {}
         for hosted in instances.values():
-            hosted.ended(code)
+            hosted.orphaned(code)
 
     def close(self) -> None:
         """End the host (its instances' sockets closed first by their channels)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from server.core.placement import place_instances
 from server.errors import LoadError, ModelNotReady, WorkerCrashed
 from server.repository import load_model_config
 from server.workers.backend_loading import InstanceLaunch
+from server.workers.host import HostedProcess, close_hosts
 from server.workers.settings import WorkerOptions
 from server.workers.supervisor import InstanceSupervisor, start_worker
 from tests.integration.workers.pool import Workers, output, request
@@ -206,10 +208,7 @@ def test_kill_ends_a_busy_instance_that_is_closing(workers: Workers) -> None:
     async def scenario() -> tuple[int, float]:
         supervisor = await InstanceSupervisor.launch(
             InstanceLaunch("slow_killed", 1, model_dir, config, spec),
-            # A spawned worker: the test reads its pid through psutil. A forked worker (the
-            # default) failed this check in 2 of 5 full-suite runs, reading 'running' after the
-            # kill; passes alone. Left open in #18's note (the pid a forked channel reports).
-            WorkerOptions(fork_workers=False),
+            WorkerOptions(),  # forked from the template (the default)
             lambda _n, state, _r: states.append(state),
         )
         assert supervisor.channel is not None
@@ -231,6 +230,72 @@ def test_kill_ends_a_busy_instance_that_is_closing(workers: Workers) -> None:
     assert took < 5
     assert states == ["READY", "STOPPED"]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _pidfd_target(pidfd: int) -> int:
+    """The pid a pidfd of ours refers to (/proc/self/fdinfo; -1 once that process is reaped)."""
+    for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"fd {pidfd} is not a pidfd")
+
+
+def test_a_killed_forked_worker_is_reported_ended_once_its_template_reaped_it(workers: Workers) -> None:
+    # The kill used to report the exit at once (status -9) while the process still ran: on a
+    # loaded machine its pid read 'running' after close() returned.
+    channel = workers.start(write_python_model(workers.root, "slow_reaped", "slow", delay_ms=60_000))
+    process = channel.process
+    assert isinstance(process, HostedProcess) and process.host.fork
+    pid = channel.pid
+    assert pid != process.host.pid and psutil.Process(pid).ppid() == process.host.pid
+    assert _pidfd_target(process._pidfd) == pid  # the template's pidfd of exactly this worker
+
+    async def kill_while_busy() -> str:
+        busy = asyncio.ensure_future(channel.submit([request("m", INPUT0=OK)]))
+        await asyncio.sleep(0.2)
+        channel.kill()
+        assert process.poll() is None  # sent SIGKILL, not ended yet
+        with pytest.raises(WorkerCrashed, match="SIGKILL"):
+            await busy
+        return await channel.exited
+
+    assert "SIGKILL" in workers.run(kill_while_busy(), timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not psutil.pid_exists(pid)  # reaped by the template before it reported the exit
+    assert process._pidfd == -1  # closed
+
+
+def test_a_dead_templates_workers_are_killed_before_they_are_reported_ended(tmp_path: Path) -> None:
+    # A worker outlives its template until it notices (worker.PARENT_POLL_S); reporting it ended
+    # when the template died let its restart run beside it. Its own event loop: its own template.
+    model_dir = write_python_model(tmp_path, "orphaned", "slow", delay_ms=60_000)
+    config = load_model_config(model_dir)
+    spec = place_instances(config, [])[0]
+
+    def running(pid: int) -> bool:  # an orphan is reaped by init, not by us: a zombie is gone
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return False
+
+    async def scenario() -> str:
+        try:
+            launch = InstanceLaunch("orphaned", 1, model_dir, config, spec)
+            channel = await start_worker(launch, WorkerOptions())
+            process = channel.process
+            assert isinstance(process, HostedProcess)
+            os.kill(process.host.pid, signal.SIGKILL)
+            while process.poll() is None:
+                await asyncio.sleep(0.001)
+            assert not running(channel.pid)  # the moment it reads ended
+            return await channel.exited
+        finally:
+            close_hosts()
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert "SIGKILL" in loop.run_until_complete(asyncio.wait_for(scenario(), 30))
+    finally:
+        loop.close()
 
 
 ORPHAN_SCRIPT = """
