@@ -98,12 +98,23 @@ class LifecycleManager:
         self._idle_task: asyncio.Task[None] | None = None
         self._trims: set[asyncio.Task[None]] = set()
         self._evicting: set[str] = set()  # chosen and being unloaded: their memory counts as free
+        # The models holding a loaded version, with the usage each adds to `_resident_total`. Kept
+        # up to date by after_load / after_unload (a model only becomes resident through a load,
+        # which always ends in after_load) instead of walking every record per decision: with
+        # thousands of models and dozens of loads a second on demand, that walk took a quarter of
+        # the event loop. A model that stops serving another way (every instance gave up) is
+        # dropped when the eviction order meets it.
+        self._resident: dict[str, MemoryUsage] = {}
+        self._resident_total = MemoryUsage()
+        self._resident_ensembles: set[str] = set()
         self.table: VersionTable | None = None
         self.loader: ModelLoader | None = None
 
     def attach(self, table: VersionTable, loader: ModelLoader) -> None:
         self.table, self.loader = table, loader
         loader.policy = self
+        for record in table.records():
+            self._note_residency(record.name)
 
     # -- LoadPolicy ------------------------------------------------------------------------------
     async def before_load(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> None:
@@ -124,17 +135,28 @@ class LifecycleManager:
         while True:
             victims: list[str] = []
             async with self._lock:  # decide under the lock, unload outside it: loads never queue
-                while (short := self._shortfall(needed)) is not None:  # behind another's eviction
-                    device, missing = short
+                # One pass over the residents per decision (used, then the LRU order if short):
+                # loads on demand come dozens a second and share the event loop with requests.
+                used = self.used()
+                order: dict[str, Iterator[str]] = {}
+                while (short := self._shortfall_of(used, needed)) is not None:  # behind another's
+                    device, missing = short  # eviction
                     if self.starting:
                         self.deferred.add(name)
                         self.counters.deferred_at_start += 1
                         raise LoadError(f"deferred: {DEFERRED_REASON}")
-                    victim = self._lru_victim(device, exclude=name)
+                    if not order and self._prune_stale():
+                        used = self.used()  # a model had stopped serving unseen: count again
+                        continue
+                    if device not in order:
+                        order[device] = self._eviction_order(device, exclude=name)
+                    victim = next(order[device], None)
                     if victim is None:
                         break
                     self._evicting.add(victim)  # counted as free from now on
                     victims.append(victim)
+                    for gone_device, size in self.measured.get(victim, MemoryUsage()).by_device.items():
+                        used.by_device[gone_device] = used.by_device.get(gone_device, 0) - size
                 else:
                     self._reserved[name] = needed
             if victims:
@@ -169,6 +191,7 @@ class LifecycleManager:
         if total.by_device:
             self.measured[name] = total
             self._loaded_at[name] = time.time()
+        self._note_residency(name)
         if self.budget and not self.starting and self._shortfall(MemoryUsage()) is not None:
             # The load held more than its estimate: evict others until the budget holds again.
             task = asyncio.get_running_loop().create_task(self._trim(keep=name))
@@ -225,31 +248,50 @@ class LifecycleManager:
             in_process=mode in (INLINE, THREAD),
         )
 
+    def after_unload(self, name: str) -> None:
+        """An unload of `name` ended (the loader calls it): its memory is free again."""
+        self._note_residency(name)
+
+    def _note_residency(self, name: str) -> None:
+        """Bring `_resident` and its total up to date for one model (loaded, measured, unloaded)."""
+        previous = self._resident.pop(name, None)
+        if previous is not None:
+            for device, size in previous.by_device.items():
+                self._resident_total.by_device[device] -= size
+        self._resident_ensembles.discard(name)
+        if not self._is_resident(name):
+            return
+        usage = self.measured.get(name, MemoryUsage())
+        self._resident[name] = usage
+        self._resident_total += usage
+        record = self.table.record(name) if self.table is not None else None
+        if record is not None and record.config is not None and is_ensemble(record.config):
+            self._resident_ensembles.add(name)
+
     def used(self) -> MemoryUsage:
         """Memory held by loaded models (measured) and by loads under way (estimated)."""
-        used = MemoryUsage()
-        for name in self._resident_names():
-            if name not in self._evicting:
-                used += self.measured.get(name, MemoryUsage())
+        used = MemoryUsage(dict(self._resident_total.by_device))
+        for name in self._evicting:
+            for device, size in self._resident.get(name, MemoryUsage()).by_device.items():
+                used.by_device[device] -= size
         for name, reserved in self._reserved.items():
-            if name not in self.measured or not self._is_resident(name):
+            if name not in self.measured or name not in self._resident:
                 used += reserved
         return used
 
     def _shortfall(self, needed: MemoryUsage) -> tuple[str, int] | None:
-        used = self.used()
+        return self._shortfall_of(self.used(), needed)
+
+    def _shortfall_of(self, used: MemoryUsage, needed: MemoryUsage) -> tuple[str, int] | None:
         for device, limit in self.budget.items():
             over = used.by_device.get(device, 0) + needed.by_device.get(device, 0) - limit
             if over > 0:
                 return device, over
         return None
 
-    def _resident_names(self) -> Iterator[str]:
-        if self.table is None:
-            return
-        for record in self.table.records():
-            if any(slot.serving is not None for slot in record.versions.values()):
-                yield record.name
+    def _resident_names(self) -> list[str]:
+        """Models with a loaded version (serving, or still draining)."""
+        return list(self._resident)
 
     def reclaimable(self, device: str) -> int:
         """Bytes of `device` held by models that could be evicted now."""
@@ -260,6 +302,13 @@ class LifecycleManager:
             if self.evictable(name, in_use)
         )
 
+    def _prune_stale(self) -> bool:
+        """Drop residents that stopped serving without an unload; whether there were any."""
+        stale = [name for name in self._resident if not self._is_resident(name)]
+        for name in stale:
+            self._note_residency(name)
+        return bool(stale)
+
     def _is_resident(self, name: str) -> bool:
         record = self.table.record(name) if self.table is not None else None
         return record is not None and any(slot.serving is not None for slot in record.versions.values())
@@ -269,8 +318,10 @@ class LifecycleManager:
         """Seconds since the epoch of the model's last execution, or of its load if later."""
         assert self.table is not None
         newest = self._loaded_at.get(name, 0.0)
-        for loaded in self.table.loaded_versions(name):
-            newest = max(newest, loaded.stats.last_inference_ms / 1000.0)
+        record = self.table.record(name)
+        for slot in record.versions.values() if record is not None else ():
+            if slot.serving is not None:
+                newest = max(newest, slot.serving.stats.last_inference_ms / 1000.0)
         return newest
 
     def evictable(self, name: str, composing_in_use: set[str] | None = None) -> bool:
@@ -288,23 +339,33 @@ class LifecycleManager:
 
     def _composing_in_use(self) -> set[str]:
         assert self.table is not None
+        table = self.table
         return {
             model
-            for loaded in self.table.loaded_versions()
+            for name in self._resident_ensembles
+            for loaded in table.loaded_versions(name)
             if is_ensemble(loaded.config)
             for model in composing_names(loaded.config)
         }
 
     def _lru_victim(self, device: str, *, exclude: str) -> str | None:
-        in_use = self._composing_in_use()  # once per choice: a thousand residents make it O(n^2) else
-        candidates = [
-            name
-            for name in self._resident_names()
-            if name != exclude
-            and self.measured.get(name, MemoryUsage()).by_device.get(device, 0) > 0
-            and self.evictable(name, in_use)
-        ]
-        return min(candidates, key=self.last_used, default=None)
+        return next(self._eviction_order(device, exclude=exclude), None)
+
+    def _eviction_order(self, device: str, *, exclude: str) -> Iterator[str]:
+        """The evictable models holding `device` memory, least recently used first. Only the
+        recency of every resident is read up front; whether one may go is asked as it comes up
+        (a victim chosen meanwhile is `_evicting`, and one no longer loaded is not evictable)."""
+        ranked = sorted(
+            (self.last_used(name), name)
+            for name, usage in self._resident.items()
+            if name != exclude and usage.by_device.get(device, 0) > 0
+        )
+        in_use: set[str] | None = None
+        for _, name in ranked:
+            if in_use is None:
+                in_use = self._composing_in_use()
+            if self.evictable(name, in_use):
+                yield name
 
     async def _evict_one(self, victim: str, for_name: str) -> None:
         try:

@@ -61,13 +61,15 @@ class LoadPolicy(Protocol):
     `before_load` runs once the config is checked and the instances are placed, before any of
     them starts; it may unload other models (through the loader) to make room, or raise
     LoadError to refuse the load. `after_load` runs when the load ends, whatever its outcome
-    (the policy measures what the model's versions hold). Memory comes back where versions
-    stop: `_unload_versions` and `_retire` below.
+    (the policy measures what the model's versions hold); `after_unload` when an unload has
+    ended. Memory comes back where versions stop: `_unload_versions` and `_retire` below.
     """
 
     async def before_load(self, name: str, config: ModelConfig, specs: list[InstanceSpec]) -> None: ...
 
     def after_load(self, name: str) -> None: ...
+
+    def after_unload(self, name: str) -> None: ...
 
 
 class ModelLoader:
@@ -183,7 +185,11 @@ class ModelLoader:
         if record is None:
             return  # Triton answers success for a model that is not loaded (or does not exist)
         async with self._lock(name):
-            await self._unload_versions(record, list(record.versions))
+            try:
+                await self._unload_versions(record, list(record.versions))
+            finally:
+                if self.policy is not None:
+                    self.policy.after_unload(name)
             if not record.versions:
                 record.attempted = False
             record.error = ""

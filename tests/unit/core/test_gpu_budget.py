@@ -87,6 +87,7 @@ class GpuLoader:
         for slot in record.versions.values():
             slot.start_unloading()
             slot.unloaded()
+        self.policy.after_unload(name)  # as ModelLoader.unload does
 
 
 def make(

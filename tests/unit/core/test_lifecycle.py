@@ -68,6 +68,7 @@ class FakeLoader:
         for slot in record.versions.values():
             slot.start_unloading()
             slot.unloaded()
+        self.policy.after_unload(name)  # as ModelLoader.unload does
 
 
 SIZES = {"a": 30 * MIB, "b": 30 * MIB, "c": 30 * MIB, "big": 200 * MIB}
@@ -122,6 +123,29 @@ def test_the_least_recently_used_idle_model_is_evicted_first(tmp_path: Path) -> 
     assert record.versions[1].state is ModelState.UNAVAILABLE and record.versions[1].reason == EVICTED_REASON
     assert manager.counters.evictions_budget == 1
     assert table.all_ready()  # an evicted model does not make the server unready
+
+
+def test_residency_follows_unloads_and_instances_that_gave_up(tmp_path: Path) -> None:
+    """The manager keeps its residents and their total as loads and unloads end (it does not walk
+    every record per decision); a model that stopped serving without an unload is found stale
+    when a load is short of room, and neither counts nor is evicted."""
+    manager, loader, table = make(tmp_path, budget={"cpu": 70 * MIB})
+
+    async def run() -> None:
+        await loader.load("a")
+        await loader.load("b")
+        assert manager.used().by_device == {"cpu": 60 * MIB}
+        await loader.unload("a")  # an explicit unload (the API), not an eviction
+        assert manager.used().by_device == {"cpu": 30 * MIB}
+        record = table.record("b")
+        assert record is not None
+        record.versions[1].serving = None  # closed without an unload (a safety net: not a path today)
+        await loader.load("c")
+        await loader.load("a")  # short of room: the stale b is found and dropped, nothing evicted
+        assert manager.used().by_device == {"cpu": 60 * MIB}
+
+    asyncio.run(run())
+    assert loader.unloaded == ["a"]
 
 
 def test_pinned_and_busy_models_are_never_evicted(tmp_path: Path) -> None:

@@ -135,6 +135,9 @@ class RefusingPolicy:
     def after_load(self, name: str) -> None:
         self.ended.append(name)
 
+    def after_unload(self, name: str) -> None:
+        self.ended.append(f"unloaded {name}")
+
 
 def test_the_load_policy_sees_the_placed_instances_and_can_refuse_before_any_start(tmp_path: Path) -> None:
     write_python_model(tmp_path, "m", "identity", instance_count=2)
