@@ -116,6 +116,10 @@ def measure_version(loaded: Any, gpu_probe: GpuMemoryProbe | None = None) -> Mem
                 files = model_files_size(loaded.model_dir, loaded.version)
             usage.add(CPU, files)
             continue
+        if getattr(process, "returncode", None) is not None:
+            # Reaped (a Popen's status is set by the wait that reaps it; a forked worker's once its
+            # template reported reaping it): it holds nothing, and its pid may name another process.
+            continue
         spec = specs.get(getattr(worker, "instance_name", ""))
         on_gpu = spec is not None and spec.kind == KIND_GPU and spec.device_id is not None
         hosted = getattr(process, "memory_bytes", None)

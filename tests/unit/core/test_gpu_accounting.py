@@ -165,6 +165,25 @@ def test_a_gpu_worker_process_reports_what_nvml_sees_for_its_pid(
     assert measure_version(loaded, NO_GPU).by_device == {"cpu": 40 * MIB}  # no NVML: no GPU entry
 
 
+def test_a_reaped_worker_process_is_not_measured_its_pid_may_be_anothers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.core.registry import memory
+
+    read: list[int] = []
+
+    def pss(pid: int) -> int:
+        read.append(pid)
+        return 20 * MIB
+
+    monkeypatch.setattr(memory, "process_pss", pss)
+    specs = [InstanceSpec("m_0_0", KIND_GPU, 1, 0, 0), InstanceSpec("m_0_1", KIND_CPU, None, 0, 1)]
+    # a killed worker (reaped: its status is known) and a live one (a Popen reads None until reaped)
+    workers = [SimpleNamespace(pid=10, returncode=-9), SimpleNamespace(pid=11, returncode=None)]
+    usage = measure_version(version(tmp_path, specs, workers), PidProbe({(10, 1): 500 * MIB}))
+    assert usage.by_device == {"cpu": 20 * MIB} and read == [11]
+
+
 def test_statistics_report_gpu_memory_as_type_gpu_with_its_id() -> None:
     message = service_pb2.ModelStatistics()
     add_memory_usage(message, MemoryUsage({"cpu": 5, "gpu1": 7}))
