@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -64,7 +65,8 @@ def _kill_leftover_workers() -> None:
     for process in list(_LIVE_PROCESSES):
         if process.poll() is None:
             process.kill()
-            process.wait(timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
 
 
 @dataclass(slots=True)

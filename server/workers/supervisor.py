@@ -82,15 +82,15 @@ async def start_worker(
         parent_sock.send(encode(init))
         reply = await _first_reply(parent_sock, options.load_timeout_s)
     except TimeoutError:
-        _stop(process, parent_sock)
+        await _stop(process, parent_sock)
         raise LoadError(f"{where} did not finish loading within {options.load_timeout_s:g} s") from None
     except BaseException:
-        _stop(process, parent_sock)
+        await _stop(process, parent_sock)
         raise
     if reply is None or reply.get("op") != "ready":
         if reply is None:  # it died while loading: let its exit status, not our kill, say how
             await wait_for_exit(process, EXIT_STATUS_GRACE_S)
-        _stop(process, parent_sock)
+        await _stop(process, parent_sock)
         if reply is not None and reply.get("op") == "load_failed":
             raise LoadError(f"{where} failed to load: {reply['error'][1]}")
         raise LoadError(f"{where}: the worker process {_describe_exit(process.returncode)} while loading")
@@ -151,12 +151,13 @@ async def _first_reply(sock: socket.socket, timeout_s: float) -> dict[str, Any] 
         loop.remove_reader(sock.fileno())
 
 
-def _stop(process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+async def _stop(process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    """Kill a worker that did not load and wait (up to 5 s) until it has ended, without blocking
+    the event loop: a forked worker's end is its template's report, which the loop reads."""
     sock.close()
     if process.poll() is None:
         process.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+    await wait_for_exit(process, 5.0)
 
 
 StateCallback = Callable[[str, str, str], None]  # (instance name, state, reason)

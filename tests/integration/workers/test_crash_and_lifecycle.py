@@ -86,6 +86,19 @@ def test_worker_dying_while_loading_is_a_load_error(workers: Workers) -> None:
         workers.start(model_dir)
 
 
+def test_a_forked_worker_that_does_not_load_in_time_is_reaped_before_the_load_error(
+    workers: Workers, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pid"
+    model_dir = write_python_model(workers.root, "hangs_loading", "identity")
+    source = f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    write_python_source(model_dir, source)
+    with pytest.raises(LoadError, match="did not finish loading within 2 s"):
+        workers.start(model_dir, load_timeout_s=2.0)
+    # killed, and its end awaited on the event loop (the template's report), not blocking it
+    assert not psutil.pid_exists(int(marker.read_text()))
+
+
 def test_tensorrt_model_without_tensorrt_says_so(workers: Workers) -> None:
     model_dir = write_python_model(workers.root, "plan", "identity")
     config = load_model_config(model_dir)
