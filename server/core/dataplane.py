@@ -34,6 +34,7 @@ from server.errors import (
     Unavailable,
 )
 from server.vocabulary.dtypes import config_to_wire
+from server.vocabulary.shm_regions import materialize
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.upcalls import install_upcall_handler
@@ -199,6 +200,10 @@ class DataPlane:
                 "(restarting after a crash)"
             )
         loaded.validator.validate(request)
+        for tensor in request.inputs:
+            if tensor.source is not None:  # in a client's region, not read yet
+                self._place_region_inputs(loaded, request)
+                break
         if loaded.decoupled and request.stream is None:
             raise DecoupledUnsupported()  # Triton's words; gRPC ModelStreamInfer and generate_stream serve it
         request.version = str(loaded.version)
@@ -206,6 +211,13 @@ class DataPlane:
         if cached is not None and cached.uses(loaded):
             return cached.submit(loaded, request, self._schedule)
         return self._schedule(loaded, request)
+
+    def _place_region_inputs(self, loaded: LoadedVersion, request: InferenceRequest) -> None:
+        """Read a request's inputs from the client's regions here unless the model's worker
+        processes read them themselves (and no cache key needs them): shm_regions.materialize."""
+        cached = self.cached_models
+        if not loaded.reads_region_inputs or (cached is not None and cached.uses(loaded)):
+            materialize(request)
 
     def _schedule(self, loaded: LoadedVersion, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         """Admission (--max-pending-*) and the model's scheduler."""

@@ -60,6 +60,20 @@ class LoadedVersion:
             getattr(self.scheduler, "streams", False)
         )
 
+    @functools.cached_property
+    def reads_region_inputs(self) -> bool:
+        """Inputs still in a client's shared-memory region may reach the instances unread: they
+        are worker processes (each reads its inputs into its arena: workers/client_inputs.py) and
+        nothing before them needs the bytes (no ensemble steps, no sequence batcher's rows). The
+        DataPlane also reads them first for a model whose answers are cached (the key)."""
+        backend = backend_name(self.config)
+        return (
+            bool(self.channels)
+            and backend != "ensemble"
+            and not self.config.HasField("sequence_batching")
+            and effective_instance_mode(self.config, backend) in (PROCESS, HOST)
+        )
+
     @property
     def has_live_instance(self) -> bool:
         """False while every instance is down (crashed and restarting, or given up): the version

@@ -1,10 +1,13 @@
 """Tensors in client shared memory, for both front ends (the region table: vocabulary/shm_regions.py).
 
-An input whose parameters name a `shared_memory_region` is read from the region when the request
-is decoded; a requested output that names one gets an OutputTarget then (the region is checked
-before the model runs), and its bytes are written there when the answer is encoded: the answer
-carries only its name, datatype and shape (gRPC: an empty raw_output_contents entry keeps the
-others' positions).
+An input whose parameters name a `shared_memory_region` is checked against the region when the
+request is decoded but not read: its Tensor gets a RegionInput (`source`) and a placeholder of the
+right length, and the worker reads the bytes into its arena (workers/client_inputs.py) unless the
+DataPlane reads them first (`materialize`: models whose bytes are needed in the main process). A
+BYTES input is read at once (the request checks count its elements). A requested output that
+names one gets an OutputTarget then (the region is checked before the model runs), and its bytes
+are written there when the answer is encoded: the answer carries only its name, datatype and
+shape (gRPC: an empty raw_output_contents entry keeps the others' positions).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from server.vocabulary.shm_regions import (
     REGION,
     TARGET,
     OutputTarget,
+    RegionInput,
     RegionTable,
+    placeholder,
     shm_parameters,
 )
 from server.vocabulary.types import InferenceResult
@@ -34,13 +39,18 @@ def names_shared_memory(parameters: dict[str, Any]) -> bool:
     return REGION in parameters or BYTE_SIZE in parameters or OFFSET in parameters
 
 
-def read_input(regions: RegionTable, parameters: dict[str, Any], name: str) -> bytes:
-    """The bytes of input `name` from the region its parameters name (the parameters are popped)."""
+def region_input(
+    regions: RegionTable, parameters: dict[str, Any], name: str, datatype: str
+) -> tuple[bytes | memoryview, RegionInput | None]:
+    """Input `name` in the region its parameters name (the parameters are popped): (placeholder,
+    source) to be read later, or (bytes, None) for a BYTES input, read now."""
     found = shm_parameters(parameters, name)
     if found is None:  # only the offset or size was given
         raise InvalidInput(f"input '{name}' sets '{BYTE_SIZE}' or '{OFFSET}' without '{REGION}'")
     region, offset, size = found
-    return regions.read_input(region, offset, size)
+    if datatype == "BYTES":
+        return regions.read_input(region, offset, size), None
+    return placeholder(size), regions.input_source(region, offset, size)
 
 
 def add_output_target(

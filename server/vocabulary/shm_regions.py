@@ -12,8 +12,12 @@ Safety, because the key comes from the network (Triton's own CVE history is here
   is bounds-checked again at use against the region and the object's size at that moment;
 - bytes move with pread/pwrite on the object's descriptor, never through a mapping: a client that
   shrinks its object cannot fault the server (SIGBUS), it gets an error instead;
-- an output target holds its own duplicate of the descriptor, so a region unregistered while a
-  request uses it stays open until that request ends (Triton #7743 was a use after free there);
+- an output target and a region input hold their own duplicate of the descriptor, so a region
+  unregistered while a request uses it stays open until that request ends (Triton #7743 was a use
+  after free there);
+- a region input is not read when decoded: its Tensor carries a RegionInput (`Tensor.source`) and
+  a placeholder of the right length, and the bytes are read once, where they are needed: by the
+  worker into its arena (workers/client_inputs.py), or in the main process (`materialize`);
 - names, keys and the number of regions are bounded; descriptors close at unregister and exit.
 
 Registration is off unless the server runs with `--allow-client-shm=true` (README says why).
@@ -24,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import mmap
 import os
 import re
 import stat
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import Forbidden, GpuRequired, InvalidInput, RegionExists, RegionNotFound
+from server.vocabulary.types import InferenceRequest
 
 SHM_DIRECTORY = "/dev/shm"
 MAX_REGIONS = 1024
@@ -194,6 +200,95 @@ class OutputTarget:
         self.release()
 
 
+class RegionInput:
+    """An input still in a client's region: `byte_size` bytes at `position` of the object, with a
+    duplicate descriptor of its own (unregistering the region cannot close it under the request)."""
+
+    __slots__ = ("byte_size", "fd", "inode", "key", "name", "position")
+
+    def __init__(self, region: SystemRegion, offset: int, byte_size: int) -> None:
+        """Checked against the region and the object's size now (InvalidInput)."""
+        self.fd = -1
+        self.name = region.name
+        self.key = region.key
+        self.byte_size = byte_size
+        self.position = region.span(offset, byte_size)
+        self.fd = os.dup(region.fd)
+        info = os.fstat(self.fd)
+        self.inode = (info.st_dev, info.st_ino)  # inputs of one object share a descriptor (client_inputs.py)
+        if info.st_size < self.position + byte_size:
+            self.release()
+            raise self.truncated()
+
+    def truncated(self) -> InvalidInput:
+        return InvalidInput(
+            f"shared memory region '{self.name}' is smaller than registered: its object "
+            f"'{self.key}' was truncated"
+        )
+
+    def read_into(self, view: memoryview) -> None:
+        """Read the input into `view` (byte_size bytes); InvalidInput if the object is too short now."""
+        if self.fd < 0:
+            raise InvalidInput(f"shared memory region '{self.name}' was released before its input was read")
+        if not read_fully(self.fd, view, self.position):
+            raise self.truncated()
+
+    def read(self) -> bytearray:
+        data = bytearray(self.byte_size)
+        self.read_into(memoryview(data))
+        return data
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:  # a request dropped before its input was read lets the descriptor go
+        self.release()
+
+
+def read_fully(fd: int, view: memoryview, position: int) -> bool:
+    """preadv until `view` is full; False when the file ends first (a truncated object)."""
+    done, size = 0, view.nbytes
+    while done < size:
+        count = os.preadv(fd, [view[done:]], position + done)
+        if count <= 0:
+            return False
+        done += count
+    return True
+
+
+class _Placeholder:
+    """Read-only zero bytes standing for inputs not read yet: only their length is ever used."""
+
+    map: mmap.mmap | None = None
+    view = memoryview(b"")
+
+    @classmethod
+    def of(cls, size: int) -> memoryview:
+        if size > cls.view.nbytes:
+            cls.map = mmap.mmap(-1, max(size, 64 << 20), prot=mmap.PROT_READ)  # the zero page: no memory
+            cls.view = memoryview(cls.map)
+        return cls.view[:size]
+
+
+def placeholder(size: int) -> memoryview:
+    return _Placeholder.of(size)
+
+
+def materialize(request: InferenceRequest) -> None:
+    """Read the request's region inputs here, in the main process (InvalidInput if truncated)."""
+    for tensor in request.inputs:
+        source = tensor.source
+        if source is not None:
+            try:
+                tensor.data = source.read()
+            finally:
+                source.release()
+            tensor.source = None
+
+
 def shm_parameters(parameters: dict[str, Any], tensor: str) -> tuple[str, int, int] | None:
     """(region, offset, byte_size) when a tensor's parameters name a region, else None.
 
@@ -276,6 +371,10 @@ class RegionTable:
 
     def read_input(self, name: str, offset: int, byte_size: int) -> bytes:
         return self.region(name).read(offset, byte_size)
+
+    def input_source(self, name: str, offset: int, byte_size: int) -> RegionInput:
+        """An input to read later (checked against the region and the object's size now)."""
+        return RegionInput(self.region(name), offset, byte_size)
 
     def output_target(self, name: str, offset: int, byte_size: int) -> OutputTarget:
         return OutputTarget(self.region(name), offset, byte_size)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from server.vocabulary.shm_regions import RegionInput
     from server.vocabulary.stream import ResponseStream
 
 
@@ -25,6 +26,9 @@ class Tensor:
     shape: list[int]
     data: bytes | bytearray | memoryview
     parameters: dict[str, Any] = field(default_factory=dict)
+    # An input still in a client's shared-memory region (vocabulary/shm_regions.py): `data` is a
+    # placeholder of the right length until the worker (or `materialize`) reads it.
+    source: RegionInput | None = None
 
 
 @dataclass(slots=True)

@@ -163,7 +163,8 @@ class Receiver:
         self.sock = sock
         self._buffer = bytearray(RECV_BUFFER)
         self._view = memoryview(self._buffer)
-        self._ancillary = socket.CMSG_SPACE(16 * 4)  # an arena + client regions (client_outputs.py)
+        # an arena + clients' regions (client_inputs.py: 32 at most, client_outputs.py: 12)
+        self._ancillary = socket.CMSG_SPACE(64 * 4)
 
     def receive(self) -> tuple[memoryview, list[int]] | None:
         """The next message and its descriptors; None at end-of-file (the peer is gone).

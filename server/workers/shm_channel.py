@@ -19,8 +19,10 @@ Control records (orjson; tensor bytes never travel in them, nothing is pickled):
   ready  {"op":"ready", pid, config_json?}     load_failed {"op":"load_failed", "error": [class, message]}
   exec   {"op":"exec", seq, slot, requests: [{id, outputs: [names]|null, params?}],
           inputs: [{name, dtype, shapes: [shape|null per request], offset, sizes: [bytes per request]}],
+          "in"?, "nfd"?, "bad"?: inputs the worker reads from clients' shared-memory regions into
+          the arena itself, whose descriptors follow the arena's (client_inputs.py),
           "shm"?: [[request index, output, position, byte size]]: outputs the worker writes into
-          clients' shared-memory regions, whose descriptors follow the arena's (client_outputs.py)}
+          clients' shared-memory regions, whose descriptors come last (client_outputs.py)}
   done   {"op":"done", seq, t: [compute_input_ns, compute_infer_ns, compute_output_ns],
           results: [{"o": [[name, dtype, shape, offset, size], ...], "p"?: params, "w"?: [written]}
                     | {"e": [class, message], "r"?: 1 (ServerError.model_response)}]}
@@ -48,6 +50,8 @@ from server.errors import RequestRescheduled, ServerError, WorkerCrashed, from_w
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.client_inputs import Sourced, attach_inputs, detach_inputs, read_in_main, spill_reserve
+from server.workers.client_inputs import release as release_inputs
 from server.workers.client_outputs import attach, direct_targets, mark_written
 from server.workers.settings import WorkerOptions
 from server.workers.shm import Receiver, Segment, align, decode, encode, spill_size
@@ -155,12 +159,14 @@ class ShmWorkerChannel(WorkerChannel):
             slot = seq % self._slot_count
             side = self._side
             slots = [side.admit(request) for request in requests] if side is not None else []
-            message, fds = self._write_batch(seq, slot, requests, slots)
+            message, fds, sourced = self._write_batch(seq, slot, requests, slots)
             future: asyncio.Future[BatchOutcome] = self._loop.create_future()
             self._in_flight.append(
                 _InFlight(seq, slot, requests, future, time.monotonic_ns() - started, slots)
             )
             self._send(message, fds)
+            if sourced:  # the worker holds its own descriptors of the clients' regions now
+                release_inputs(sourced)
             if fds:  # a new arena's descriptor went with it: the map alone keeps the memory here
                 for segment in self._in_slots:
                     if segment is not None and segment.fd in fds:
@@ -194,7 +200,7 @@ class ShmWorkerChannel(WorkerChannel):
 
     def _write_batch(
         self, seq: int, slot: int, requests: list[InferenceRequest], slots: list[int]
-    ) -> tuple[bytes, list[int]]:
+    ) -> tuple[bytes, list[int], list[Sourced]]:
         by_request = [{tensor.name: tensor for tensor in request.inputs} for request in requests]
         names: list[str] = []
         for request in requests:
@@ -202,24 +208,31 @@ class ShmWorkerChannel(WorkerChannel):
 
         input_entries: list[dict[str, Any]] = []
         pieces: list[tuple[int, memoryview | bytes | bytearray]] = []
+        sourced: list[Sourced] = []  # inputs still in clients' regions (client_inputs.py)
         position = 0
         for name in names:
             shapes: list[list[int] | None] = []
             sizes: list[int] = []
             offset = position
             datatype = ""
-            for tensors in by_request:
+            for index, tensors in enumerate(by_request):
                 tensor = tensors.get(name)
                 if tensor is None:
                     shapes.append(None)
                     sizes.append(0)
                     continue
                 datatype = tensor.datatype
+                shapes.append(list(tensor.shape))
+                source = tensor.source
+                if source is not None:
+                    sourced.append((position, index, name, source))
+                    sizes.append(source.byte_size)
+                    position += source.byte_size
+                    continue
                 data = tensor.data
                 if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
                     data = data.cast("B")
                 pieces.append((position, data))
-                shapes.append(list(tensor.shape))
                 sizes.append(len(data))
                 position += len(data)
             input_entries.append(
@@ -237,20 +250,24 @@ class ShmWorkerChannel(WorkerChannel):
             ],
             "inputs": input_entries,
         }
-        region_fds: list[int] = []
+        region_fds = attach_inputs(record, sourced) if sourced else []  # the worker reads them
+        main_reads = sourced if sourced and not region_fds else []
         direct = direct_targets(requests)  # outputs the worker writes into clients' regions
         if direct:
-            region_fds = attach(record, direct)
-            if spill_size(record):  # a spilled record cannot carry them: the front end writes
-                del record["shm"]
-                region_fds = []
-        needed = position + spill_size(record)
+            region_fds += attach(record, direct)
+        if region_fds and spill_size(record):  # a spilled record cannot carry descriptors
+            record.pop("shm", None)
+            detach_inputs(record)
+            region_fds, main_reads = [], sourced
+        needed = position + spill_size({**record, **spill_reserve(main_reads)} if main_reads else record)
         segment, fds = self._input_segment(slot, needed)
         if segment is not None:
             view = segment.view
             for start, data in pieces:
                 view[start : start + len(data)] = data
-        return encode(record, segment, slot, position), fds + region_fds
+            if main_reads:
+                read_in_main(view, record, main_reads)
+        return encode(record, segment, slot, position), fds + region_fds, sourced
 
     def _input_segment(self, slot: int, needed: int) -> tuple[Segment | None, list[int]]:
         segment = self._in_slots[slot]

@@ -26,6 +26,7 @@ from server.workers.batch_io import (
     nbytes,
     select_results,
 )
+from server.workers.client_inputs import execute_without, read_inputs
 from server.workers.client_outputs import write_direct
 from server.workers.shm import Receiver, Segment, align, decode, encode, send, spill_size, spilled_arena
 from server.workers.worker_side import WorkerSide
@@ -92,7 +93,8 @@ class Worker:
             if record["op"] == "side":  # the side link (side.py): cancel board and side socket
                 self._attach_side(fds, int(record["slots"]))
                 continue
-            regions = len(record.get("shm", ()))  # clients' regions ride after the arena (client_outputs.py)
+            # clients' regions ride after the arena: inputs' (client_inputs.py), outputs' (client_outputs.py)
+            regions = record.get("nfd", 0) + len(record.get("shm", ()))
             region_fds = fds[len(fds) - regions :] if regions else []
             fds = fds[: len(fds) - regions]
             if fds:
@@ -129,18 +131,25 @@ class Worker:
     def _execute(self, record: dict[str, Any], received_ns: int) -> None:
         assert self.backend is not None
         slot = int(record["slot"])
-        batch = self._build_batch(record, self.in_slots[slot])
+        region_fds: list[int] = record.get("shm_fds", [])
+        input_fds, region_fds = region_fds[: record.get("nfd", 0)], region_fds[record.get("nfd", 0) :]
+        arena = self.in_slots[slot]
+        view = arena.view if arena is not None else memoryview(b"")
+        failed = read_inputs(record, input_fds, view) if "in" in record or "bad" in record else {}
+        batch = self._build_batch(record, arena)
         built_ns = time.monotonic_ns()
         side = self.side
         if side is not None:
             side.executing = int(record["seq"])  # BLS calls made now wait in this batch (callers)
-        results = execute_batch(self.backend, batch)
+        if failed:  # inputs a client truncated: those requests get their errors, the others run
+            results = execute_without(self.backend, batch, failed)
+        else:
+            results = execute_batch(self.backend, batch)
         if side is not None:
             side.executing = -1
         executed_ns = time.monotonic_ns()
 
         selected = select_results(batch, results)
-        region_fds: list[int] = record.get("shm_fds", [])
         try:
             written = write_direct(selected, record["shm"], region_fds) if region_fds else {}
         finally:

@@ -23,7 +23,7 @@ from server.protocol.shm_tensors import (
     OutputTargets,
     add_output_target,
     names_shared_memory,
-    read_input,
+    region_input,
 )
 from server.protocol.tensor_codec import check_datatype, contents_to_bytes
 from server.vocabulary.shm_regions import REGION, RegionTable
@@ -92,15 +92,17 @@ def decode_infer_request(
                     f"input '{name}' for model '{model}' sets both 'contents' and "
                     "'shared_memory_region': send one of them"
                 )
-            data: bytes = read_input(regions, parameters, name)
-        elif raw_contents:
+            shm_data, source = region_input(regions, parameters, name, tensor.datatype)
+            inputs.append(Tensor(name, tensor.datatype, list(tensor.shape), shm_data, parameters, source))
+            continue
+        if raw_contents:
             index += 1
             if tensor.HasField("contents") and tensor.contents.ListFields():
                 raise InvalidInput(
                     f"contents field must not be specified when using raw_input_contents for '{name}' "
                     f"for model '{model}'"
                 )
-            data = raw_contents[index]
+            data: bytes = raw_contents[index]
         else:
             converted = contents_to_bytes(tensor.datatype, tensor.contents, name, model)
             if converted is None:

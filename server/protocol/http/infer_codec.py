@@ -20,7 +20,7 @@ from server.protocol.shm_tensors import (
     OutputTargets,
     add_output_target,
     names_shared_memory,
-    read_input,
+    region_input,
 )
 from server.protocol.tensor_codec import bytes_to_json, check_datatype, json_to_bytes
 from server.vocabulary.shm_regions import RegionTable
@@ -139,8 +139,8 @@ def _decode_input(
                 f"'parameters', 'shared_memory_region' in 'parameters'. But set {other} "
                 "'shared_memory_region'"
             )
-        shm_data = read_input(regions, parameters, name)
-        return Tensor(name=name, datatype=datatype, shape=shape, data=shm_data, parameters=parameters), offset
+        shm_data, source = region_input(regions, parameters, name, datatype)
+        return Tensor(name, datatype, shape, shm_data, parameters, source), offset
     if (binary_size is not None) == has_data:
         state = "both 'data' and 'binary_data_size' are set" if has_data else "no field is set"
         raise InvalidInput(
