@@ -26,6 +26,7 @@ from server.core.scheduler.warmup import run_warmup
 from server.core.stats import ModelStats
 from server.errors import LoadError, ServerError
 from server.repository import ModelConfig, backend_name, check_model_config
+from server.repository.folder_walk import FolderEntry, walk_folder
 from server.repository.instance_mode import HOST, PROCESS, effective_instance_mode
 from server.repository.version_weights import VERSION_WEIGHTS_KEY
 from server.vocabulary.instances import InstanceSpec
@@ -220,28 +221,30 @@ def with_routing_of(served: ModelConfig, config: ModelConfig) -> ModelConfig:
     return updated
 
 
-def instance_key(config: ModelConfig, model_dir: Path, version: int) -> tuple[Any, ...]:
+def instance_key(
+    config: ModelConfig, model_dir: Path, version: int, entries: list[FolderEntry] | None = None
+) -> tuple[Any, ...]:
     """What a version's running instances depend on: the model folder, the config except the
     routing fields (version_policy, the version_weights parameter) and the files of the folder
-    except config.pbtxt and the other versions' folders. Equal keys -> a load keeps the instances."""
+    except config.pbtxt and the other versions' folders. Equal keys -> a load keeps the instances.
+    `entries`: the folder as `walk_folder(model_dir, enter_top_links=True)` read it (once for
+    every version of a load)."""
     routing_free = ModelConfig()
     routing_free.CopyFrom(config)
     routing_free.ClearField("version_policy")
     if VERSION_WEIGHTS_KEY in routing_free.parameters:
         del routing_free.parameters[VERSION_WEIGHTS_KEY]
-    files: list[tuple[str, int, int]] = []
-    for top in sorted(model_dir.iterdir()) if model_dir.is_dir() else []:
-        if top.name == "config.pbtxt" or (top.name.isdigit() and top.name != str(version)):
-            continue
-        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
-            if "__pycache__" in path.parts or path.is_dir():  # a folder's mtime moves with __pycache__
-                continue
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            files.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
-    return (str(model_dir.resolve()), routing_free.SerializeToString(deterministic=True), tuple(files))
+    if entries is None:
+        entries = walk_folder(model_dir, enter_top_links=True)
+    mine = str(version)
+    files = tuple(
+        (entry.relative, entry.size, entry.mtime_ns)
+        for entry in entries
+        if not entry.is_dir  # a folder's mtime moves with __pycache__
+        and entry.parts[0] != "config.pbtxt"
+        and not (entry.parts[0].isdigit() and entry.parts[0] != mine)
+    )
+    return (str(model_dir.resolve()), routing_free.SerializeToString(deterministic=True), files)
 
 
 def rotate_instance(scheduler: Scheduler, channel: WorkerChannel, serving: bool) -> None:

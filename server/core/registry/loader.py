@@ -46,6 +46,7 @@ from server.core.routing import WeightedVersionRouter
 from server.core.scheduler.base import Scheduler
 from server.errors import ConfigError, LoadError, ServerError
 from server.repository import ModelConfig, resolve_versions, validate_model_name
+from server.repository.folder_walk import walk_folder
 from server.repository.loader import version_folders
 from server.repository.version_weights import config_version_weights
 from server.vocabulary.instances import InstanceSpec
@@ -263,7 +264,12 @@ class ModelLoader:
         for number in versions:
             record.slot(number).start_loading()
             log.info("loading: %s:%d", record.name, number)
-        keys = await asyncio.to_thread(lambda: {n: instance_key(config, model_dir, n) for n in versions})
+
+        def keys_of_versions() -> dict[int, tuple[Any, ...]]:
+            entries = walk_folder(model_dir, enter_top_links=True)  # once for every version
+            return {number: instance_key(config, model_dir, number, entries) for number in versions}
+
+        keys = await asyncio.to_thread(keys_of_versions)
         results = await asyncio.gather(
             *(
                 self._start_or_keep(record, number, model_dir, config, specs, key=keys[number])

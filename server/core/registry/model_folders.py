@@ -8,20 +8,12 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from server.errors import LoadError
+from server.repository.folder_walk import walk_folder
 
 
 def folder_fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
     """Every file's relative path, size and mtime (poll mode reloads a model when it changes)."""
-    items: list[tuple[str, int, int]] = []
-    for path in sorted(model_dir.rglob("*")):
-        if "__pycache__" in path.parts:
-            continue
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        items.append((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns))
-    return tuple(items)
+    return tuple((entry.relative, entry.size, entry.mtime_ns) for entry in walk_folder(model_dir))
 
 
 def write_override_files(name: str, config_json: str | None, files: dict[str, bytes]) -> Path:
