@@ -24,13 +24,13 @@ instance a thread and its arenas' bookkeeping).
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from server.errors import ConfigError
+from server.repository.folder_walk import walk_folder
 from server.vocabulary.gpu_memory import GpuMemoryProbe, nvml_probe
 from server.vocabulary.instances import KIND_GPU, InstanceSpec
 
@@ -93,13 +93,7 @@ def process_pss(pid: int) -> int:
 def model_files_size(model_dir: Path, version: int | None = None) -> int:
     """Bytes of a version's folder (or of the whole model folder)."""
     root = model_dir / str(version) if version is not None else model_dir
-    total = 0
-    with contextlib.suppress(OSError):
-        for path in root.rglob("*"):
-            with contextlib.suppress(OSError):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    total += path.stat().st_size
-    return total
+    return sum(entry.size for entry in walk_folder(root) if not entry.is_dir)
 
 
 def measure_version(loaded: Any, gpu_probe: GpuMemoryProbe | None = None) -> MemoryUsage:
