@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import os
@@ -153,6 +154,10 @@ class Server:
                 return 1
             if code != 0:
                 return code
+            # What start-up built (every model's config, record and instances) lives as long as the
+            # server: moved out of the collector's sight, a full collection no longer walks it all
+            # (with 1,000 models and loads on demand, full collections paused the loop 70-250 ms).
+            gc.freeze()
             await self._stop.wait()
             try:
                 await self._run_phase(self._shutdown())

@@ -303,6 +303,10 @@ class SideLink:
         self._from_worker.close()
         self._to_worker.close()
         self.board.close()
+        # The channel's bound method refers back to the channel: without this, every closed
+        # instance is a reference cycle left to the collector (whole-heap pauses, late munmaps).
+        self._batch_callers = None
+        self._hooks.clear()  # each cancel hook closes over this link
         if self._metrics is not None:
             STORE.remove(self._metrics)
             self._metrics = None

@@ -299,3 +299,6 @@ class InstanceSupervisor(WorkerChannel):
                 await self._watch_task
         if self._channel is not None:
             await self._channel.close()
+        # The callback closes over the version's scheduler, whose pool holds this supervisor:
+        # dropped here, a closed instance is freed at once instead of by the cycle collector.
+        self._on_state_change = None
