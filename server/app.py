@@ -32,6 +32,7 @@ from server.core.registry.startup import TABLE_LIMIT, LoadProgress, load_models,
 from server.core.response_cache import ResponseCache
 from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
+from server.open_files import check_room_for, open_file_limit, raise_open_file_limit
 from server.options import ServerOptions, backend_config_map
 from server.vocabulary.shm_regions import RegionTable
 
@@ -46,6 +47,7 @@ def serve(options: ServerOptions) -> int:
     if not _configure_logging(options):
         return 2
     keep_large_buffers_in_heap()
+    raise_open_file_limit()
     try:
         options.check()
     except ConfigError as exc:
@@ -248,6 +250,10 @@ class Server:
             wanted = on_disk if "*" in options.load_models else list(dict.fromkeys(options.load_models))
         else:
             wanted = on_disk
+        budgeted = self.lifecycle is not None and bool(self.lifecycle.budget)  # not all of them load
+        short = None if budgeted else check_room_for(len(wanted), open_file_limit())
+        if short is not None:
+            log.warning("%s", short)
         return await load_models(
             self.registry,
             wanted,

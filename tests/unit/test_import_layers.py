@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "server.repository": GROUND,
     "server.errors": GROUND,
     "server.malloc_tuning": GROUND,
+    "server.open_files": GROUND,
     "server.backends": BACKENDS,
     "server.workers": WORKERS,
     "server.core": CORE,
