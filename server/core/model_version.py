@@ -65,13 +65,15 @@ class LoadedVersion:
     def reads_region_inputs(self) -> bool:
         """Inputs still in a client's shared-memory region may reach the instances unread: they
         are worker processes (each reads its inputs into its arena: workers/client_inputs.py) and
-        nothing before them needs the bytes (no ensemble steps, no sequence batcher's rows). The
-        DataPlane also reads them first for a model whose answers are cached (the key)."""
+        nothing before them needs the bytes (no ensemble steps, no sequence batcher's rows, no
+        shape tensors, whose contents the dynamic batcher compares). The DataPlane also reads
+        them first for a model whose answers are cached (the key)."""
         backend = backend_name(self.config)
         return (
             bool(self.channels)
             and backend != "ensemble"
             and not self.config.HasField("sequence_batching")
+            and not any(model_input.is_shape_tensor for model_input in self.config.input)
             and effective_instance_mode(self.config, backend) in (PROCESS, HOST)
         )
 

@@ -255,11 +255,14 @@ class ShmWorkerChannel(WorkerChannel):
         direct = direct_targets(requests)  # outputs the worker writes into clients' regions
         if direct:
             region_fds += attach(record, direct)
-        if region_fds and spill_size(record):  # a spilled record cannot carry descriptors
+        spill = spill_size(record)
+        if region_fds and spill:  # a spilled record cannot carry descriptors
             record.pop("shm", None)
             detach_inputs(record)
             region_fds, main_reads = [], sourced
-        needed = position + spill_size({**record, **spill_reserve(main_reads)} if main_reads else record)
+        if main_reads:  # room for the "bad" entries they may add
+            spill = spill_size({**record, **spill_reserve(main_reads)})
+        needed = position + spill
         segment, fds = self._input_segment(slot, needed)
         if segment is not None:
             view = segment.view

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from server.backends.base import Backend, Batch, RequestOutputs
+from server.core.model_version import LoadedVersion
 from server.errors import InvalidInput, ServerError
 from server.vocabulary.shm_regions import RegionTable, materialize, placeholder
 from server.vocabulary.types import InferenceRequest, Tensor
@@ -130,3 +133,33 @@ def test_the_others_run_without_the_failed_requests() -> None:
     results = execute_without(backend, Batch(requests, {}), {1: error})
     assert results[1] is error and results[0] == {} and results[2] == {}
     assert backend.batches == [2]
+
+
+BASE = (
+    'name: "m" backend: "python" max_batch_size: 8 '
+    'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] %s } ]'
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "input_extra", "expected"),
+    [
+        ("", "", True),
+        ('parameters { key: "TRITONCTL_INSTANCE_MODE" value { string_value: "process" } }', "", True),
+        ('parameters { key: "TRITONCTL_INSTANCE_MODE" value { string_value: "thread" } }', "", False),
+        ('parameters { key: "TRITONCTL_INSTANCE_MODE" value { string_value: "inline" } }', "", False),
+        ("sequence_batching {}", "", False),
+        ("dynamic_batching {}", "is_shape_tensor: true", False),
+    ],
+)
+def test_which_models_read_region_inputs_in_their_workers(
+    extra: str, input_extra: str, expected: bool
+) -> None:
+    config = text_format.Parse(f"{BASE % input_extra} {extra}", model_config_pb2.ModelConfig())
+    loaded: Any = LoadedVersion.__new__(LoadedVersion)
+    loaded.config, loaded.channels = config, [object()]
+    assert loaded.reads_region_inputs is expected
+    ensemble: Any = LoadedVersion.__new__(LoadedVersion)
+    ensemble.config = text_format.Parse('name: "e" platform: "ensemble"', model_config_pb2.ModelConfig())
+    ensemble.channels = []
+    assert ensemble.reads_region_inputs is False
