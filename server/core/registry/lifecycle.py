@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 EVICTED_REASON = "unloaded (memory budget): loads on first request"
 IDLE_REASON = "unloaded (idle): loads on first request"
 DEFERRED_REASON = "not loaded (memory budget): loads on first request"
+HEADROOM_DIVISOR = 32  # an eviction frees ~3 % of the budget beyond what the load needs
 ROOM_POLL_S = 0.02  # a load waiting for room looks again this often (never the request path)
 # (name, help, type, [(labels, value)]): what server/metrics.py exposes
 MetricFamily = tuple[str, str, str, list[tuple[dict[str, str], float]]]
@@ -153,11 +154,10 @@ class LifecycleManager:
                     victim = next(order[device], None)
                     if victim is None:
                         break
-                    self._evicting.add(victim)  # counted as free from now on
-                    victims.append(victim)
-                    for gone_device, size in self.measured.get(victim, MemoryUsage()).by_device.items():
-                        used.by_device[gone_device] = used.by_device.get(gone_device, 0) - size
+                    self._choose_victim(victim, victims, used)
                 else:
+                    if victims:  # evicting anyway: make some headroom, so that the next loads on
+                        self._make_headroom(used, needed, order, victims)  # demand skip this pass
                     self._reserved[name] = needed
             if victims:
                 await asyncio.gather(*(self._evict_one(victim, name) for victim in victims))
@@ -282,12 +282,33 @@ class LifecycleManager:
     def _shortfall(self, needed: MemoryUsage) -> tuple[str, int] | None:
         return self._shortfall_of(self.used(), needed)
 
-    def _shortfall_of(self, used: MemoryUsage, needed: MemoryUsage) -> tuple[str, int] | None:
+    def _shortfall_of(
+        self, used: MemoryUsage, needed: MemoryUsage, headroom: bool = False
+    ) -> tuple[str, int] | None:
         for device, limit in self.budget.items():
-            over = used.by_device.get(device, 0) + needed.by_device.get(device, 0) - limit
+            room = limit - limit // HEADROOM_DIVISOR if headroom else limit
+            over = used.by_device.get(device, 0) + needed.by_device.get(device, 0) - room
             if over > 0:
                 return device, over
         return None
+
+    def _choose_victim(self, victim: str, victims: list[str], used: MemoryUsage) -> None:
+        self._evicting.add(victim)  # counted as free from now on
+        victims.append(victim)
+        for device, size in self.measured.get(victim, MemoryUsage()).by_device.items():
+            used.by_device[device] = used.by_device.get(device, 0) - size
+
+    def _make_headroom(
+        self, used: MemoryUsage, needed: MemoryUsage, order: dict[str, Iterator[str]], victims: list[str]
+    ) -> None:
+        """Go on down the LRU order until 1/HEADROOM_DIVISOR of the device's budget is free after
+        this load: with thousands of models loaded on demand, one pass over the residents then
+        serves many loads instead of one (a few % of the budget idle, as a batch)."""
+        while (short := self._shortfall_of(used, needed, headroom=True)) is not None:
+            victim = next(order[short[0]], None) if short[0] in order else None
+            if victim is None:
+                return
+            self._choose_victim(victim, victims, used)
 
     def _resident_names(self) -> list[str]:
         """Models with a loaded version (serving, or still draining)."""

@@ -148,6 +148,31 @@ def test_residency_follows_unloads_and_instances_that_gave_up(tmp_path: Path) ->
     assert loader.unloaded == ["a"]
 
 
+def test_an_eviction_makes_some_headroom_in_lru_order(tmp_path: Path) -> None:
+    """Evicting anyway, the manager frees 1/32 of the budget beyond the load's need, least recently
+    used first, so the loads on demand that follow find room without another pass."""
+    table = VersionTable()
+    loader = FakeLoader(table, tmp_path)
+    manager = LifecycleManager(measure=lambda loaded: MemoryUsage({"cpu": MIB}), room_wait_s=0.2)
+    manager.attach(table, loader)  # type: ignore[arg-type]
+    manager.budget = {"cpu": 64 * MIB}  # headroom: 2 MiB
+    names = [f"m{index:02d}" for index in range(64)]
+    manager.measured.update({name: MemoryUsage({"cpu": MIB}) for name in [*names, "new", "next"]})
+
+    async def run() -> None:
+        for name in names:
+            await loader.load(name)
+        manager.starting = False
+        assert manager.used().by_device == {"cpu": 64 * MIB}
+        await loader.load("new")  # needs 1 MiB: 1 + 2 MiB of headroom freed, the three oldest
+        assert loader.unloaded == ["m00", "m01", "m02"]
+        await loader.load("next")  # fits in the headroom: nobody evicted
+        assert loader.unloaded == ["m00", "m01", "m02"]
+
+    asyncio.run(run())
+    assert manager.used().by_device == {"cpu": 63 * MIB}
+
+
 def test_pinned_and_busy_models_are_never_evicted(tmp_path: Path) -> None:
     _, loader, table = make(tmp_path, budget={"cpu": 70 * MIB}, pinned=["a"])
 
