@@ -9,6 +9,7 @@ logic may use an in-process channel. Nothing here pickles arrays or request obje
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,12 @@ class WorkerChannel(abc.ABC):
         Raises WorkerCrashed if the process dies meanwhile; per-request model errors come back
         inside BatchOutcome.results.
         """
+
+    def submit_now(self, requests: list[InferenceRequest]) -> asyncio.Future[BatchOutcome] | None:
+        """`submit` without a task: the batch goes out now and the future settles with its outcome
+        (it is not cancelled with a caller). None when that cannot be done at once (no slot
+        free, not running): then await `submit`. Channels without a fast path return None."""
+        return None
 
     @property
     def model_ready(self) -> bool:

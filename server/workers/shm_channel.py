@@ -148,6 +148,19 @@ class ShmWorkerChannel(WorkerChannel):
         if not requests:
             return BatchOutcome(results=[])
         await self._slots_free.acquire()
+        # From here the answer (or the crash) frees the slot, even if this caller is cancelled.
+        return await asyncio.shield(self._send_batch(requests))
+
+    def submit_now(self, requests: list[InferenceRequest]) -> asyncio.Future[BatchOutcome] | None:
+        # The scheduler's pool lends no more batches than there are slots, so one is free here but
+        # while the channel closes. Taken as Semaphore.acquire() takes it when it need not wait.
+        if not requests or not self._alive or self._slots_free.locked():
+            return None
+        self._slots_free._value -= 1
+        return self._send_batch(requests)
+
+    def _send_batch(self, requests: list[InferenceRequest]) -> asyncio.Future[BatchOutcome]:
+        """Write and send a batch into the slot already taken; the future of its outcome."""
         try:
             if not self._alive:
                 raise WorkerCrashed(
@@ -175,8 +188,7 @@ class ShmWorkerChannel(WorkerChannel):
             if not self._in_flight or self._in_flight[-1].requests is not requests:
                 self._slots_free.release()
             raise
-        # From here the answer (or the crash) frees the slot, even if this caller is cancelled.
-        return await asyncio.shield(future)
+        return future
 
     def _batch_callers(self, seq: int) -> tuple[str, ...]:
         """The BLS chain of a batch in flight: what its requests' own callers were (side.py)."""

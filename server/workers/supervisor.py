@@ -247,6 +247,12 @@ class InstanceSupervisor(WorkerChannel):
             raise ModelNotReady(f"instance '{self.instance_name}' is {self.state.lower()}{why}")
         return await channel.submit(requests)
 
+    def submit_now(self, requests: list[InferenceRequest]) -> asyncio.Future[BatchOutcome] | None:
+        channel = self._channel
+        if channel is None or self.state != "READY":
+            return None  # `submit` raises what the state says
+        return channel.submit_now(requests)
+
     async def _watch(self) -> None:
         while self._channel is not None:
             reason = await asyncio.shield(self._channel.exited)

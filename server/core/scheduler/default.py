@@ -50,11 +50,16 @@ class DefaultScheduler(PooledScheduler):
             started_at = time.monotonic_ns()
             # Shielded: a cancelled request (client gone) cannot stop the instance mid-execution,
             # so the instance stays busy, and counted pending for drains, until it has finished.
-            submit = asyncio.ensure_future(channel.submit([request]))
+            submit: asyncio.Future[BatchOutcome] | None = None
             try:
+                # A task only when the batch cannot go out at once (submit_now: no task per request).
+                submit = channel.submit_now([request]) or asyncio.ensure_future(channel.submit([request]))
                 outcome = await asyncio.shield(submit)
             except asyncio.CancelledError:
-                self._abandon(channel, submit, request)
+                if submit is None:  # cancelled before the batch went out
+                    self.pool.release(channel)
+                else:
+                    self._abandon(channel, submit, request)
                 raise
             except BaseException:
                 self.pool.release(channel)
