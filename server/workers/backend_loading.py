@@ -9,6 +9,7 @@ same words in every instance mode.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import traceback
 from dataclasses import dataclass
@@ -56,22 +57,32 @@ def instance_record(
 ) -> dict[str, Any]:
     """The JSON-safe description of one instance (the `init` record of shm_channel.py, less the
     arena settings a worker process adds)."""
-    from server.repository import config_to_json
-
+    serialized = launch.config.SerializeToString(deterministic=True)
     return {
         "op": "init",
         "model_name": launch.model_name,
         "version": launch.version,
         "model_dir": str(launch.model_dir),
         "backend": launch.backend,
-        "config": base64.b64encode(launch.config.SerializeToString()).decode(),
-        "config_json": json.dumps(config_to_json(launch.config)),
+        "config": base64.b64encode(serialized).decode(),
+        "config_json": _config_json(serialized),
         "instance": {"name": launch.spec.name, "kind": launch.spec.kind, "device_id": launch.spec.device_id},
         "backend_parameters": options.backend_parameters.get(launch.backend, {}),
         "log_verbose": options.log_verbose,
         "auto_complete": options.auto_complete_config,
         "in_process": in_process,
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _config_json(serialized: bytes) -> str:
+    """Triton's JSON of a config, by its bytes: a model loaded again on demand (evicted, then asked
+    for) has the same config, and converting it took a third of the server's work per load."""
+    from server.repository import ModelConfig, config_to_json
+
+    config = ModelConfig()
+    config.ParseFromString(serialized)
+    return json.dumps(config_to_json(config))
 
 
 def load_backend(init: dict[str, Any]) -> Backend:
