@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,33 +19,14 @@ from server.core.registry.memory import MIB, MemoryUsage
 from server.core.registry.table import VersionTable
 from server.errors import LoadError
 from server.repository import ModelConfig
-from server.vocabulary.instances import KIND_GPU, InstanceSpec
+from server.vocabulary.instances import KIND_GPU
+from tests.unit.core.lifecycle_fakes import FakeLoader, FakeVersion
 from tests.unit.core.test_gpu_placement import FakeProbe
 
 PER_INSTANCE = 60 * MIB
 
 
-@dataclass
-class GpuVersion:
-    name: str
-    instances: list[InstanceSpec]
-    version: int = 1
-    config: ModelConfig = field(default_factory=lambda: ModelConfig(backend="onnxruntime"))
-    pending: int = 0
-    last_inference_ms: int = 0
-    memory: Any = None
-    channels: list[Any] = field(default_factory=list)
-
-    @property
-    def scheduler(self) -> Any:
-        return SimpleNamespace(pending=self.pending)
-
-    @property
-    def stats(self) -> Any:
-        return SimpleNamespace(last_inference_ms=self.last_inference_ms)
-
-
-def measure(loaded: GpuVersion) -> MemoryUsage:
+def measure(loaded: FakeVersion) -> MemoryUsage:
     usage = MemoryUsage({"cpu": MIB})
     for spec in loaded.instances:
         if spec.kind == KIND_GPU:
@@ -55,19 +34,13 @@ def measure(loaded: GpuVersion) -> MemoryUsage:
     return usage
 
 
-class GpuLoader:
+class GpuLoader(FakeLoader):
     """Places like ModelLoader (place_instances, then the policy), serves what was placed."""
 
     def __init__(self, table: VersionTable, tmp: Path, visible: list[int]) -> None:
-        self.table = table
+        super().__init__(table, tmp)
         self.visible_gpus = visible
-        self.policy: Any = None
-        self.unloaded: list[str] = []
         self.placed: dict[str, list[int | None]] = {}
-        self.sources = SimpleNamespace(find_model_dir=lambda name: tmp / name)
-
-    def busy(self, name: str) -> bool:
-        return False
 
     async def load(self, name: str, gpus: list[int] | None = None) -> None:
         config = ModelConfig(name=name, backend="onnxruntime")
@@ -76,18 +49,10 @@ class GpuLoader:
         try:
             await self.policy.before_load(name, config, specs)
             self.placed[name] = [spec.device_id for spec in specs]
-            self.table.ensure(name).slot(1).serve(GpuVersion(name, list(specs)))  # type: ignore[arg-type]
+            served = FakeVersion(name, config=ModelConfig(backend="onnxruntime"), instances=list(specs))
+            self.table.ensure(name).slot(1).serve(served)  # type: ignore[arg-type]
         finally:
             self.policy.after_load(name)
-
-    async def unload(self, name: str) -> None:
-        self.unloaded.append(name)
-        record = self.table.record(name)
-        assert record is not None
-        for slot in record.versions.values():
-            slot.start_unloading()
-            slot.unloaded()
-        self.policy.after_unload(name)  # as ModelLoader.unload does
 
 
 def make(
@@ -104,7 +69,7 @@ def make(
     return manager, loader, table
 
 
-def serving(table: VersionTable, name: str) -> GpuVersion:
+def serving(table: VersionTable, name: str) -> FakeVersion:
     record = table.record(name)
     assert record is not None and record.versions[1].serving is not None
     return record.versions[1].serving  # type: ignore[return-value]

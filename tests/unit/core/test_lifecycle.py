@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,56 +18,7 @@ from server.core.registry.lifecycle import EVICTED_REASON, IDLE_REASON, Lifecycl
 from server.core.registry.memory import MIB, MemoryUsage, parse_budget
 from server.core.registry.table import ModelState, VersionTable
 from server.errors import ConfigError, LoadError
-from server.repository import ModelConfig
-
-
-@dataclass
-class FakeVersion:
-    name: str
-    version: int = 1
-    config: ModelConfig = field(default_factory=lambda: ModelConfig(backend="python"))
-    pending: int = 0
-    last_inference_ms: int = 0
-    memory: Any = None
-    channels: list[Any] = field(default_factory=list)
-
-    @property
-    def scheduler(self) -> Any:
-        return SimpleNamespace(pending=self.pending)
-
-    @property
-    def stats(self) -> Any:
-        return SimpleNamespace(last_inference_ms=self.last_inference_ms)
-
-
-class FakeLoader:
-    """Loads put a FakeVersion in the table (through the policy, as ModelLoader does)."""
-
-    def __init__(self, table: VersionTable, tmp: Path) -> None:
-        self.table = table
-        self.policy: Any = None
-        self.unloaded: list[str] = []
-        self.sources = SimpleNamespace(find_model_dir=lambda name: tmp / name)
-
-    def busy(self, name: str) -> bool:
-        return False
-
-    async def load(self, name: str) -> None:
-        try:
-            await self.policy.before_load(name, ModelConfig(), [])
-            self.table.ensure(name).slot(1).serve(FakeVersion(name))  # type: ignore[arg-type]
-        finally:
-            self.policy.after_load(name)
-
-    async def unload(self, name: str) -> None:
-        self.unloaded.append(name)
-        record = self.table.record(name)
-        assert record is not None
-        for slot in record.versions.values():
-            slot.start_unloading()
-            slot.unloaded()
-        self.policy.after_unload(name)  # as ModelLoader.unload does
-
+from tests.unit.core.lifecycle_fakes import FakeLoader, FakeVersion
 
 SIZES = {"a": 30 * MIB, "b": 30 * MIB, "c": 30 * MIB, "big": 200 * MIB}
 
