@@ -41,25 +41,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from server.core.registry.memory import MIB, process_pss  # noqa: E402
 from tests.support.models import write_onnx_model, write_python_model  # noqa: E402
 from tests.tools import real_triton  # noqa: E402
 
 HOST = "127.0.0.1"
-MIB = 1 << 20
 
 
 # -- processes and memory -----------------------------------------------------------------------------
-
-
-def pss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-            for line in rollup:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -87,7 +76,7 @@ def memory_of(pid: int) -> dict[str, Any]:
             if "server.workers.main" in line
             else "main"
         )
-        by_kind.setdefault(kind, []).append(pss(process.pid))
+        by_kind.setdefault(kind, []).append(process_pss(process.pid))
     total = sum(sum(values) for values in by_kind.values())
     return {
         "pss_mib": round(total / MIB, 1),

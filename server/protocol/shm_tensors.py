@@ -41,7 +41,7 @@ def names_shared_memory(parameters: dict[str, Any]) -> bool:
 
 def region_input(
     regions: RegionTable, parameters: dict[str, Any], name: str, datatype: str
-) -> tuple[bytes | memoryview, RegionInput | None]:
+) -> tuple[bytes | bytearray | memoryview, RegionInput | None]:
     """Input `name` in the region its parameters name (the parameters are popped): (placeholder,
     source) to be read later, or (bytes, None) for a BYTES input, read now."""
     found = shm_parameters(parameters, name)

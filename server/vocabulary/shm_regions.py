@@ -121,35 +121,11 @@ class SystemRegion:
             raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{self.name}'")
         return self.offset + offset
 
-    def read(self, offset: int, size: int) -> bytes:
-        """`size` bytes at `offset` of the region, checked against the object as it is now."""
-        position = self.span(offset, size)
-        data = _pread(self.fd, size, position)
-        if len(data) != size:
-            raise InvalidInput(
-                f"shared memory region '{self.name}' is smaller than registered: its object "
-                f"'{self.key}' was truncated"
-            )
-        return data
-
     def close(self) -> None:
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
-
-
-def _pread(fd: int, size: int, position: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining:
-        chunk = os.pread(fd, remaining, position)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        position += len(chunk)
-        remaining -= len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class OutputTarget:
@@ -369,8 +345,13 @@ class RegionTable:
             raise RegionNotFound(f"Unable to find shared memory region: '{name}'")
         return region
 
-    def read_input(self, name: str, offset: int, byte_size: int) -> bytes:
-        return self.region(name).read(offset, byte_size)
+    def read_input(self, name: str, offset: int, byte_size: int) -> bytearray:
+        """An input's bytes now (checked as `input_source` checks them)."""
+        source = self.input_source(name, offset, byte_size)
+        try:
+            return source.read()
+        finally:
+            source.release()
 
     def input_source(self, name: str, offset: int, byte_size: int) -> RegionInput:
         """An input to read later (checked against the region and the object's size now)."""
