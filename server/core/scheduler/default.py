@@ -50,16 +50,16 @@ class DefaultScheduler(PooledScheduler):
             started_at = time.monotonic_ns()
             # Shielded: a cancelled request (client gone) cannot stop the instance mid-execution,
             # so the instance stays busy, and counted pending for drains, until it has finished.
-            submit: asyncio.Future[BatchOutcome] | None = None
             try:
                 # A task only when the batch cannot go out at once (submit_now: no task per request).
                 submit = channel.submit_now([request]) or asyncio.ensure_future(channel.submit([request]))
+            except BaseException:
+                self.pool.release(channel)
+                raise
+            try:
                 outcome = await asyncio.shield(submit)
             except asyncio.CancelledError:
-                if submit is None:  # cancelled before the batch went out
-                    self.pool.release(channel)
-                else:
-                    self._abandon(channel, submit, request)
+                self._abandon(channel, submit, request)
                 raise
             except BaseException:
                 self.pool.release(channel)
@@ -67,10 +67,10 @@ class DefaultScheduler(PooledScheduler):
             self.pool.release(channel)
             return self._finish(request, outcome, queued_at, started_at)
         except WorkerCrashed:
-            self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="BACKEND")
+            self._count_failure(request, "BACKEND")
             raise
         except asyncio.CancelledError:
-            self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED")
+            self._count_failure(request, "CANCELED")
             raise
         finally:
             pending.done()
@@ -122,7 +122,7 @@ class DefaultScheduler(PooledScheduler):
             sent = channel.submit_now([request])
         except WorkerCrashed:
             self.pool.release(channel)
-            self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason="BACKEND")
+            self._count_failure(request, "BACKEND")
             raise
         except BaseException:
             self.pool.release(channel)
@@ -144,16 +144,12 @@ class DefaultScheduler(PooledScheduler):
                 if answer.done():  # withdrawn after the answer came, before it was read
                     if not done.cancelled():
                         done.exception()  # retrieved
-                    self.stats.record_failure(
-                        request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED"
-                    )
+                    self._count_failure(request, "CANCELED")
                 elif done.cancelled():
                     answer.cancel()
                 elif (error := done.exception()) is not None:
                     if isinstance(error, WorkerCrashed):
-                        self.stats.record_failure(
-                            request_ns=time.monotonic_ns() - request.arrival_ns, reason="BACKEND"
-                        )
+                        self._count_failure(request, "BACKEND")
                     answer.set_exception(error)
                 else:
                     answer.set_result(self._finish(request, done.result(), queued_at, queued_at))
@@ -167,14 +163,15 @@ class DefaultScheduler(PooledScheduler):
             if future.cancelled() and not sent.done():  # the client went away mid-execution
                 abandoned = True
                 self._abandon(channel, sent, request)
-                self.stats.record_failure(
-                    request_ns=time.monotonic_ns() - request.arrival_ns, reason="CANCELED"
-                )
+                self._count_failure(request, "CANCELED")
                 pending.done()
 
         sent.add_done_callback(executed)
         answer.add_done_callback(withdrawn)
         return answer
+
+    def _count_failure(self, request: InferenceRequest, reason: str) -> None:
+        self.stats.record_failure(request_ns=time.monotonic_ns() - request.arrival_ns, reason=reason)
 
     def _abandon(
         self, channel: WorkerChannel, submit: asyncio.Future[BatchOutcome], request: InferenceRequest
