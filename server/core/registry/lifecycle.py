@@ -295,7 +295,7 @@ class LifecycleManager:
     def _choose_victim(self, victim: str, victims: list[str], used: MemoryUsage) -> None:
         self._evicting.add(victim)  # counted as free from now on
         victims.append(victim)
-        for device, size in self.measured.get(victim, MemoryUsage()).by_device.items():
+        for device, size in self._resident.get(victim, MemoryUsage()).by_device.items():  # as used()
             used.by_device[device] = used.by_device.get(device, 0) - size
 
     def _make_headroom(
@@ -318,8 +318,8 @@ class LifecycleManager:
         """Bytes of `device` held by models that could be evicted now."""
         in_use = self._composing_in_use()
         return sum(
-            self.measured.get(name, MemoryUsage()).by_device.get(device, 0)
-            for name in self._resident_names()
+            usage.by_device.get(device, 0)
+            for name, usage in self._resident.items()
             if self.evictable(name, in_use)
         )
 
@@ -426,7 +426,7 @@ class LifecycleManager:
         unloaded = []
         async with self._lock:
             in_use = self._composing_in_use()
-            for name in list(self._resident_names()):
+            for name in self._resident_names():
                 if self.evictable(name, in_use) and now - self.last_used(name) >= self.idle_unload_s:
                     await self.evict(name, IDLE_REASON, f"after {self.idle_unload_s:g} s without requests")
                     self.counters.evictions_idle += 1
