@@ -318,6 +318,35 @@ _ONNX_TYPES = {
 }
 
 
+def write_one_step_ensemble(repo: Path, name: str, step: str, dims: list[int], *, extra: str = "") -> Path:
+    """An ensemble `name` (max_batch_size 8, FP32 IN -> OUT) of one step: model `step`'s INPUT0 ->
+    OUTPUT0; `extra` is appended to its config (e.g. a response_cache block)."""
+    model_dir = repo / name
+    (model_dir / "1").mkdir(parents=True)
+    shape = ", ".join(str(dim) for dim in dims)
+    (model_dir / "config.pbtxt").write_text(
+        textwrap.dedent(
+            f"""\
+            name: "{name}"
+            platform: "ensemble"
+            max_batch_size: 8
+            input [ {{ name: "IN", data_type: TYPE_FP32, dims: [ {shape} ] }} ]
+            output [ {{ name: "OUT", data_type: TYPE_FP32, dims: [ {shape} ] }} ]
+            ensemble_scheduling {{
+              step [ {{
+                model_name: "{step}"
+                model_version: -1
+                input_map {{ key: "INPUT0", value: "IN" }}
+                output_map {{ key: "OUTPUT0", value: "OUT" }}
+              }} ]
+            }}
+            """
+        )
+        + extra
+    )
+    return model_dir
+
+
 def write_onnx_model(repo: Path, name: str, kind: str = "add_sub", **opts: Any) -> Path:
     """Write an ONNX toy model built with onnx.helper.
 

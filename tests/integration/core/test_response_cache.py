@@ -22,26 +22,10 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from tests.support.models import write_python_model, write_python_source
+from tests.support.models import write_one_step_ensemble, write_python_model, write_python_source
 from tests.support.server import RunningServer, start_server
 
 CACHE = "\nresponse_cache { enable: true }\n"
-ENSEMBLE = """
-name: "ens"
-platform: "ensemble"
-max_batch_size: 8
-input [ { name: "IN", data_type: TYPE_FP32, dims: [ 4 ] } ]
-output [ { name: "OUT", data_type: TYPE_FP32, dims: [ 4 ] } ]
-ensemble_scheduling {
-  step [ {
-    model_name: "plain"
-    model_version: -1
-    input_map { key: "INPUT0", value: "IN" }
-    output_map { key: "OUTPUT0", value: "OUT" }
-  } ]
-}
-response_cache { enable: true }
-"""
 
 
 def _enable_cache(model_dir: Path) -> None:
@@ -55,13 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     _enable_cache(write_python_model(repo, "cached", "identity", max_batch_size=8, dims=[4]))
     write_python_model(repo, "plain", "identity", max_batch_size=8, dims=[4])
     _enable_cache(write_python_model(repo, "failing", "execute_raises", mode="per_request", dims=[4]))
-    (repo / "ens").mkdir()
-    (repo / "ens" / "config.pbtxt").write_text(ENSEMBLE)
-    (repo / "ens" / "1").mkdir()
-    (repo / "ens_steps").mkdir()  # no cache of its own; its step's model has one
-    steps = ENSEMBLE.replace('name: "ens"', 'name: "ens_steps"').replace('"plain"', '"cached"')
-    (repo / "ens_steps" / "config.pbtxt").write_text(steps.replace("response_cache { enable: true }", ""))
-    (repo / "ens_steps" / "1").mkdir()
+    write_one_step_ensemble(repo, "ens", "plain", [4], extra=CACHE)
+    write_one_step_ensemble(repo, "ens_steps", "cached", [4])  # no cache of its own; its step's has one
     with start_server(repo, "--cache-config=local,size=1048576") as running:
         yield running
 

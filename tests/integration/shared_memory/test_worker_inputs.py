@@ -19,28 +19,13 @@ from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
 from tests.integration.shared_memory.helpers import Regions
 from tests.support.events import Gate, wait_pending, write_gated_model
-from tests.support.models import write_python_model
+from tests.support.models import write_one_step_ensemble, write_python_model
 from tests.support.server import RunningServer, start_server
 
 pytestmark = pytest.mark.integration
 
 ROW = 16
 ROW_BYTES = ROW * 4
-ENSEMBLE = """
-name: "ens"
-platform: "ensemble"
-max_batch_size: 8
-input [ { name: "IN", data_type: TYPE_FP32, dims: [ 16 ] } ]
-output [ { name: "OUT", data_type: TYPE_FP32, dims: [ 16 ] } ]
-ensemble_scheduling {
-  step [ {
-    model_name: "plain"
-    model_version: -1
-    input_map { key: "INPUT0", value: "IN" }
-    output_map { key: "OUTPUT0", value: "OUT" }
-  } ]
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +40,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         parameters = {"TRITONCTL_INSTANCE_MODE": mode}
         write_python_model(repo, mode, "identity", dims=[ROW], max_batch_size=8, parameters=parameters)
     write_python_model(repo, "strings", "strings", dims=[-1], max_batch_size=8, dynamic_batching=True)
-    (repo / "ens" / "1").mkdir(parents=True)
-    (repo / "ens" / "config.pbtxt").write_text(ENSEMBLE)
+    write_one_step_ensemble(repo, "ens", "plain", [ROW])
     with start_server(repo, "--allow-client-shm=true", "--cache-config=local,size=1048576") as running:
         yield running
-
-
-@pytest.fixture
-def regions(server: RunningServer) -> Iterator[Regions]:
-    made = Regions(server)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def _region(regions: Regions, client: Any, name: str, values: np.ndarray) -> tuple[str, Any]:

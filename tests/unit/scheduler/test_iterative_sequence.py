@@ -17,7 +17,8 @@ from server.core.scheduler.sequence_table import SequenceRequest, SequenceTable
 from server.core.stats import ModelStats
 from server.errors import ModelNotReady, RequestRescheduled
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
-from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.channel import BatchOutcome
+from tests.unit.scheduler.scheduler_helpers import LiveChannel
 
 
 def config(max_batch_size: int = 2, controls: bool = True) -> mc.ModelConfig:
@@ -39,7 +40,7 @@ def request(count: int, **parameters: Any) -> InferenceRequest:
     return InferenceRequest("it", "1", [Tensor("IN", "INT32", [1, 1], data)], parameters=parameters)
 
 
-class Countdown(WorkerChannel):
+class Countdown(LiveChannel):
     """Reschedules each request until it ran IN times, then answers OUT = its executions.
     Keeps every batch as (sequence_id, flags, input names) rows."""
 
@@ -73,16 +74,6 @@ class Countdown(WorkerChannel):
                 out = np.array([[runs]], np.int32).tobytes()
                 results.append(InferenceResult("it", "1", [Tensor("OUT", "INT32", [1, 1], out)]))
         return BatchOutcome(results=results)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
 
 
 def _out(result: InferenceResult) -> int:

@@ -19,7 +19,8 @@ from server.core.scheduler.sequence_table import SequenceRequest, SequenceTable,
 from server.core.stats import ModelStats
 from server.errors import InvalidInput, WorkerCrashed
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
-from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.channel import BatchOutcome
+from tests.unit.scheduler.scheduler_helpers import LiveChannel
 
 
 def config(
@@ -143,7 +144,7 @@ def test_control_tensors_carry_the_configured_types_and_values() -> None:
 # -- the batcher over a recording channel ---------------------------------------------------------------
 
 
-class Recorder(WorkerChannel):
+class Recorder(LiveChannel):
     """Answers each row with its INPUT, and keeps every batch it saw."""
 
     instance_name = "seq_0"
@@ -163,16 +164,6 @@ class Recorder(WorkerChannel):
                 InferenceResult("seq", "1", [Tensor("OUTPUT", "INT32", [1, 1], bytes(value.data))])
             )
         return BatchOutcome(results=results)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
 
 
 def _ready(req: InferenceRequest) -> bool:

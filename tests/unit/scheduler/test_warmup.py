@@ -13,7 +13,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from server.core.scheduler.warmup import build_warmup_requests, run_warmup
 from server.errors import BackendError, LoadError, ServerError
 from server.vocabulary.types import InferenceRequest, InferenceResult
-from server.workers.channel import BatchOutcome, WorkerChannel
+from server.workers.channel import BatchOutcome
+from tests.unit.scheduler.scheduler_helpers import LiveChannel
 
 CONFIG = """
 name: "m"
@@ -40,7 +41,7 @@ def config(text: str = CONFIG) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
 
 
-class RecordingChannel(WorkerChannel):
+class RecordingChannel(LiveChannel):
     def __init__(self, fail: bool = False) -> None:
         self.instance_name = "m_0"
         self.batches: list[list[InferenceRequest]] = []
@@ -52,16 +53,6 @@ class RecordingChannel(WorkerChannel):
             BackendError("model exploded") if self.fail else InferenceResult("m", "1", []) for _ in requests
         ]
         return BatchOutcome(results)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
 
 
 def write_input_file(tmp_path: Path) -> Path:
