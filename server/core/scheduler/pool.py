@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable
 
@@ -188,11 +189,26 @@ class InstancePool:
 
         Raises WorkerCrashed when no live instance is left (or `instance` is down). A caller
         cancelled just as a slot was handed to it gives the slot back."""
+        waiter = self.reserve(instance)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as we were cancelled
+            raise
+
+    def reserve(self, instance: int | None = None) -> asyncio.Future[WorkerChannel]:
+        """`acquire` without a coroutine: a future of the slot, done at once when one is free.
+
+        Cancelling it leaves the queue; once it holds a slot, that slot is the caller's to
+        release. Raises WorkerCrashed at once when no live instance is left (or `instance` is down)."""
         queue = self._waiters if instance is None else self._pinned.get(instance)
         if not queue:
             channel = self.acquire_nowait(instance, spare=instance is not None)
             if channel is not None:
-                return channel
+                lent: asyncio.Future[WorkerChannel] = asyncio.get_running_loop().create_future()
+                lent.set_result(channel)
+                return lent
         if instance is None:
             if not self._serving:
                 raise WorkerCrashed(f"no live instance of '{self.model_name}' version {self.version}")
@@ -208,14 +224,8 @@ class InstancePool:
         queue.append(entry)
         if self._multi_slot and len(self._waiters) > 1:  # a backlog: the oldest may take a spare slot
             self._lend_spare()
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())  # handed over just as we were cancelled
-            else:
-                queue.remove(entry)
-            raise
+        waiter.add_done_callback(lambda done: _withdraw(queue, entry) if done.cancelled() else None)
+        return waiter
 
     def release(self, channel: WorkerChannel) -> None:
         """A batch on `channel` has returned: its slot goes to the oldest waiter that may use it."""
@@ -369,3 +379,8 @@ class InstancePool:
         while self._lent:
             self._idle = asyncio.Event()
             await self._idle.wait()
+
+
+def _withdraw(queue: collections.deque[_Waiter], entry: _Waiter) -> None:
+    with contextlib.suppress(ValueError):  # handed over, skipped or failed already
+        queue.remove(entry)

@@ -163,6 +163,42 @@ async def test_a_cancelled_waiter_does_not_lose_the_instance() -> None:
 
 
 @in_loop
+async def test_queued_requests_wait_as_futures_not_tasks_and_go_out_in_order() -> None:
+    instance = LocalInstance("a")
+    instance.gate = asyncio.Event()
+    stats = ModelStats()
+    scheduler = await started([instance], stats)
+    tasks_before = len(asyncio.all_tasks())
+    answers = [scheduler.submit(make_request(f"r{n}")) for n in range(4)]
+    await asyncio.sleep(0.01)
+    # One task runs the stand-in instance's submit; the three queued requests are only futures.
+    assert len(asyncio.all_tasks()) == tasks_before + 1
+    answers[2].cancel()  # withdrawn while queued: never executed, counted as cancelled
+    instance.gate.set()
+    assert [(await answer).id for answer in (answers[0], answers[1], answers[3])] == ["r0", "r1", "r3"]
+    assert instance.executed == ["r0", "r1", "r3"]
+    assert stats.failures_by_reason["CANCELED"] == 1 and stats.success_count == 3
+    await asyncio.wait_for(scheduler.stop(drain=True), 1)  # nothing left counted pending
+
+
+@in_loop
+async def test_queued_requests_fail_when_the_last_instance_dies() -> None:
+    instance = LocalInstance("a")
+    instance.gate = asyncio.Event()
+    scheduler = await started([instance])
+    running = scheduler.submit(make_request("running"))
+    queued = scheduler.submit(make_request("queued"))
+    await asyncio.sleep(0.01)
+    instance.die()
+    instance.gate.set()
+    with pytest.raises(WorkerCrashed):
+        await running
+    with pytest.raises(WorkerCrashed):
+        await queued
+    assert instance.executed == []
+
+
+@in_loop
 async def test_stop_with_drain_waits_for_in_flight_requests() -> None:
     instance = LocalInstance("a")
     instance.gate = asyncio.Event()

@@ -166,6 +166,32 @@ def test_a_cancelled_waiter_gives_back_a_slot_handed_to_it() -> None:
     run(scenario)
 
 
+def test_a_reserved_slot_is_a_future_and_a_withdrawn_one_leaves_the_queue() -> None:
+    async def scenario() -> None:
+        a = Slots("a", max_in_flight=1)
+        pool = InstancePool("m", 1, [a])
+        free = pool.reserve()
+        assert free.done() and free.result() is a  # free: lent at once
+        withdrawn, waiting = pool.reserve(), pool.reserve()
+        assert not withdrawn.done() and pool.try_acquire() is None
+        withdrawn.cancel()
+        await asyncio.sleep(0)  # its callback took it out of the queue
+        pool.release(a)
+        assert waiting.done() and waiting.result() is a  # the slot skipped the withdrawn one
+        pool.release(a)
+        assert pool.lent == 0 and pool.try_acquire() is a
+        # With a spare slot: a withdrawn waiter is no backlog, so the next one is not lent it.
+        b = Slots("b", max_in_flight=2)
+        spare = InstancePool("m", 1, [b])
+        assert spare.try_acquire() is b
+        withdrawn = spare.reserve()
+        withdrawn.cancel()
+        await asyncio.sleep(0)
+        assert not spare.reserve().done()
+
+    run(scenario)
+
+
 def test_dead_instances_leave_and_come_back_with_their_index() -> None:
     async def scenario() -> None:
         a, b = Slots("a", max_in_flight=1), Slots("b", max_in_flight=1)
