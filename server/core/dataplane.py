@@ -34,6 +34,7 @@ from server.errors import (
     Unavailable,
 )
 from server.vocabulary.dtypes import config_to_wire
+from server.vocabulary.eager import on_done
 from server.vocabulary.shm_regions import materialize
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceRequest, InferenceResult
@@ -230,7 +231,7 @@ class DataPlane:
         except BaseException:
             limits.release(size)
             raise
-        future.add_done_callback(lambda _: limits.release(size))
+        on_done(future, lambda _: limits.release(size))
         return future
 
     def is_decoupled(self, name: str, version: str = "") -> bool:

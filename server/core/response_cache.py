@@ -31,6 +31,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from server.errors import ServerError
+from server.vocabulary.eager import on_done
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 
 if TYPE_CHECKING:
@@ -253,9 +254,9 @@ class CachedModels:
             return future
         stats.record_cache_miss(time.monotonic_ns() - started)
         future = schedule(loaded, request)
-        # Registered before the front end's callbacks: the answer is stored before anything
-        # (classification) rewrites it.
-        future.add_done_callback(lambda done: self._store(done, key, stats))
+        # Registered before the front end's callbacks, and as eagerly as they are (on_done): the
+        # answer is stored before anything (classification) rewrites it.
+        on_done(future, lambda done: self._store(done, key, stats))
         return future
 
     async def run_step(self, target: Any, request: InferenceRequest) -> InferenceResult:

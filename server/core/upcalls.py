@@ -21,6 +21,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidInput, RequestCancelled, RequestTimeout, ServerError
+from server.vocabulary.eager import on_done
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceRequest, InferenceResult
 
@@ -59,7 +60,7 @@ def follow(
             hook()
         future.cancel()
 
-    future.add_done_callback(settled)
+    on_done(future, settled)
     stream.cancel_hooks.append(cancel)
 
 

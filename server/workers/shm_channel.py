@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import RequestRescheduled, ServerError, WorkerCrashed, from_wire
+from server.vocabulary.eager import EagerFuture
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.batch_io import scalar_parameters
 from server.workers.channel import BatchOutcome, WorkerChannel
@@ -173,7 +174,9 @@ class ShmWorkerChannel(WorkerChannel):
             side = self._side
             slots = [side.admit(request) for request in requests] if side is not None else []
             message, fds, sourced = self._write_batch(seq, slot, requests, slots)
-            future: asyncio.Future[BatchOutcome] = self._loop.create_future()
+            future: asyncio.Future[BatchOutcome] = EagerFuture(
+                loop=self._loop
+            )  # the answer's callbacks run at once
             self._in_flight.append(
                 _InFlight(seq, slot, requests, future, time.monotonic_ns() - started, slots)
             )
@@ -332,9 +335,9 @@ class ShmWorkerChannel(WorkerChannel):
             if side is not None and batch.slots:
                 for request, board, result in zip(batch.requests, batch.slots, outcome.results, strict=True):
                     side.answered(request, board, isinstance(result, RequestRescheduled))
+            self._slots_free.release()  # before the answer's eager callbacks, which may send again
             if not batch.future.done():
                 batch.future.set_result(outcome)
-            self._slots_free.release()
 
     def _read_outcome(self, batch: _InFlight, record: dict[str, Any]) -> BatchOutcome:
         started = time.monotonic_ns()

@@ -14,6 +14,7 @@ import time
 from server.core.scheduler.base import PooledScheduler
 from server.core.stats import ModelStats
 from server.errors import BackendError, ServerError, WorkerCrashed
+from server.vocabulary.eager import EagerFuture, on_done
 from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
@@ -92,7 +93,7 @@ class DefaultScheduler(PooledScheduler):
                 raise
         pending = self._pending
         pending.count += 1
-        answer: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[InferenceResult] = EagerFuture(loop=asyncio.get_running_loop())
         sent: asyncio.Future[BatchOutcome] | None = None
         taken: WorkerChannel | None = None  # the slot the request went out on
         abandoned = False
@@ -113,7 +114,7 @@ class DefaultScheduler(PooledScheduler):
             except BaseException:
                 self.pool.release(channel)
                 raise
-            sent.add_done_callback(lambda done: executed(channel, done, started_at))
+            on_done(sent, lambda done: executed(channel, done, started_at))
 
         def executed(channel: WorkerChannel, done: asyncio.Future[BatchOutcome], started_at: int) -> None:
             if abandoned:  # _abandon released the slot and the pending count

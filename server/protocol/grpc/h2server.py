@@ -43,6 +43,7 @@ from server.protocol.grpc.service import (
 )
 from server.protocol.restricted import GRPC_CATEGORIES, grpc_denial_message
 from server.vocabulary import h2frames as h2
+from server.vocabulary.eager import on_done
 from server.vocabulary.h2frames import frame
 from server.vocabulary.restrictions import Restrictions
 
@@ -382,7 +383,7 @@ class H2Connection(H2Sender, asyncio.Protocol):
         if call.future.done():  # answered at once (a response-cache hit): no callback round
             self._infer_done(stream, call)
             return
-        call.future.add_done_callback(lambda _: self._infer_done(stream, call))
+        on_done(call.future, lambda _: self._infer_done(stream, call))
 
     def _infer_done(self, stream: Stream, call: InferCall) -> None:
         try:

@@ -22,6 +22,7 @@ import httptools
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.linger import Linger, linger_budget
 from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
+from server.vocabulary.eager import on_done
 from server.vocabulary.restrictions import parse_restrictions
 from server.vocabulary.shm_regions import RegionTable
 
@@ -250,7 +251,7 @@ class HttpConnection(asyncio.Protocol):
             self._respond(pending, started)
             return True
         self._worker = started.future  # connection_lost cancels it: the request leaves the queue
-        started.future.add_done_callback(lambda _: self._infer_done(pending, started))
+        on_done(started.future, lambda _: self._infer_done(pending, started))
         return True
 
     def _infer_done(self, pending: _Pending, call: InferCall) -> None:
