@@ -27,6 +27,7 @@ from server.core.scheduler.batching import TIMEOUT_MESSAGE, BatchingPolicy, Queu
 from server.core.scheduler.pumped import PumpedScheduler
 from server.core.stats import ModelStats
 from server.errors import BackendError, RequestTimeout, ServerError, WorkerCrashed
+from server.vocabulary.eager import EagerFuture, on_done
 from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome, WorkerChannel
 
@@ -79,7 +80,7 @@ class DynamicBatcher(PumpedScheduler):
     def submit(self, request: InferenceRequest) -> asyncio.Future[InferenceResult]:
         if not self._accepting:
             raise self.not_ready()
-        future: asyncio.Future[InferenceResult] = self._loop().create_future()
+        future: asyncio.Future[InferenceResult] = EagerFuture(loop=self._loop())
         # QueueFull propagates uncounted: Triton 2.51 leaves it out of the statistics and metrics.
         item = self._queue.enqueue(request, time.monotonic_ns(), future)
         return self._queued(item, future)
@@ -129,17 +130,44 @@ class DynamicBatcher(PumpedScheduler):
         execution = _Execution(batch, now)
         if self.policy.preserve_ordering:
             self._in_order.append(execution)
-        task = self._loop().create_task(self._execute(channel, execution))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _execute(self, channel: WorkerChannel, execution: _Execution) -> None:
-        batch = execution.batch
+        requests = [item.request for item in batch]
         try:
-            outcome = await channel.submit([item.request for item in batch])
-        except ServerError as error:
+            sent = channel.submit_now(requests)
+        except Exception as error:
+            self._executed(channel, execution, None, error)
+            return
+        if sent is None:  # the channel cannot take it at once: a task waits for it
+            task = self._loop().create_task(self._execute(channel, execution, requests))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        # No task: the outcome is delivered inside the callback that reads it (eager.py).
+        on_done(sent, lambda done: self._executed(channel, execution, *_outcome_of(done)))
+
+    async def _execute(
+        self, channel: WorkerChannel, execution: _Execution, requests: list[InferenceRequest]
+    ) -> None:
+        try:
+            outcome = await channel.submit(requests)
+        except asyncio.CancelledError:
+            self.pool.release(channel)
+            raise
+        except Exception as error:
+            self._executed(channel, execution, None, error)
+            return
+        self._executed(channel, execution, outcome, None)
+
+    def _executed(
+        self,
+        channel: WorkerChannel,
+        execution: _Execution,
+        outcome: BatchOutcome | None,
+        error: Exception | None,
+    ) -> None:
+        batch = execution.batch
+        if isinstance(error, ServerError):
             outcome = BatchOutcome(results=[error] * len(batch))
-        except Exception as error:  # a bug below the seam must not strand the waiting clients
+        elif error is not None or outcome is None:  # a bug below the seam must not strand the clients
             outcome = BatchOutcome(results=[BackendError(f"instance failed: {error}")] * len(batch))
         else:
             # Triton 2.51's inference_count grows by the rows of the requests that succeeded only.
@@ -154,8 +182,7 @@ class DynamicBatcher(PumpedScheduler):
                     if not (isinstance(result, ServerError) and not result.model_response)
                 ),
             )
-        finally:
-            self.pool.release(channel)  # wakes the pump (on_available)
+        self.pool.release(channel)  # wakes the pump (on_available)
         execution.outcome = outcome
         if not self.policy.preserve_ordering:
             self._deliver(execution)
@@ -173,3 +200,12 @@ class DynamicBatcher(PumpedScheduler):
         if not future.done():
             future.set_exception(error)
         self._pending.done()
+
+
+def _outcome_of(done: asyncio.Future[BatchOutcome]) -> tuple[BatchOutcome | None, Exception | None]:
+    if done.cancelled():
+        return None, BackendError("its execution was cancelled")
+    error = done.exception()
+    if error is None:
+        return done.result(), None
+    return None, error if isinstance(error, Exception) else BackendError(repr(error))

@@ -15,6 +15,7 @@ from server.core.scheduler.default import DefaultScheduler
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
 from server.errors import ModelNotReady, QueueFull, RequestTimeout, ServerError, WorkerCrashed
+from server.vocabulary.eager import EagerFuture
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome, WorkerChannel
 
@@ -44,12 +45,7 @@ class EchoChannel(WorkerChannel):
             if self.crash:
                 self._alive = False
                 raise WorkerCrashed("the instance process died")
-            results: list[InferenceResult | ServerError] = []
-            for r in requests:
-                doubled = (np.frombuffer(r.inputs[0].data, np.float32) * 2).tobytes()
-                output = Tensor("OUTPUT0", "FP32", list(r.inputs[0].shape), doubled)
-                results.append(InferenceResult(model=r.model, version=r.version, outputs=[output], id=r.id))
-            return BatchOutcome(results, compute_input_ns=1, compute_infer_ns=10, compute_output_ns=2)
+            return echo(requests)
         finally:
             self.running -= 1
 
@@ -62,6 +58,28 @@ class EchoChannel(WorkerChannel):
 
     def kill(self) -> None:
         self._alive = False
+
+
+def echo(requests: list[InferenceRequest]) -> BatchOutcome:
+    results: list[InferenceResult | ServerError] = []
+    for r in requests:
+        doubled = (np.frombuffer(r.inputs[0].data, np.float32) * 2).tobytes()
+        output = Tensor("OUTPUT0", "FP32", list(r.inputs[0].shape), doubled)
+        results.append(InferenceResult(model=r.model, version=r.version, outputs=[output], id=r.id))
+    return BatchOutcome(results, compute_input_ns=1, compute_infer_ns=10, compute_output_ns=2)
+
+
+class TakesAtOnce(EchoChannel):
+    """A channel with the fast path: submit_now hands back the batch's (eager) future, settled by the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[list[InferenceRequest], EagerFuture[BatchOutcome]]] = []
+
+    def submit_now(self, requests: list[InferenceRequest]) -> asyncio.Future[BatchOutcome] | None:
+        future: EagerFuture[BatchOutcome] = EagerFuture(loop=asyncio.get_running_loop())
+        self.sent.append((requests, future))
+        return future
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -118,6 +136,31 @@ def test_requests_queue_while_the_instance_is_busy_then_batch() -> None:
         assert [len(b) for b in channel.batches] == [1, 4, 2]
         assert stats.batch_sizes == {1: 1, 2: 1, 4: 1}
         assert stats.to_proto("m", "1").inference_stats.queue.ns > 0
+
+    run(scenario)
+
+
+def test_a_batch_the_channel_takes_at_once_is_answered_inside_its_outcome_without_a_task() -> None:
+    async def scenario() -> None:
+        channel = TakesAtOnce()
+        batcher, stats = await started(model_config(max_batch_size=4), channel)
+        tasks_before = len(asyncio.all_tasks())
+        answers = [batcher.submit(request(tag=tag)) for tag in range(3)]
+        await asyncio.sleep(0.01)  # the pump dispatches one batch of three
+        assert [len(requests) for requests, _ in channel.sent] == [3]
+        assert len(asyncio.all_tasks()) == tasks_before  # no task per batch
+        requests, outcome = channel.sent[0]
+        outcome.set_result(echo(requests))
+        # Answered inside set_result: no loop step between the worker's answer and the requesters.
+        assert [answer(done.result()) for done in answers] == [[2.0 * tag] * 4 for tag in range(3)]
+        assert (stats.to_proto("m", "1").execution_count, batcher.pending) == (1, 0)
+        crashed = [batcher.submit(request(tag=tag)) for tag in range(2)]
+        await asyncio.sleep(0.01)
+        channel.sent[1][1].set_exception(WorkerCrashed("the instance process died"))
+        for done in crashed:
+            with pytest.raises(WorkerCrashed):
+                done.result()
+        assert batcher.pending == 0
 
     run(scenario)
 
