@@ -29,9 +29,8 @@ from pathlib import Path
 
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
-from server.errors import ServerError
-from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
-from server.workers.channel import BatchOutcome, WorkerChannel
+from server.vocabulary.types import InferenceRequest, Tensor
+from tests.support.channels import InstantChannel
 
 ROOT = Path(__file__).resolve().parent.parent
 PA_VENV = ROOT / ".tools" / "pa"
@@ -123,28 +122,6 @@ class NoStats(ModelStats):
         return None
 
     def record_execution(self, **_: int) -> None:
-        return None
-
-
-class InstantChannel(WorkerChannel):
-    """Answers every request at once with its own input (no process, no copy)."""
-
-    instance_name = "bench_0"
-
-    async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
-        results: list[InferenceResult | ServerError] = [
-            InferenceResult(r.model, r.version, r.inputs, r.id) for r in requests
-        ]
-        return BatchOutcome(results, compute_input_ns=1, compute_infer_ns=1, compute_output_ns=1)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
         return None
 
 

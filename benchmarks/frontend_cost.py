@@ -30,7 +30,6 @@ import orjson
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from benchmarks.batching import InstantChannel
 from server.core.dataplane import DataPlane
 from server.core.model_version import LoadedVersion
 from server.core.request_validator import RequestValidator
@@ -39,6 +38,7 @@ from server.core.stats import ModelStats
 from server.vocabulary import h2frames as h2
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome
+from tests.support.channels import InstantChannel
 
 MODEL = "identity"
 _PROFILE: list[cProfile.Profile] = []  # --profile: enabled around the timed loops only

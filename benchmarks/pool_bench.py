@@ -36,32 +36,10 @@ from server.core.scheduler.base import Scheduler
 from server.core.scheduler.default import DefaultScheduler
 from server.core.scheduler.dynamic_batcher import DynamicBatcher
 from server.core.stats import ModelStats
-from server.errors import ServerError
-from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
+from server.vocabulary.types import InferenceRequest, Tensor
 from server.workers.backend_loading import InstanceLaunch
-from server.workers.channel import BatchOutcome, WorkerChannel
-
-
-class InstantChannel(WorkerChannel):
-    """Answers every request at once with its own input (no process, no copy)."""
-
-    instance_name = "bench_0"
-
-    async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
-        results: list[InferenceResult | ServerError] = [
-            InferenceResult(r.model, r.version, r.inputs, r.id) for r in requests
-        ]
-        return BatchOutcome(results, compute_input_ns=1, compute_infer_ns=1, compute_output_ns=1)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
+from server.workers.channel import WorkerChannel
+from tests.support.channels import InstantChannel
 
 
 async def drive(

@@ -4,6 +4,8 @@ in-process instances, BYTES checks. Unchanged tritonclient, both protocols."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
@@ -116,95 +118,91 @@ def test_bytes_inputs_from_regions(server: RunningServer, regions: Regions, prot
         client.infer("strings", [tensor])
 
 
-def _held_server(tmp_path: Path) -> tuple[Gate, Any]:
+@dataclasses.dataclass
+class Held:
+    """A server whose model "held" gathers a batch behind a gated two-row request, and what the
+    test's requests answered (by label) once the gate opens."""
+
+    running: RunningServer
+    gate: Gate
+    made: Regions
+    client: Any
+    answers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    threads: list[threading.Thread] = dataclasses.field(default_factory=list)
+
+    def send(self, tensor: Any, label: str, client: Any = None) -> None:
+        def run() -> None:
+            try:
+                self.answers[label] = (client or self.client).infer("held", [tensor]).as_numpy("OUTPUT0")
+            except InferenceServerException as error:
+                self.answers[label] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.threads.append(thread)
+
+    def release(self) -> None:
+        self.gate.open()
+        for thread in self.threads:
+            thread.join(60)
+
+
+@contextlib.contextmanager
+def held_server(tmp_path: Path) -> Iterator[Held]:
     repo = tmp_path / "repo"
     gate = Gate(tmp_path / "gate")
     batching = {"preferred_batch_size": [2], "max_queue_delay_microseconds": 20_000_000}
     write_gated_model(repo, "held", gate, dims=[ROW], max_batch_size=8, dynamic_batching=batching)
-    return gate, start_server(repo, "--allow-client-shm=true")
-
-
-def _infer_in_thread(client: Any, tensor: Any, answers: dict[str, Any], label: str) -> threading.Thread:
-    def run() -> None:
+    with start_server(repo, "--allow-client-shm=true") as running:
+        held = Held(running, gate, Regions(running), grpcclient.InferenceServerClient(running.grpc_url))
         try:
-            answers[label] = client.infer("held", [tensor]).as_numpy("OUTPUT0")
-        except InferenceServerException as error:
-            answers[label] = error
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def _hold(running: RunningServer, gate: Gate, answers: dict[str, Any]) -> threading.Thread:
-    """A two-row request (a preferred batch) that executes at once and holds the instance."""
-    client = grpcclient.InferenceServerClient(running.grpc_url)
-    first = grpcclient.InferInput("INPUT0", [2, ROW], "FP32")
-    first.set_data_from_numpy(np.zeros((2, ROW), np.float32))
-    thread = _infer_in_thread(client, first, answers, "held")
-    gate.wait_started(1)
-    return thread
+            # A two-row request (a preferred batch) executes at once and holds the instance.
+            first = grpcclient.InferInput("INPUT0", [2, ROW], "FP32")
+            first.set_data_from_numpy(np.zeros((2, ROW), np.float32))
+            held.send(first, "held")
+            gate.wait_started(1)
+            yield held
+        finally:
+            held.made.close()
 
 
 def test_truncated_after_decode_fails_that_request_only(tmp_path: Path) -> None:
     """A client shrinks its object after the request was checked: the worker's read falls short,
     that request gets an error, the body request batched with it its answer; the server serves on."""
-    gate, starting = _held_server(tmp_path)
-    with starting as running:
-        made = Regions(running)
-        try:
-            answers: dict[str, Any] = {}
-            threads = [_hold(running, gate, answers)]
-            client = grpcclient.InferenceServerClient(running.grpc_url)
-            values = np.full((1, ROW), 9.0, np.float32)
-            key, _ = _region(made, client, "shrinks", values)
-            body = grpcclient.InferInput("INPUT0", [1, ROW], "FP32")
-            body.set_data_from_numpy(np.full((1, ROW), 5.0, np.float32))
-            threads.append(_infer_in_thread(client, body, answers, "body"))
-            shm_client = grpcclient.InferenceServerClient(running.grpc_url)
-            threads.append(
-                _infer_in_thread(shm_client, _shm_input(grpcclient, "shrinks", [1, ROW]), answers, "shm")
-            )
-            wait_pending(running, "held", 3)
-            os.truncate(Path("/dev/shm") / key.lstrip("/"), 8)
-            gate.open()
-            for thread in threads:
-                thread.join(60)
-            np.testing.assert_array_equal(answers["body"], np.full((1, ROW), 5.0, np.float32))
-            assert isinstance(answers["shm"], InferenceServerException), answers["shm"]
-            assert "truncated" in answers["shm"].message()
-            stats = client.get_inference_statistics("held", as_json=True)["model_stats"][0]
-            assert any(int(entry["batch_size"]) == 2 for entry in stats["batch_stats"])  # body + shm
-            again = grpcclient.InferInput("INPUT0", [2, ROW], "FP32")
-            again.set_data_from_numpy(np.ones((2, ROW), np.float32))
-            np.testing.assert_array_equal(
-                client.infer("held", [again]).as_numpy("OUTPUT0"), np.ones((2, ROW))
-            )
-        finally:
-            made.close()
+    with held_server(tmp_path) as held:
+        client = held.client
+        values = np.full((1, ROW), 9.0, np.float32)
+        key, _ = _region(held.made, client, "shrinks", values)
+        body = grpcclient.InferInput("INPUT0", [1, ROW], "FP32")
+        body.set_data_from_numpy(np.full((1, ROW), 5.0, np.float32))
+        held.send(body, "body")
+        shm_client = grpcclient.InferenceServerClient(held.running.grpc_url)
+        held.send(_shm_input(grpcclient, "shrinks", [1, ROW]), "shm", shm_client)
+        wait_pending(held.running, "held", 3)
+        os.truncate(Path("/dev/shm") / key.lstrip("/"), 8)
+        held.release()
+        answers = held.answers
+        np.testing.assert_array_equal(answers["body"], np.full((1, ROW), 5.0, np.float32))
+        assert isinstance(answers["shm"], InferenceServerException), answers["shm"]
+        assert "truncated" in answers["shm"].message()
+        stats = client.get_inference_statistics("held", as_json=True)["model_stats"][0]
+        assert any(int(entry["batch_size"]) == 2 for entry in stats["batch_stats"])  # body + shm
+        again = grpcclient.InferInput("INPUT0", [2, ROW], "FP32")
+        again.set_data_from_numpy(np.ones((2, ROW), np.float32))
+        np.testing.assert_array_equal(client.infer("held", [again]).as_numpy("OUTPUT0"), np.ones((2, ROW)))
 
 
 def test_unregister_while_queued_keeps_the_input_readable(tmp_path: Path) -> None:
     """Triton #7743 for inputs: the request holds its own descriptor, so a region unregistered (and
     its object unlinked) while the request waits is still read whole when the request runs."""
-    gate, starting = _held_server(tmp_path)
-    with starting as running:
-        made = Regions(running)
-        try:
-            answers: dict[str, Any] = {}
-            threads = [_hold(running, gate, answers)]
-            client = grpcclient.InferenceServerClient(running.grpc_url)
-            values = np.arange(2 * ROW, dtype=np.float32).reshape(2, ROW) * -1
-            _region(made, client, "goes", values)
-            threads.append(_infer_in_thread(client, _shm_input(grpcclient, "goes", [2, ROW]), answers, "shm"))
-            wait_pending(running, "held", 2)
-            httpclient.InferenceServerClient(running.http_url).unregister_system_shared_memory("goes")
-            for handle in made.handles:
-                shm.destroy_shared_memory_region(handle)
-            made.handles.clear()
-            gate.open()
-            for thread in threads:
-                thread.join(60)
-            np.testing.assert_array_equal(answers["shm"], values)
-        finally:
-            made.close()
+    with held_server(tmp_path) as held:
+        values = np.arange(2 * ROW, dtype=np.float32).reshape(2, ROW) * -1
+        _region(held.made, held.client, "goes", values)
+        held.send(_shm_input(grpcclient, "goes", [2, ROW]), "shm")
+        wait_pending(held.running, "held", 2)
+        httpclient.InferenceServerClient(held.running.http_url).unregister_system_shared_memory("goes")
+        for handle in held.made.handles:
+            shm.destroy_shared_memory_region(handle)
+        held.made.handles.clear()
+        held.release()
+        np.testing.assert_array_equal(held.answers["shm"], values)

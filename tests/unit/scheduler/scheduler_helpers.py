@@ -7,7 +7,6 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.vocabulary.types import InferenceRequest, Tensor
-from server.workers.channel import WorkerChannel
 
 
 def model_config(
@@ -65,18 +64,3 @@ def request(
             Tensor("INPUT1", "INT32", [rows, 1], np.full((rows, 1), shape_value, np.int32).tobytes())
         )
     return InferenceRequest(model="m", version="1", inputs=inputs, id=str(tag), parameters=dict(parameters))
-
-
-class LiveChannel(WorkerChannel):
-    """A stand-in instance that is always alive and has nothing to close or kill: subclasses
-    give `submit` (what the test records or answers)."""
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None

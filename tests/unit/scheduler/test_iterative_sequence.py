@@ -18,7 +18,7 @@ from server.core.stats import ModelStats
 from server.errors import ModelNotReady, RequestRescheduled
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome
-from tests.unit.scheduler.scheduler_helpers import LiveChannel
+from tests.support.channels import LiveChannel
 
 
 def config(max_batch_size: int = 2, controls: bool = True) -> mc.ModelConfig:

@@ -20,7 +20,7 @@ from server.core.stats import ModelStats
 from server.errors import InvalidInput, WorkerCrashed
 from server.vocabulary.types import InferenceRequest, InferenceResult, Tensor
 from server.workers.channel import BatchOutcome
-from tests.unit.scheduler.scheduler_helpers import LiveChannel
+from tests.support.channels import LiveChannel
 
 
 def config(

@@ -14,7 +14,7 @@ from server.core.scheduler.warmup import build_warmup_requests, run_warmup
 from server.errors import BackendError, LoadError, ServerError
 from server.vocabulary.types import InferenceRequest, InferenceResult
 from server.workers.channel import BatchOutcome
-from tests.unit.scheduler.scheduler_helpers import LiveChannel
+from tests.support.channels import LiveChannel
 
 CONFIG = """
 name: "m"
