@@ -61,10 +61,6 @@ class EagerFuture(asyncio.Future[T]):
                 )
 
 
-def new_future(loop: asyncio.AbstractEventLoop) -> EagerFuture[Any]:
-    return EagerFuture(loop=loop)
-
-
 def on_done(future: asyncio.Future[T], callback: Callback) -> None:
     """`callback` at once when `future` settles if it is eager, else a loop step later."""
     if isinstance(future, EagerFuture):
