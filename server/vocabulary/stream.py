@@ -45,6 +45,8 @@ class ResponseStream:
             return
         if final:
             self.finished = True
+            # Nothing left to cancel; the hooks (-> request -> this stream) would keep a cycle.
+            self.cancel_hooks = []
         if self.on_item is not None:
             self.on_item((response, final))
             return

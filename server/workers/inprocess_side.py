@@ -72,13 +72,16 @@ class InProcessControl(RequestControl):
             super().send(outputs, final)
             return
         self.finished = self.finished or final
+        request = self.request
+        if final:
+            self.request = None  # request <-> control is a cycle: ended here, refcounting frees both
         response: InferenceResult | ServerError | None = None
         if isinstance(outputs, ServerError):
             response = outputs
         elif outputs is not None:
-            assert self.request is not None
+            assert request is not None
             try:
-                selected = select_outputs(self.request, outputs)
+                selected = select_outputs(request, outputs)
             except ServerError as exc:
                 response = exc
             else:
@@ -103,7 +106,8 @@ def attach_control(
     version: str,
 ) -> None:
     control = InProcessControl(request, loop, loop_thread, version)
-    control.request = target
+    if control.streamed:  # only a streamed send needs it (and a back link would be a cycle)
+        control.request = target
     target.control = control
 
 

@@ -282,7 +282,8 @@ class SideLink:
     def fail_all(self, error: WorkerCrashed) -> None:
         """The worker is gone: end every open stream with the error, cancel its BLS calls."""
         self._open = False
-        for slot, request in enumerate(self._owners):
+        for slot in range(self._fresh):  # slots past `_fresh` were never used
+            request = self._owners[slot]
             if request is not None:
                 if request.stream is not None:
                     request.stream.put(error, True)

@@ -48,8 +48,11 @@ class WorkerControl(RequestControl):
             super().send(outputs, final)
             return
         self.finished = self.finished or final
-        assert self.request is not None
-        self.side.send_response(self.slot, self.request, outputs, final)
+        request = self.request
+        assert request is not None
+        if final:
+            self.request = None  # request <-> control is a cycle: ended here, refcounting frees both
+        self.side.send_response(self.slot, request, outputs, final)
 
 
 class WorkerSide:
@@ -68,7 +71,8 @@ class WorkerSide:
 
     def control(self, raw: dict[str, Any], request: Request) -> WorkerControl:
         control = WorkerControl(self, int(raw.get("k", -1)), int(raw.get("dl", 0)), "s" in raw)
-        control.request = request
+        if control.streamed:  # only a streamed send needs it (and a back link would be a cycle)
+            control.request = request
         request.control = control
         return control
 
