@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from server.errors import ConfigError, ServerError
 from server.malloc_tuning import keep_large_buffers_in_heap
 from server.open_files import check_room_for, open_file_limit, raise_open_file_limit
 from server.options import ServerOptions, backend_config_map
+from server.vocabulary.collector import settle_after_load
 from server.vocabulary.shm_regions import RegionTable
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,9 @@ class Server:
                 return 1
             if code != 0:
                 return code
-            # What start-up built (every model's config, record and instances) lives as long as the
-            # server: moved out of the collector's sight, a full collection no longer walks it all
-            # (with 1,000 models and loads on demand, full collections paused the loop 70-250 ms).
-            gc.freeze()
+            # What start-up built besides the models (front ends, tables) lives as long as the
+            # server: out of the collector's sight like each load's objects (vocabulary/collector.py).
+            settle_after_load()
             await self._stop.wait()
             try:
                 await self._run_phase(self._shutdown())

@@ -35,6 +35,7 @@ import sys
 import threading
 import traceback
 
+from server.vocabulary.collector import settle_after_load
 from server.workers.shm import Receiver, decode, encode, send
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -93,6 +94,7 @@ class Host:
                 started = worker.start()
                 added = max(0, resident_bytes() - before)
                 gpu_added = max(0, self._gpu_used() - gpu_before)
+            settle_after_load()
             self.tell({"op": "loaded", "id": ident, "memory": added, "gpu_memory": gpu_added})
             if started:
                 worker.serve()

@@ -49,6 +49,7 @@ from server.repository import ModelConfig, resolve_versions, validate_model_name
 from server.repository.folder_walk import walk_folder
 from server.repository.loader import version_folders
 from server.repository.version_weights import config_version_weights
+from server.vocabulary.collector import settle_after_load
 from server.vocabulary.instances import InstanceSpec
 from server.workers.settings import WorkerOptions
 
@@ -120,6 +121,7 @@ class ModelLoader:
             finally:
                 if self.policy is not None:
                     self.policy.after_load(name)
+                settle_after_load()
 
     def busy(self, name: str) -> bool:
         """A load or unload of `name` is under way (or waiting for its turn)."""
