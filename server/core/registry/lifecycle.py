@@ -40,6 +40,7 @@ from server.core.registry.memory import (
     format_bytes,
     measure_version,
 )
+from server.core.registry.recency import RecencyRanking
 from server.errors import LoadError
 from server.repository import ModelConfig, backend_name
 from server.repository.instance_mode import HOST, INLINE, THREAD, effective_instance_mode
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 EVICTED_REASON = "unloaded (memory budget): loads on first request"
 IDLE_REASON = "unloaded (idle): loads on first request"
 DEFERRED_REASON = "not loaded (memory budget): loads on first request"
-HEADROOM_DIVISOR = 32  # an eviction frees ~3 % of the budget beyond what the load needs
 ROOM_POLL_S = 0.02  # a load waiting for room looks again this often (never the request path)
 # (name, help, type, [(labels, value)]): what server/metrics.py exposes
 MetricFamily = tuple[str, str, str, list[tuple[dict[str, str], float]]]
@@ -99,6 +99,7 @@ class LifecycleManager:
         self._idle_task: asyncio.Task[None] | None = None
         self._trims: set[asyncio.Task[None]] = set()
         self._evicting: set[str] = set()  # chosen and being unloaded: their memory counts as free
+        self._ranking = RecencyRanking(self.last_used)  # least recently used first, kept between loads
         # The models holding a loaded version, with the usage each adds to `_resident_total`. Kept
         # up to date by after_load / after_unload (a model only becomes resident through a load,
         # which always ends in after_load) instead of walking every record per decision: with
@@ -156,8 +157,6 @@ class LifecycleManager:
                         break
                     self._choose_victim(victim, victims, used)
                 else:
-                    if victims:  # evicting anyway: make some headroom, so that the next loads on
-                        self._make_headroom(used, needed, order, victims)  # demand skip this pass
                     self._reserved[name] = needed
             if victims:
                 await asyncio.gather(*(self._evict_one(victim, name) for victim in victims))
@@ -282,12 +281,9 @@ class LifecycleManager:
     def _shortfall(self, needed: MemoryUsage) -> tuple[str, int] | None:
         return self._shortfall_of(self.used(), needed)
 
-    def _shortfall_of(
-        self, used: MemoryUsage, needed: MemoryUsage, headroom: bool = False
-    ) -> tuple[str, int] | None:
+    def _shortfall_of(self, used: MemoryUsage, needed: MemoryUsage) -> tuple[str, int] | None:
         for device, limit in self.budget.items():
-            room = limit - limit // HEADROOM_DIVISOR if headroom else limit
-            over = used.by_device.get(device, 0) + needed.by_device.get(device, 0) - room
+            over = used.by_device.get(device, 0) + needed.by_device.get(device, 0) - limit
             if over > 0:
                 return device, over
         return None
@@ -297,18 +293,6 @@ class LifecycleManager:
         victims.append(victim)
         for device, size in self._resident.get(victim, MemoryUsage()).by_device.items():  # as used()
             used.by_device[device] = used.by_device.get(device, 0) - size
-
-    def _make_headroom(
-        self, used: MemoryUsage, needed: MemoryUsage, order: dict[str, Iterator[str]], victims: list[str]
-    ) -> None:
-        """Go on down the LRU order until 1/HEADROOM_DIVISOR of the device's budget is free after
-        this load: with thousands of models loaded on demand, one pass over the residents then
-        serves many loads instead of one (a few % of the budget idle, as a batch)."""
-        while (short := self._shortfall_of(used, needed, headroom=True)) is not None:
-            victim = next(order[short[0]], None) if short[0] in order else None
-            if victim is None:
-                return
-            self._choose_victim(victim, victims, used)
 
     def _resident_names(self) -> list[str]:
         """Models with a loaded version (serving, or still draining)."""
@@ -373,16 +357,17 @@ class LifecycleManager:
         return next(self._eviction_order(device, exclude=exclude), None)
 
     def _eviction_order(self, device: str, *, exclude: str) -> Iterator[str]:
-        """The evictable models holding `device` memory, least recently used first. Only the
-        recency of every resident is read up front; whether one may go is asked as it comes up
-        (a victim chosen meanwhile is `_evicting`, and one no longer loaded is not evictable)."""
-        ranked = sorted(
-            (self.last_used(name), name)
-            for name, usage in self._resident.items()
-            if name != exclude and usage.by_device.get(device, 0) > 0
-        )
+        """The evictable models holding `device` memory, least recently used first (recency.py).
+        Whether one may go is asked as it comes up (a victim chosen meanwhile is `_evicting`, and
+        one no longer loaded is not evictable)."""
+
+        def holders() -> Iterator[str]:
+            return (name for name, usage in self._resident.items() if usage.by_device.get(device, 0) > 0)
+
         in_use: set[str] | None = None
-        for _, name in ranked:
+        for name in self._ranking.candidates(device, holders):
+            if name == exclude or name not in self._resident:
+                continue
             if in_use is None:
                 in_use = self._composing_in_use()
             if self.evictable(name, in_use):

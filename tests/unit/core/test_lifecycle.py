@@ -97,29 +97,37 @@ def test_residency_follows_unloads_and_instances_that_gave_up(tmp_path: Path) ->
     assert loader.unloaded == ["a"]
 
 
-def test_an_eviction_makes_some_headroom_in_lru_order(tmp_path: Path) -> None:
-    """Evicting anyway, the manager frees 1/32 of the budget beyond the load's need, least recently
-    used first, so the loads on demand that follow find room without another pass."""
+def test_one_ranking_serves_many_evictions_in_lru_order(tmp_path: Path) -> None:
+    """Each load on demand evicts only what it needs, least recently used first. The residents are
+    ranked once for many such loads; a model used since the ranking is passed over (it is recent
+    now), and when the ranking runs out the residents are ranked again."""
     table = VersionTable()
     loader = FakeLoader(table, tmp_path)
     manager = LifecycleManager(measure=lambda loaded: MemoryUsage({"cpu": MIB}), room_wait_s=0.2)
     manager.attach(table, loader)  # type: ignore[arg-type]
-    manager.budget = {"cpu": 64 * MIB}  # headroom: 2 MiB
-    names = [f"m{index:02d}" for index in range(64)]
-    manager.measured.update({name: MemoryUsage({"cpu": MIB}) for name in [*names, "new", "next"]})
+    manager.budget = {"cpu": 4 * MIB}
+    names = ["m0", "m1", "m2", "m3"]
+    newcomers = ["n0", "n1", "n2", "n3", "n4"]
+    manager.measured.update({name: MemoryUsage({"cpu": MIB}) for name in [*names, *newcomers]})
 
     async def run() -> None:
         for name in names:
             await loader.load(name)
         manager.starting = False
-        assert manager.used().by_device == {"cpu": 64 * MIB}
-        await loader.load("new")  # needs 1 MiB: 1 + 2 MiB of headroom freed, the three oldest
-        assert loader.unloaded == ["m00", "m01", "m02"]
-        await loader.load("next")  # fits in the headroom: nobody evicted
-        assert loader.unloaded == ["m00", "m01", "m02"]
+        await loader.load("n0")
+        assert loader.unloaded == ["m0"]
+        serving(table, "m1").last_inference_ms = int(time.time() * 1000) + 1000  # m1 serves a request
+        await loader.load("n1")
+        assert loader.unloaded == ["m0", "m2"]  # m1 was used since the ranking: m2 is older now
+        await loader.load("n2")
+        assert loader.unloaded == ["m0", "m2", "m3"]
+        assert manager._ranking.rankings == 1  # three evictions, one ranking
+        await loader.load("n3")  # the ranking ran out: ranked again, n0 (loaded first) goes
+        assert loader.unloaded == ["m0", "m2", "m3", "n0"]
+        assert manager._ranking.rankings == 2
+        assert manager.used().by_device == {"cpu": 4 * MIB}
 
     asyncio.run(run())
-    assert manager.used().by_device == {"cpu": 63 * MIB}
 
 
 def test_pinned_and_busy_models_are_never_evicted(tmp_path: Path) -> None:
