@@ -8,6 +8,8 @@ recognised by its model file, like Triton does.
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from server.repository.schema import ConfigSource, ModelConfig, parse_model_conf
 from server.repository.server_config import ServerConfig, server_entry_line, server_entry_source
 
 CONFIG_FILENAME = "config.pbtxt"
+# What Path.is_dir() answers False for instead of raising.
+_NOT_A_FOLDER = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF}
 
 
 @dataclass
@@ -46,10 +50,14 @@ class ModelEntry:
 
 
 def version_folders(model_dir: Path) -> list[int]:
-    """Numeric version folders present on disk, ascending."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    """Numeric version folders present on disk, ascending (one scandir: loads on demand ask often)."""
+    try:
+        with os.scandir(model_dir) as entries:
+            return sorted(int(entry.name) for entry in entries if entry.name.isdigit() and entry.is_dir())
+    except OSError as exc:
+        if exc.errno in _NOT_A_FOLDER:
+            return []
+        raise
 
 
 def _server_entries(server_config: ServerConfig | None, name: str) -> list[int]:

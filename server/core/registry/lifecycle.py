@@ -147,14 +147,15 @@ class LifecycleManager:
                         self.deferred.add(name)
                         self.counters.deferred_at_start += 1
                         raise LoadError(f"deferred: {DEFERRED_REASON}")
-                    if not order and self._prune_stale():
-                        used = self.used()  # a model had stopped serving unseen: count again
-                        continue
                     if device not in order:
                         order[device] = self._eviction_order(device, exclude=name)
                     victim = next(order[device], None)
                     if victim is None:
                         break
+                    if not self._is_resident(victim):  # it had stopped serving unseen: drop it,
+                        self._note_residency(victim)  # count again
+                        used = self.used()
+                        continue
                     self._choose_victim(victim, victims, used)
                 else:
                     self._reserved[name] = needed
@@ -205,6 +206,9 @@ class LifecycleManager:
                     victim = self._lru_victim(short[0], exclude=keep)
                     if victim is None:
                         break  # everything else is pinned, busy or loading: look again shortly
+                    if not self._is_resident(victim):  # had stopped serving unseen: not counted now
+                        self._note_residency(victim)
+                        continue
                     await self.evict(victim, EVICTED_REASON, f"(over budget after '{keep}' loaded)")
                     self.counters.evictions_budget += 1
                 else:
@@ -307,13 +311,6 @@ class LifecycleManager:
             if self.evictable(name, in_use)
         )
 
-    def _prune_stale(self) -> bool:
-        """Drop residents that stopped serving without an unload; whether there were any."""
-        stale = [name for name in self._resident if not self._is_resident(name)]
-        for name in stale:
-            self._note_residency(name)
-        return bool(stale)
-
     def _is_resident(self, name: str) -> bool:
         record = self.table.record(name) if self.table is not None else None
         return record is not None and any(slot.serving is not None for slot in record.versions.values())
@@ -357,9 +354,9 @@ class LifecycleManager:
         return next(self._eviction_order(device, exclude=exclude), None)
 
     def _eviction_order(self, device: str, *, exclude: str) -> Iterator[str]:
-        """The evictable models holding `device` memory, least recently used first (recency.py).
-        Whether one may go is asked as it comes up (a victim chosen meanwhile is `_evicting`, and
-        one no longer loaded is not evictable)."""
+        """The evictable models holding `device` memory, least recently used first (recency.py),
+        and the residents met on the way that stopped serving without an unload (stale). Whether
+        one may go is asked as it comes up (a victim chosen meanwhile is `_evicting`)."""
 
         def holders() -> Iterator[str]:
             return (name for name, usage in self._resident.items() if usage.by_device.get(device, 0) > 0)
@@ -367,6 +364,9 @@ class LifecycleManager:
         in_use: set[str] | None = None
         for name in self._ranking.candidates(device, holders):
             if name == exclude or name not in self._resident:
+                continue
+            if not self._is_resident(name):  # stopped serving without an unload: the caller drops it
+                yield name
                 continue
             if in_use is None:
                 in_use = self._composing_in_use()
