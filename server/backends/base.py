@@ -91,6 +91,21 @@ class RequestControl:
         self.sent: RequestOutputs | ServerError | None = None
         self.request: Request | None = None
 
+    def attach(self, request: Request) -> None:
+        """Become `request`'s control. Only a streamed send needs the request back, and only until
+        its final response: request <-> control is a cycle, left to refcounting once that ends."""
+        request.control = self
+        if self.streamed:
+            self.request = request
+
+    def streamed_request(self, final: bool) -> Request:
+        """The request a streamed send answers; dropped with the final one (see `attach`)."""
+        request = self.request
+        assert request is not None
+        if final:
+            self.request = None
+        return request
+
     def is_cancelled(self) -> bool:
         return False
 

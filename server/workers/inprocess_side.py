@@ -72,14 +72,11 @@ class InProcessControl(RequestControl):
             super().send(outputs, final)
             return
         self.finished = self.finished or final
-        request = self.request
-        if final:
-            self.request = None  # request <-> control is a cycle: ended here, refcounting frees both
+        request = self.streamed_request(final)
         response: InferenceResult | ServerError | None = None
         if isinstance(outputs, ServerError):
             response = outputs
         elif outputs is not None:
-            assert request is not None
             try:
                 selected = select_outputs(request, outputs)
             except ServerError as exc:
@@ -106,9 +103,7 @@ def attach_control(
     version: str,
 ) -> None:
     control = InProcessControl(request, loop, loop_thread, version)
-    if control.streamed:  # only a streamed send needs it (and a back link would be a cycle)
-        control.request = target
-    target.control = control
+    control.attach(target)
 
 
 class InProcessUpcalls:

@@ -174,9 +174,8 @@ class ShmWorkerChannel(WorkerChannel):
             side = self._side
             slots = [side.admit(request) for request in requests] if side is not None else []
             message, fds, sourced = self._write_batch(seq, slot, requests, slots)
-            future: asyncio.Future[BatchOutcome] = EagerFuture(
-                loop=self._loop
-            )  # the answer's callbacks run at once
+            # Eager: the answer's callbacks run as it is read, not a loop step later.
+            future: asyncio.Future[BatchOutcome] = EagerFuture(loop=self._loop)
             self._in_flight.append(
                 _InFlight(seq, slot, requests, future, time.monotonic_ns() - started, slots)
             )

@@ -48,11 +48,7 @@ class WorkerControl(RequestControl):
             super().send(outputs, final)
             return
         self.finished = self.finished or final
-        request = self.request
-        assert request is not None
-        if final:
-            self.request = None  # request <-> control is a cycle: ended here, refcounting frees both
-        self.side.send_response(self.slot, request, outputs, final)
+        self.side.send_response(self.slot, self.streamed_request(final), outputs, final)
 
 
 class WorkerSide:
@@ -71,9 +67,7 @@ class WorkerSide:
 
     def control(self, raw: dict[str, Any], request: Request) -> WorkerControl:
         control = WorkerControl(self, int(raw.get("k", -1)), int(raw.get("dl", 0)), "s" in raw)
-        if control.streamed:  # only a streamed send needs it (and a back link would be a cycle)
-            control.request = request
-        request.control = control
+        control.attach(request)
         return control
 
     # -- sending -----------------------------------------------------------------------------------

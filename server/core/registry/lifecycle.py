@@ -152,9 +152,8 @@ class LifecycleManager:
                     victim = next(order[device], None)
                     if victim is None:
                         break
-                    if not self._is_resident(victim):  # it had stopped serving unseen: drop it,
-                        self._note_residency(victim)  # count again
-                        used = self.used()
+                    if self._dropped_stale(victim):
+                        used = self.used()  # count again
                         continue
                     self._choose_victim(victim, victims, used)
                 else:
@@ -206,8 +205,7 @@ class LifecycleManager:
                     victim = self._lru_victim(short[0], exclude=keep)
                     if victim is None:
                         break  # everything else is pinned, busy or loading: look again shortly
-                    if not self._is_resident(victim):  # had stopped serving unseen: not counted now
-                        self._note_residency(victim)
+                    if self._dropped_stale(victim):
                         continue
                     await self.evict(victim, EVICTED_REASON, f"(over budget after '{keep}' loaded)")
                     self.counters.evictions_budget += 1
@@ -310,6 +308,14 @@ class LifecycleManager:
             for name, usage in self._resident.items()
             if self.evictable(name, in_use)
         )
+
+    def _dropped_stale(self, name: str) -> bool:
+        """`name`, met in the eviction order, had stopped serving without an unload: no longer
+        counted (then True), nothing to evict."""
+        if self._is_resident(name):
+            return False
+        self._note_residency(name)
+        return True
 
     def _is_resident(self, name: str) -> bool:
         record = self.table.record(name) if self.table is not None else None
