@@ -66,8 +66,9 @@ def serve(options: ServerOptions) -> int:
 def _configure_logging(options: ServerOptions) -> bool:
     """Triton's log settings (server/protocol/log_settings.py; changed at run time over /v2/logging);
     False when --log-file cannot be opened (said on stderr)."""
-    from server.protocol.log_settings import LOG_CONTROL, LogSettings
+    from server.protocol.log_settings import LOG_CONTROL, LogSettings, skip_unused_record_fields
 
+    skip_unused_record_fields()
     settings = LogSettings(
         log_file=options.log_file,
         log_info=options.log_info,

@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 from server.workers.shm import Receiver, decode, encode, send
 
@@ -309,15 +310,22 @@ class Host:
                 self.process.wait(timeout=5)
 
 
-def host_for(backend: str, env: dict[str, str], *, fork: bool = False) -> Host:
-    """The live host of `backend` for the device `env` makes visible (with `fork`: the template
-    that forks its workers), started if needed."""
+def host_for(
+    backend: str,
+    visible_devices: str | None,
+    environment: Callable[[], dict[str, str]],
+    *,
+    fork: bool = False,
+) -> Host:
+    """The live host of `backend` for `visible_devices` (CUDA_VISIBLE_DEVICES; None: the CPU host),
+    with `fork` the template that forks its workers, started if needed with `environment()` (built
+    only then: a copy of os.environ per load was a measurable part of loading many models)."""
     loop = asyncio.get_running_loop()
     hosts = _HOSTS.setdefault(loop, {})
-    key = (f"{backend} (fork)" if fork else backend, env.get("CUDA_VISIBLE_DEVICES", "cpu") or "cpu")
+    key = (f"{backend} (fork)" if fork else backend, visible_devices or "cpu")
     host = hosts.get(key)
     if host is None or not host.alive:
-        host = hosts[key] = Host(key, env, fork=fork)
+        host = hosts[key] = Host(key, environment(), fork=fork)
         host.start()
     return host
 

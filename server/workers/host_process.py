@@ -42,10 +42,14 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _FRAMEWORKS = {"onnxruntime": "onnxruntime", "pytorch": "torch", "tensorrt": "tensorrt"}
 
 
-def resident_bytes() -> int:
-    """This process's resident set size (from /proc/self/statm)."""
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * _PAGE
+class ResidentSize:
+    """This process's resident set size, from /proc/self/statm kept open (read twice per load)."""
+
+    def __init__(self) -> None:
+        self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+
+    def __call__(self) -> int:
+        return int(os.pread(self._statm, 256, 0).split()[1]) * _PAGE
 
 
 class Host:
@@ -53,6 +57,7 @@ class Host:
         self.control = control
         self._send_lock = threading.Lock()
         self._load_lock = threading.Lock()  # loads one at a time: their memory is then measurable
+        self._resident = ResidentSize()
         from server.vocabulary.gpu_memory import own_gpu_reader
 
         self._gpu_used = own_gpu_reader() or (lambda: 0)  # a CPU host never imports pynvml
@@ -87,12 +92,13 @@ class Host:
 
         sock = socket.socket(fileno=fd)
         code = 1
+        worker: Worker | None = None
         try:
             worker = Worker(sock)
             with self._load_lock:
-                before, gpu_before = resident_bytes(), self._gpu_used()
+                before, gpu_before = self._resident(), self._gpu_used()
                 started = worker.start()
-                added = max(0, resident_bytes() - before)
+                added = max(0, self._resident() - before)
                 gpu_added = max(0, self._gpu_used() - gpu_before)
             settle_after_load()
             self.tell({"op": "loaded", "id": ident, "memory": added, "gpu_memory": gpu_added})
@@ -102,6 +108,8 @@ class Host:
         except Exception:
             traceback.print_exc()
         finally:
+            if worker is not None:
+                worker.close()
             self.tell({"op": "ended", "id": ident, "code": code})
             sock.close()
 

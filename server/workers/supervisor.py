@@ -55,7 +55,12 @@ async def start_worker(
         if hosted or options.fork_workers:  # a thread of a shared host, or forked from a warm template
             from server.workers.host import host_for
 
-            host = host_for(launch.backend, _worker_environment(launch.spec), fork=not hosted)
+            host = host_for(
+                launch.backend,
+                _visible_devices(launch.spec),
+                lambda: _worker_environment(launch.spec),
+                fork=not hosted,
+            )
             process = host.add(parent_sock, child_sock)
         else:
             process = subprocess.Popen(
@@ -116,13 +121,19 @@ def _worker_environment(spec: InstanceSpec) -> dict[str, str]:
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"  # a model's print() reaches the server log when it happens
+    devices = _visible_devices(spec)
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
+    return env
+
+
+def _visible_devices(spec: InstanceSpec) -> str | None:
+    """CUDA_VISIBLE_DEVICES for the instance's process; None: leave the server's own."""
     if spec.kind == KIND_GPU and spec.device_id is not None:
         from server.vocabulary.gpus import cuda_visible_devices_value, discover_gpus
 
-        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices_value(spec.device_id, discover_gpus())
-    elif spec.cuda_visible_devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
-    return env
+        return cuda_visible_devices_value(spec.device_id, discover_gpus())
+    return spec.cuda_visible_devices
 
 
 async def _first_reply(sock: socket.socket, timeout_s: float) -> dict[str, Any] | None:

@@ -108,6 +108,17 @@ class Worker:
             if record["op"] == "exec":
                 self._execute(record, received_ns)
 
+    def close(self) -> None:
+        """Release the side link and the arenas (a hosted instance's thread ends, its host lives)."""
+        if self.side is not None:
+            self.side.close()
+            self.side = None
+        for slot in (*self.in_slots, *self.out_slots):
+            if slot is not None:
+                slot.close()
+        self.in_slots = [None] * len(self.in_slots)
+        self.out_slots = [None] * len(self.out_slots)
+
     def _attach_side(self, fds: list[int], board_slots: int) -> None:
         self.side = WorkerSide(fds[0], fds[1])
         if self.backend is not None:

@@ -65,6 +65,15 @@ class WorkerSide:
         self._receiver = Receiver(self.sock)
         self._reading = threading.Lock()  # held by the caller reading replies (CallAnswers.get)
 
+    def close(self) -> None:
+        """The instance ended: its side socket, board and rings go now. In a shared host the
+        process lives on, and leaving them to the collector cost a ResourceWarning (its message
+        formatted whether shown or not) and a close per unload."""
+        self.sock.close()
+        self._board.close()
+        self._to_main.close()
+        self._from_main.close()
+
     def control(self, raw: dict[str, Any], request: Request) -> WorkerControl:
         control = WorkerControl(self, int(raw.get("k", -1)), int(raw.get("dl", 0)), "s" in raw)
         control.attach(request)

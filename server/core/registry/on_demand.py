@@ -89,7 +89,7 @@ class OnDemandLoader:
 
     async def _load(self, name: str) -> None:
         started = time.monotonic()
-        log.info("loading '%s' on demand", name)
+        log.debug("loading '%s' on demand", name)  # the loader logs "loading: name:version"
         try:
             await self.registry.load(name)
         except ServerError as exc:

@@ -118,7 +118,7 @@ def test_concurrent_first_requests_share_one_on_demand_load(tmp_path: Path) -> N
         for thread in threads:
             thread.join(120)
         assert sorted(answers) == [float(i) for i in range(8)]  # type: ignore[type-var]
-        assert server.log.count("loading 'lazy' on demand") == 1
+        assert server.log.count("loaded 'lazy' on demand in") == 1
         assert client.is_model_ready("lazy") and index(server)["lazy"]["state"] == "READY"
         assert metric(server, "tritonctl_model_loads_on_demand_total") == 1
 
