@@ -26,6 +26,22 @@ from server.backends.base import (
 from server.errors import LoadError, ServerError
 
 DEFAULT_INTRA_OP_THREADS = "1"
+# One Identity node, float[1] in and out, opset 13: what onnx.helper.make_model serializes for it.
+_WARM_UP_MODEL = (
+    b"\x08\x08\x12\ttritonctl:=\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x07warm_upZ\x0f\n\x01x\x12\n\n"
+    b"\x08\x08\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
+
+
+def warm_up() -> None:
+    """Create and run one session of a one-node model. What onnxruntime sets up once per process
+    (~10 MiB measured: its environment, allocators, kernel registries) is then paid when a shared
+    host starts, not charged to the first model it loads, which a memory budget would otherwise
+    count ~20 times too large for as long as it is known."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(_WARM_UP_MODEL, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.ones(1, np.float32)})
 
 
 class OnnxRuntimeBackend(Backend):

@@ -249,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         if framework is not None:
             with contextlib.suppress(ImportError):
                 importlib.import_module(framework)
+        if args.backend == "onnxruntime":
+            from server.backends.onnxruntime import warm_up
+
+            # A broken onnxruntime is for the model's own load to report, with its name on it.
+            with contextlib.suppress(Exception):
+                warm_up()
         Host(control).serve()
     sys.stdout.flush()
     sys.stderr.flush()

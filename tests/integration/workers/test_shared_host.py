@@ -85,6 +85,17 @@ def test_a_host_crash_restarts_its_models_and_spares_the_front_end(server: Runni
     assert "restarting its 3 instance(s)" in server.log
 
 
+def test_the_first_model_in_a_host_is_charged_its_own_memory_not_the_frameworks(tmp_path: Path) -> None:
+    # onnxruntime's once-per-process set-up (~10 MiB) is paid by the host's warm-up, not by the
+    # first model: a budget would otherwise count that model ~20 times its size.
+    write_onnx_model(tmp_path, "first", "mlp", in_features=64, hidden=[256, 128], out_features=10)
+    with start_server(tmp_path) as running:
+        stats = httpclient.InferenceServerClient(running.http_url).get_inference_statistics("first")
+        (usage,) = stats["model_stats"][0]["memory_usage"]
+        assert usage["type"] == "CPU"
+        assert 0 < int(usage["byte_size"]) < 4 << 20
+
+
 def test_an_unloaded_instance_closes_its_sockets_itself(tmp_path: Path) -> None:
     # Left to the collector, each unload's side socket cost a ResourceWarning (formatted even when
     # not shown) in the host, which lives on; with the warnings shown, none may appear.
