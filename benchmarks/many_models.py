@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.many_models startup [--onnx 1000] [--python 100]
     .venv/bin/python -m benchmarks.many_models zipf [--models 2000] [--fraction 0.1] [--seconds 120]
+                                                    [--rounds 4]
 
 startup: one repository of `--onnx` small ONNX models (add_sub) and `--python` python identity
 models; ours (`python -m server`, defaults) is timed from spawn to /v2/health/ready, then its memory
@@ -12,7 +13,9 @@ same python models alone, and so do we: memory per python instance side by side.
 zipf: `--models` small ONNX MLPs (~270 KB of weights each). Phase 1 serves them all loaded; phase 2
 registers them with `--model-memory-budget` set to `--fraction` of what phase 1 measured they hold
 (statistics memory_usage) and on-demand loading. Both phases: 8 client threads for `--seconds`,
-each request's model drawn from Zipf(1.1) over the models' ranks (fixed seed, same sequence). Reported:
+each request's model drawn from Zipf(1.1) over the models' ranks (fixed seed, same sequence). Both
+servers stay up and the phases take turns (`--rounds`, 4 by default: 30 s each, alternating), so a
+slow spell of a shared machine weighs on both instead of on whichever phase it fell in. Reported:
 failed requests, p50/p99 of the 20 hottest models in each phase and their ratio, cold starts
 (on-demand load times from the server log, and the latency of requests that waited for one),
 evictions per second (tritonctl_model_evictions_total).
@@ -210,55 +213,73 @@ def zipf_ranks(count: int, draws: int, seed: int, exponent: float = 1.1) -> np.n
     return rng.choice(count, size=draws, p=weights / weights.sum())
 
 
-def drive(server: Ours, names: list[str], seconds: float, clients: int, seed: int) -> dict[str, Any]:
-    import tritonclient.http as httpclient
+class Traffic:
+    """Zipf traffic from `clients` threads against one server, in rounds: each round goes on with
+    every client's sequence where the last round left it, so rounds add up to one run."""
 
-    data = np.ones((1, 64), np.float32)
-    records: list[tuple[int, float, bool]] = []  # rank, latency s, failed
-    errors: list[str] = []
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    def __init__(self, server: Ours, names: list[str], clients: int, seed: int) -> None:
+        import tritonclient.http as httpclient
 
-    def client(index: int) -> None:
-        connection = httpclient.InferenceServerClient(server.http_url, network_timeout=300)
-        ranks = zipf_ranks(len(names), 200_000, seed + index)
+        self.server = server
+        self.names = names
+        self.sequences = [iter(zipf_ranks(len(names), 500_000, seed + index)) for index in range(clients)]
+        self.connections = [
+            httpclient.InferenceServerClient(server.http_url, network_timeout=300) for _ in range(clients)
+        ]
+        self.records: list[tuple[int, float, bool]] = []  # rank, latency s, failed
+        self.errors: list[str] = []
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def run(self, seconds: float) -> None:
+        started = time.monotonic()
+        deadline = started + seconds
+        threads = [
+            threading.Thread(target=self._client, args=(i, deadline)) for i in range(len(self.sequences))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.seconds += time.monotonic() - started
+
+    def _client(self, index: int, deadline: float) -> None:
+        import tritonclient.http as httpclient
+
+        data = np.ones((1, 64), np.float32)
+        connection = self.connections[index]
         mine: list[tuple[int, float, bool]] = []
-        for rank in ranks:
-            if time.monotonic() >= deadline:
-                break
+        while time.monotonic() < deadline:
+            rank = int(next(self.sequences[index]))
             tensor = httpclient.InferInput("INPUT0", [1, 64], "FP32")
             tensor.set_data_from_numpy(data)
             started = time.perf_counter()
             failed = False
             try:
-                connection.infer(names[rank], [tensor])
+                connection.infer(self.names[rank], [tensor])
             except Exception as exc:
                 failed = True
-                with lock:
-                    errors.append(str(exc)[:200])
-            mine.append((int(rank), time.perf_counter() - started, failed))
-        with lock:
-            records.extend(mine)
+                with self._lock:
+                    self.errors.append(str(exc)[:200])
+            mine.append((rank, time.perf_counter() - started, failed))
+        with self._lock:
+            self.records.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    ranks = np.array([r for r, _, _ in records])
-    latencies = np.array([t for _, t, _ in records])
-    hot = latencies[ranks < 20]
-    return {
-        "requests": len(records),
-        "failed": sum(1 for *_, f in records if f),
-        "errors": errors[:5],
-        "throughput_per_s": round(len(records) / seconds, 1),
-        "hot_p50_ms": round(float(np.percentile(hot, 50)) * 1000, 3),
-        "hot_p99_ms": round(float(np.percentile(hot, 99)) * 1000, 3),
-        "all_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
-        "distinct_models": len(set(ranks.tolist())),
-        "latencies": latencies,
-    }
+    def summary(self) -> dict[str, Any]:
+        ranks = np.array([r for r, _, _ in self.records])
+        latencies = np.array([t for _, t, _ in self.records])
+        hot = latencies[ranks < 20]
+        return {
+            "requests": len(self.records),
+            "failed": sum(1 for *_, f in self.records if f),
+            "errors": self.errors[:5],
+            "throughput_per_s": round(len(self.records) / self.seconds, 1),
+            "hot_p50_ms": round(float(np.percentile(hot, 50)) * 1000, 3),
+            "hot_p99_ms": round(float(np.percentile(hot, 99)) * 1000, 3),
+            "all_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
+            "distinct_models": len(set(ranks.tolist())),
+            "latencies": latencies,
+        }
 
 
 def zipf(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,35 +287,48 @@ def zipf(args: argparse.Namespace) -> dict[str, Any]:
     names = [f"mlp_{index:04d}" for index in range(args.models)]
     for index, name in enumerate(names):
         write_onnx_model(work, name, "mlp", in_features=64, hidden=[256, 128], out_features=10, seed=index)
-    result: dict[str, Any] = {"models": args.models, "clients": args.clients, "seconds": args.seconds}
+    result: dict[str, Any] = {
+        "models": args.models,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+    }
 
-    server = Ours(work)
+    # Both servers stay up and take turns: round k drives the all-loaded one, then the budgeted one,
+    # for seconds/rounds each, so a slower spell of this shared machine falls on both phases alike.
+    everything = Ours(work)
+    budgeted_server: Ours | None = None
     try:
-        result["all_loaded_ready_s"] = round(server.wait_ready(), 2)
-        held = metric_sum(server.metrics(), "tritonctl_model_memory_bytes")
+        result["all_loaded_ready_s"] = round(everything.wait_ready(), 2)
+        held = metric_sum(everything.metrics(), "tritonctl_model_memory_bytes")
         result["all_loaded_models_hold_mib"] = round(held / MIB, 1)
-        result["all_loaded_memory"] = memory_of(server.process.pid)
-        loaded = drive(server, names, args.seconds, args.clients, args.seed)
-    finally:
-        server.stop()
-    budget = int(held * args.fraction)
-    result["budget_mib"] = round(budget / MIB, 1)
-
-    server = Ours(work, f"--model-memory-budget=cpu={budget}", "--model-load-wait-secs=120")
-    try:
-        result["budget_ready_s"] = round(server.wait_ready(), 2)
-        before = metric_sum(server.metrics(), "tritonctl_model_evictions_total")
-        on_demand_before = len(re.findall(r"loaded '[^']+' on demand in", server.log()))
-        budgeted = drive(server, names, args.seconds, args.clients, args.seed)
-        text = server.metrics()
+        result["all_loaded_memory"] = memory_of(everything.process.pid)
+        budget = int(held * args.fraction)
+        result["budget_mib"] = round(budget / MIB, 1)
+        budgeted_server = Ours(work, f"--model-memory-budget=cpu={budget}", "--model-load-wait-secs=120")
+        result["budget_ready_s"] = round(budgeted_server.wait_ready(), 2)
+        before = metric_sum(budgeted_server.metrics(), "tritonctl_model_evictions_total")
+        on_demand_before = len(re.findall(r"loaded '[^']+' on demand in", budgeted_server.log()))
+        loaded_traffic = Traffic(everything, names, args.clients, args.seed)
+        budget_traffic = Traffic(budgeted_server, names, args.clients, args.seed)
+        for _ in range(args.rounds):
+            loaded_traffic.run(args.seconds / args.rounds)
+            budget_traffic.run(args.seconds / args.rounds)
+        text = budgeted_server.metrics()
         evictions = metric_sum(text, "tritonctl_model_evictions_total") - before
-        result["budget_memory"] = memory_of(server.process.pid)
+        result["budget_memory"] = memory_of(budgeted_server.process.pid)
         result["budget_used_mib"] = round(metric_sum(text, "tritonctl_model_memory_used_bytes") / MIB, 1)
-        loads = [float(s) for s in re.findall(r"loaded '[^']+' on demand in ([0-9.]+) s", server.log())]
+        loads = [
+            float(s) for s in re.findall(r"loaded '[^']+' on demand in ([0-9.]+) s", budgeted_server.log())
+        ]
         loads = loads[on_demand_before:]
         result["resident_models_at_end"] = len(re.findall(r"tritonctl_model_memory_bytes\{", text))
     finally:
-        server.stop()
+        everything.stop()
+        if budgeted_server is not None:
+            budgeted_server.stop()
+    loaded = loaded_traffic.summary()
+    budgeted = budget_traffic.summary()
     threshold = np.percentile(loaded["latencies"], 99.9)
     waited = budgeted["latencies"][budgeted["latencies"] > max(threshold, min(loads, default=0.0))]
     for key in ("latencies",):
@@ -303,7 +337,7 @@ def zipf(args: argparse.Namespace) -> dict[str, Any]:
     result["all_loaded"] = loaded
     result["budget"] = budgeted
     result["hot_p99_ratio"] = round(budgeted["hot_p99_ms"] / loaded["hot_p99_ms"], 3)
-    result["evictions_per_s"] = round(evictions / args.seconds, 2)
+    result["evictions_per_s"] = round(evictions / budget_traffic.seconds, 2)
     result["cold_start_load_s"] = {
         "count": len(loads),
         "p50": round(float(np.percentile(loads, 50)), 4) if loads else None,
@@ -331,6 +365,12 @@ def main() -> None:
     second.add_argument("--seconds", type=float, default=120.0)
     second.add_argument("--clients", type=int, default=8)
     second.add_argument("--seed", type=int, default=18)
+    second.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="turns each phase takes (seconds/rounds each, alternating); 1: one phase after the other",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
     result = startup(args) if args.scenario == "startup" else zipf(args)
