@@ -28,7 +28,7 @@ from server.errors import LoadError, ServerError
 DEFAULT_INTRA_OP_THREADS = "1"
 # One Identity node, float[1] in and out, opset 13: what onnx.helper.make_model serializes for it.
 _WARM_UP_MODEL = (
-    b"\x08\x08\x12\ttritonctl:=\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x07warm_upZ\x0f\n\x01x\x12\n\n"
+    b'\x08\x08\x12\ttritonctl:=\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x07warm_upZ\x0f\n\x01x\x12\n\n'
     b"\x08\x08\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
 )
 
