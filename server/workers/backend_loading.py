@@ -85,6 +85,16 @@ def _config_json(serialized: bytes) -> str:
     return json.dumps(config_to_json(config))
 
 
+def import_what_loads_need() -> None:
+    """Import what load_backend imports on first use. A worker process keeps them out of its
+    start-up; a shared host, which loads many models, takes them when it starts, or the first
+    model it loads is charged their ~7 MiB by the budget's resident-memory accounting."""
+    import server.backends
+    import server.backends.config_proto
+    import server.repository
+    import server.workers.sequence_state  # noqa: F401
+
+
 def load_backend(init: dict[str, Any]) -> Backend:
     """Build the backend an init record names and load the model (blocking: user code runs here).
 

@@ -40,6 +40,9 @@ from server.workers.shm import Receiver, decode, encode, send
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _FRAMEWORKS = {"onnxruntime": "onnxruntime", "pytorch": "torch", "tensorrt": "tensorrt"}
+# Backends whose framework sets up megabytes once per process on its first model: warm_up() pays
+# that at the host's start, so a memory budget does not charge it to whichever model comes first.
+_WARM_UPS = {"onnxruntime": "server.backends.onnxruntime", "pytorch": "server.backends.pytorch"}
 
 
 class ResidentSize:
@@ -243,18 +246,20 @@ def main(argv: list[str] | None = None) -> int:
 
         Template(control).serve()
     else:
-        # Imported before the first load, so what a load adds to the host (its measured memory)
-        # is the model's, not the framework's.
+        # Imported (and warmed up) before the first load, so what a load adds to the host (its
+        # measured memory) is the model's, not the framework's or our own modules'.
         framework = _FRAMEWORKS.get(args.backend)
         if framework is not None:
             with contextlib.suppress(ImportError):
                 importlib.import_module(framework)
-        if args.backend == "onnxruntime":
-            from server.backends.onnxruntime import warm_up
+        from server.workers.backend_loading import import_what_loads_need
 
-            # A broken onnxruntime is for the model's own load to report, with its name on it.
+        import_what_loads_need()
+        warming = _WARM_UPS.get(args.backend)
+        if warming is not None:
+            # A broken framework is for the model's own load to report, with its name on it.
             with contextlib.suppress(Exception):
-                warm_up()
+                importlib.import_module(warming).warm_up()
         Host(control).serve()
     sys.stdout.flush()
     sys.stderr.flush()
