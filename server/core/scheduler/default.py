@@ -139,16 +139,28 @@ class DefaultScheduler(PooledScheduler):
                 pending.done()
 
         def slot_given(given: asyncio.Future[WorkerChannel]) -> None:
+            nonlocal slot
             if answer.done():  # withdrawn meanwhile: `withdrawn` gives the slot back
                 return
             error = given.exception()
+            if error is None and not (channel := given.result()).alive:
+                # Its instance died between lending the slot and this step: the request never
+                # left, so it waits for a live instance instead of failing with the dead one.
+                self.pool.release(channel)  # drops the dead instance from the rotation
+                try:
+                    slot = self.pool.reserve()
+                except WorkerCrashed as crashed:  # no live instance is left
+                    error = crashed
+                else:
+                    slot.add_done_callback(slot_given)
+                    return
             if error is not None:
                 if isinstance(error, WorkerCrashed):
                     self._count_failure(request, "BACKEND")
                 answer.set_exception(error)
                 pending.done()
                 return
-            dispatch(given.result())
+            dispatch(channel)
 
         def withdrawn(future: asyncio.Future[InferenceResult]) -> None:
             nonlocal abandoned

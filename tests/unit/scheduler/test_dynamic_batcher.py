@@ -297,6 +297,49 @@ def test_a_crash_fails_the_batch_and_the_next_live_instance_takes_over() -> None
     run(scenario)
 
 
+class RefusesOnceDead(EchoChannel):
+    """Like a worker's channel: a batch offered after the instance died is refused, not run."""
+
+    async def submit(self, requests: list[InferenceRequest]) -> BatchOutcome:
+        if not self.alive:
+            raise WorkerCrashed(f"instance '{self.instance_name}' is not running")
+        return await super().submit(requests)
+
+
+def test_a_queued_request_handed_an_instance_that_dies_before_it_is_sent_goes_to_a_live_one() -> None:
+    async def scenario() -> None:
+        dying, healthy = RefusesOnceDead("m_0"), RefusesOnceDead("m_1")
+        dying.gate.clear()
+        healthy.gate.clear()
+        config = model_config()
+        config.ClearField("dynamic_batching")
+        stats = ModelStats()
+        scheduler = create_scheduler(config, 1, [dying, healthy], stats)
+        assert isinstance(scheduler, DefaultScheduler)
+        await scheduler.start()
+        first = [asyncio.ensure_future(scheduler.infer(request(tag=tag))) for tag in (1, 2)]
+        await asyncio.sleep(0.01)  # one on each instance
+        queued = asyncio.ensure_future(scheduler.infer(request(tag=3)))
+        await asyncio.sleep(0.01)
+        release = scheduler.pool.release
+
+        def release_then_die(channel: WorkerChannel) -> None:
+            release(channel)  # hands the freed slot to the queued request...
+            if channel is dying:
+                dying._alive = False  # ...and the instance dies before that request's next step
+
+        scheduler.pool.release = release_then_die  # type: ignore[method-assign]
+        dying.gate.set()
+        await asyncio.sleep(0.01)
+        healthy.gate.set()
+        answers = await asyncio.gather(*first, queued)
+        assert [answer(result) for result in answers] == [[2.0] * 4, [4.0] * 4, [6.0] * 4]
+        assert dying.batches == [["1"]] and healthy.batches == [["2"], ["3"]]
+        assert stats.failures_by_reason.get("BACKEND", 0) == 0
+
+    run(scenario)
+
+
 def test_stop_without_drain_fails_queued_requests() -> None:
     async def scenario() -> None:
         channel = EchoChannel()
