@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 from server.core.scheduler.base import PooledScheduler
 from server.core.stats import ModelStats
@@ -152,7 +153,9 @@ class DefaultScheduler(PooledScheduler):
                 except WorkerCrashed as crashed:  # no live instance is left
                     error = crashed
                 else:
-                    slot.add_done_callback(slot_given)
+                    again = slot_given_later()
+                    assert again is not None  # it is running
+                    slot.add_done_callback(again)
                     return
             if error is not None:
                 if isinstance(error, WorkerCrashed):
@@ -161,6 +164,9 @@ class DefaultScheduler(PooledScheduler):
                 pending.done()
                 return
             dispatch(channel)
+
+        # Weak: the callback naming itself would make every queued request a reference cycle.
+        slot_given_later = weakref.ref(slot_given)
 
         def withdrawn(future: asyncio.Future[InferenceResult]) -> None:
             nonlocal abandoned
