@@ -144,10 +144,7 @@ class DefaultScheduler(PooledScheduler):
             if answer.done():  # withdrawn meanwhile: `withdrawn` gives the slot back
                 return
             error = given.exception()
-            if error is None and not (channel := given.result()).alive:
-                # Its instance died between lending the slot and this step: the request never
-                # left, so it waits for a live instance instead of failing with the dead one.
-                self.pool.release(channel)  # drops the dead instance from the rotation
+            if error is None and not self.pool.usable(channel := given.result()):
                 try:
                     slot = self.pool.reserve()
                 except WorkerCrashed as crashed:  # no live instance is left

@@ -189,13 +189,25 @@ class InstancePool:
 
         Raises WorkerCrashed when no live instance is left (or `instance` is down). A caller
         cancelled just as a slot was handed to it gives the slot back."""
-        waiter = self.reserve(instance)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())  # handed over just as we were cancelled
-            raise
+        while True:
+            waiter = self.reserve(instance)
+            try:
+                channel = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.release(waiter.result())  # handed over just as we were cancelled
+                raise
+            if self.usable(channel):
+                return channel
+
+    def usable(self, channel: WorkerChannel) -> bool:
+        """Whether a slot handed to a waiter can still be used. Its instance may have died between
+        the hand-over and the waiter's next step; then the slot comes back here (the instance leaves
+        the rotation), and the waiter asks again: what it carries never left, so it need not fail."""
+        if channel.alive:
+            return True
+        self.release(channel)
+        return False
 
     def reserve(self, instance: int | None = None) -> asyncio.Future[WorkerChannel]:
         """`acquire` without a coroutine: a future of the slot, done at once when one is free.

@@ -102,6 +102,24 @@ def test_waiters_take_a_spare_slot_only_with_a_backlog_behind_them() -> None:
     run(scenario)
 
 
+def test_a_waiter_handed_a_slot_of_an_instance_that_then_dies_waits_for_a_live_one() -> None:
+    async def scenario() -> None:
+        a, b = Slots("a", max_in_flight=1), Slots("b", max_in_flight=1)
+        pool = InstancePool("m", 1, [a, b])
+        assert {await pool.acquire(), await pool.acquire()} == {a, b}
+        waiting = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0)
+        pool.release(a)  # handed to the waiter...
+        a.kill()  # ...and dead before the waiter's next step
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        pool.release(b)
+        assert await waiting is b
+        assert pool.acquire_nowait() is None  # a left the rotation
+
+    run(scenario)
+
+
 def test_an_instance_of_one_slot_takes_one_batch_at_a_time() -> None:
     pool = InstancePool("m", 1, [Slots("a", max_in_flight=1)])
     assert names([pool.acquire_nowait(), pool.acquire_nowait()]) == ["a", None]
