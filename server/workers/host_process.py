@@ -241,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     import server.workers.worker
     from server.workers.backend_loading import import_what_loads_need
 
+    # Before any load: a host's first model is not charged them, a template's workers share them.
+    import_what_loads_need()
     control = socket.socket(fileno=args.fd)
     if args.fork:
         import server.backends.python.backend  # noqa: F401  (what every forked worker needs)
 
-        import_what_loads_need()  # in the template, the pages are shared by every forked worker
         Template(control).serve()
     else:
         # Imported (and warmed up) before the first load, so what a load adds to the host (its
@@ -254,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         if framework is not None:
             with contextlib.suppress(ImportError):
                 importlib.import_module(framework)
-        import_what_loads_need()
         warming = _WARM_UPS.get(args.backend)
         if warming is not None:
             # A broken framework is for the model's own load to report, with its name on it.
