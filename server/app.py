@@ -34,6 +34,7 @@ from server.malloc_tuning import keep_large_buffers_in_heap
 from server.open_files import check_room_for, open_file_limit, raise_open_file_limit
 from server.options import ServerOptions, backend_config_map
 from server.vocabulary.collector import settle_after_load
+from server.vocabulary.cuda_regions import CudaRegionTable
 from server.vocabulary.shm_regions import RegionTable
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Server:
         self.dataplane: DataPlane | None = None
         self.front_ends: dict[str, Any] = {}
         self.regions: RegionTable | None = None
+        self.cuda_regions: CudaRegionTable | None = None
         self._stop = asyncio.Event()
         self._signals = 0
         self._poller: RepositoryPoller | None = None
@@ -294,16 +296,18 @@ class Server:
     async def _start_front_ends(self) -> None:
         options, dataplane = self.options, self.dataplane
         assert dataplane is not None
-        # Client shared-memory regions: one table for both protocols (--allow-client-shm).
+        # Client shared-memory regions: one table of each kind for both protocols, one name space
+        # (--allow-client-shm). The CUDA one probes for a GPU on its first register only.
         regions = self.regions = RegionTable(allowed=options.allow_client_shm)
+        cuda_regions = self.cuda_regions = CudaRegionTable(allowed=options.allow_client_shm, system=regions)
         if options.allow_http:
             from server.protocol.http.server import start_http
 
-            self.front_ends["HTTP"] = await start_http(dataplane, options, regions)
+            self.front_ends["HTTP"] = await start_http(dataplane, options, regions, cuda_regions)
         if options.allow_grpc:
             from server.protocol.grpc.server import start_grpc
 
-            self.front_ends["gRPC"] = await start_grpc(dataplane, options, regions)
+            self.front_ends["gRPC"] = await start_grpc(dataplane, options, regions, cuda_regions)
         if options.allow_metrics:
             from server.metrics import start_metrics
 
@@ -377,6 +381,8 @@ class Server:
         await self._close_models(grace)
         if self.regions is not None:
             self.regions.close()  # every region's descriptor (in-flight outputs hold their own)
+        if self.cuda_regions is not None:
+            self.cuda_regions.close()  # every IPC handle no in-flight output holds any more
         if "metrics" in self.front_ends:
             await self.front_ends["metrics"].stop()
         log.info("server stopped")

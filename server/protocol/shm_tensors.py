@@ -8,6 +8,10 @@ BYTES input is read at once (the request checks count its elements). A requested
 names one gets an OutputTarget then (the region is checked before the model runs), and its bytes
 are written there when the answer is encoded: the answer carries only its name, datatype and
 shape (gRPC: an empty raw_output_contents entry keeps the others' positions).
+
+A region name may also be a CUDA region (vocabulary/cuda_regions.py, reached through
+`RegionTable.cuda`: one name space, as in Triton): its input is copied to host at once, like a
+BYTES input, and its output target is written only here, never by a worker.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from server.errors import InvalidInput, ServerError
 from server.protocol.api import DataPlaneApi
+from server.vocabulary.cuda_regions import CudaOutputTarget, CudaRegionTable
 from server.vocabulary.shm_regions import (
     BYTE_SIZE,
     OFFSET,
@@ -32,11 +37,17 @@ from server.vocabulary.types import InferenceResult
 
 DISABLED = RegionTable(allowed=False)  # what a front end built without a table refuses with
 
-OutputTargets = dict[str, OutputTarget]
+OutputTargets = dict[str, OutputTarget | CudaOutputTarget]
 
 
 def names_shared_memory(parameters: dict[str, Any]) -> bool:
     return REGION in parameters or BYTE_SIZE in parameters or OFFSET in parameters
+
+
+def _cuda_table(regions: RegionTable, name: str) -> CudaRegionTable | None:
+    """The CUDA table when `name` is one of its regions."""
+    cuda = regions.cuda
+    return cuda if isinstance(cuda, CudaRegionTable) and name in cuda else None
 
 
 def region_input(
@@ -48,6 +59,9 @@ def region_input(
     if found is None:  # only the offset or size was given
         raise InvalidInput(f"input '{name}' sets '{BYTE_SIZE}' or '{OFFSET}' without '{REGION}'")
     region, offset, size = found
+    cuda = _cuda_table(regions, region)
+    if cuda is not None:
+        return cuda.read_input(region, offset, size), None
     if datatype == "BYTES":
         return regions.read_input(region, offset, size), None
     return placeholder(size), regions.input_source(region, offset, size)
@@ -66,7 +80,9 @@ def add_output_target(
     previous = targets.pop(name, None)
     if previous is not None:
         previous.release()
-    target = targets[name] = regions.output_target(region, offset, size)
+    cuda = _cuda_table(regions, region)
+    table: RegionTable | CudaRegionTable = regions if cuda is None else cuda
+    target = targets[name] = table.output_target(region, offset, size)
     parameters[TARGET] = target  # the worker channel finds it there (direct writes)
 
 
@@ -79,7 +95,8 @@ def enable_direct_writes(targets: OutputTargets, dataplane: DataPlaneApi, model:
         return
     if not caches_answers:
         for target in targets.values():
-            target.direct = True
+            if isinstance(target, OutputTarget):  # a CUDA region's output is copied here, never direct
+                target.direct = True
 
 
 def write_outputs(result: InferenceResult, targets: OutputTargets) -> set[str]:
@@ -96,6 +113,6 @@ def write_outputs(result: InferenceResult, targets: OutputTargets) -> set[str]:
     return written
 
 
-def release(targets: Iterable[OutputTarget]) -> None:
+def release(targets: Iterable[OutputTarget | CudaOutputTarget]) -> None:
     for target in targets:
         target.release()

@@ -21,22 +21,22 @@ Safety, because the key comes from the network (Triton's own CVE history is here
 - names, keys and the number of regions are bounded; descriptors close at unregister and exit.
 
 Registration is off unless the server runs with `--allow-client-shm=true` (README says why).
+CUDA regions (cuda_regions.py) share this table's name space through `RegionTable.cuda`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import mmap
 import os
 import re
 import stat
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.errors import Forbidden, GpuRequired, InvalidInput, RegionExists, RegionNotFound
+from server.errors import Forbidden, InvalidInput, RegionExists, RegionNotFound
 from server.vocabulary.types import InferenceRequest
 
 SHM_DIRECTORY = "/dev/shm"
@@ -45,7 +45,6 @@ MAX_NAME_LENGTH = 256
 _KEY = re.compile(r"/?[^/\x00]{1,255}")
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,256}")  # MAX_NAME_LENGTH printable characters
 _MAX_INT64 = (1 << 63) - 1
-CUDA_IPC_HANDLE_SIZE = 64  # sizeof(cudaIpcMemHandle_t)
 
 # The tensor parameters of the extension.
 REGION = "shared_memory_region"
@@ -60,7 +59,7 @@ DISABLED_MESSAGE = (
 )
 
 
-def _count(value: Any, what: str) -> int:
+def count_field(value: Any, what: str) -> int:
     """A non-negative int64 from the network (JSON or protobuf): no bools, floats or strings."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT64:
         raise InvalidInput(f"Unable to parse '{what}': expected a non-negative integer, got {value!r}")
@@ -278,8 +277,8 @@ def shm_parameters(parameters: dict[str, Any], tensor: str) -> tuple[str, int, i
         raise InvalidInput(f"Unable to parse '{REGION}' of '{tensor}': expected a string")
     if BYTE_SIZE not in parameters:
         raise InvalidInput(f"Invalid offset + byte size for shared memory region: '{region}'")
-    size = _count(parameters.pop(BYTE_SIZE), BYTE_SIZE)
-    offset = _count(parameters.pop(OFFSET, 0), OFFSET)
+    size = count_field(parameters.pop(BYTE_SIZE), BYTE_SIZE)
+    offset = count_field(parameters.pop(OFFSET, 0), OFFSET)
     return region, offset, size
 
 
@@ -290,9 +289,15 @@ class RegionTable:
         self.allowed = allowed
         self.max_regions = max_regions
         self._regions: dict[str, SystemRegion] = {}
+        # The CUDA table (cuda_regions.py) when the server has one: Triton keeps one name space
+        # across both, and tensors naming a CUDA region go there (protocol/shm_tensors.py).
+        self.cuda: Container[str] | None = None
 
     def __len__(self) -> int:
         return len(self._regions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._regions
 
     # -- the extension's API ---------------------------------------------------------------------
     def register(self, name: Any, key: Any, offset: Any, byte_size: Any) -> None:
@@ -300,9 +305,9 @@ class RegionTable:
             raise Forbidden(DISABLED_MESSAGE)
         name = check_name(name)
         key = check_key(key)
-        offset = _count(offset, "offset")
-        byte_size = _count(byte_size, "byte_size")
-        if name in self._regions:
+        offset = count_field(offset, "offset")
+        byte_size = count_field(byte_size, "byte_size")
+        if name in self._regions or (self.cuda is not None and name in self.cuda):
             raise RegionExists(f"shared memory region '{name}' already in manager")
         if len(self._regions) >= self.max_regions:
             raise InvalidInput(
@@ -359,51 +364,3 @@ class RegionTable:
 
     def output_target(self, name: str, offset: int, byte_size: int) -> OutputTarget:
         return OutputTarget(self.region(name), offset, byte_size)
-
-
-# -- CUDA shared memory ----------------------------------------------------------------------------
-
-
-def check_cuda_register(raw_handle: Any, device_id: Any, byte_size: Any) -> tuple[bytes, int, int]:
-    """The checked fields of a CUDA register request: (cudaIpcMemHandle_t bytes, device, size)."""
-    if isinstance(raw_handle, dict):  # HTTP: {"b64": "..."}
-        encoded = raw_handle.get("b64")
-        try:
-            raw_handle = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
-        except binascii.Error:
-            raw_handle = None
-    if not isinstance(raw_handle, bytes) or len(raw_handle) != CUDA_IPC_HANDLE_SIZE:
-        raise InvalidInput("'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t")
-    return raw_handle, _count(device_id, "device_id"), _count(byte_size, "byte_size")
-
-
-def cuda_unavailable(reason: str) -> GpuRequired:
-    return GpuRequired(
-        f"CUDA shared memory needs a GPU and a CUDA IPC library: {reason}; "
-        "use system shared memory (/v2/systemsharedmemory) instead"
-    )
-
-
-class CudaRegionTable:
-    """CUDA shared-memory regions. Without a GPU and a CUDA IPC library (the only case this server
-    runs in today) status lists none and registering answers GpuRequired, after the request itself
-    was checked, so a malformed request still gets its own error."""
-
-    def __init__(self, *, allowed: bool, gpu_reason: str = "this server has no GPU") -> None:
-        self.allowed = allowed
-        self.gpu_reason = gpu_reason
-
-    def status(self, name: str = "") -> list[dict[str, Any]]:
-        if name:
-            raise RegionNotFound(f"Unable to find cuda shared memory region: '{name}'")
-        return []
-
-    def register(self, name: Any, raw_handle: Any, device_id: Any, byte_size: Any) -> None:
-        if not self.allowed:
-            raise Forbidden(DISABLED_MESSAGE)
-        check_name(name)
-        check_cuda_register(raw_handle, device_id, byte_size)
-        raise cuda_unavailable(self.gpu_reason)
-
-    def unregister(self, name: str = "") -> None:
-        """Nothing is ever registered: unregistering succeeds, like Triton's for an unknown name."""

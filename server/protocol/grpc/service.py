@@ -40,7 +40,8 @@ from server.protocol.shm_tensors import (
     write_outputs,
 )
 from server.protocol.tensor_codec import classify_outputs
-from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
+from server.vocabulary.cuda_regions import CudaRegionTable
+from server.vocabulary.shm_regions import RegionTable
 from server.vocabulary.types import InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,12 @@ class InferenceRpcs(SharedMemoryRpcs):
         cuda_regions: CudaRegionTable | None = None,
     ) -> None:
         self.dataplane = dataplane
-        # Client shared memory (vocabulary/shm_regions.py); without a table it is refused.
+        # Client shared memory (vocabulary/shm_regions.py, cuda_regions.py): the server's tables,
+        # shared with HTTP; without them it is refused.
         self.regions = regions if regions is not None else DISABLED
-        self.cuda_regions = cuda_regions or CudaRegionTable(allowed=self.regions.allowed)
+        self.cuda_regions = (
+            cuda_regions if cuda_regions is not None else CudaRegionTable(allowed=self.regions.allowed)
+        )
         for name, method in METHODS.items():  # both stacks look RPCs up on this object
             if name not in PRESERIALIZED and not method.streaming:
                 setattr(self, name, logged_rpc(name, getattr(self, name)))

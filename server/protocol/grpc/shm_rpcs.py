@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from tritonclient.grpc import service_pb2 as pb
 
-from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
+from server.vocabulary.cuda_regions import CudaRegionTable
+from server.vocabulary.shm_regions import RegionTable
 
 
 class SharedMemoryRpcs:

@@ -44,8 +44,9 @@ from server.protocol.restricted import http_denial
 from server.protocol.shm_tensors import DISABLED, enable_direct_writes, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
 from server.repository.json_codec import message_to_json
+from server.vocabulary.cuda_regions import CudaRegionTable
 from server.vocabulary.restrictions import Restrictions
-from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
+from server.vocabulary.shm_regions import RegionTable
 from server.vocabulary.stream import ResponseStream
 from server.vocabulary.types import InferenceResult
 
@@ -137,9 +138,12 @@ class HttpApp:
         self.dataplane = dataplane
         self.max_input_size = max_input_size
         self.restrictions = restrictions or {}  # --http-restricted-api (server/protocol/restricted.py)
-        # Client shared memory (vocabulary/shm_regions.py); without a table it is refused.
+        # Client shared memory (vocabulary/shm_regions.py, cuda_regions.py): the server's tables,
+        # shared with gRPC; without them it is refused.
         self.regions = regions if regions is not None else DISABLED
-        self.cuda_regions = cuda_regions or CudaRegionTable(allowed=self.regions.allowed)
+        self.cuda_regions = (
+            cuda_regions if cuda_regions is not None else CudaRegionTable(allowed=self.regions.allowed)
+        )
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Any request. Inference goes through start_infer/finish_infer, the path the socket

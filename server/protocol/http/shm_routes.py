@@ -16,7 +16,8 @@ from urllib.parse import unquote
 import orjson
 
 from server.errors import InvalidInput
-from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
+from server.vocabulary.cuda_regions import CudaRegionTable
+from server.vocabulary.shm_regions import RegionTable
 
 Answer = tuple[int, Any]  # (HTTP status, JSON value or None for an empty 200 body)
 NOT_FOUND: Answer = (404, {"error": "Not Found"})

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from server.errors import Forbidden, GpuRequired, InvalidInput, RegionExists, RegionNotFound
-from server.vocabulary.shm_regions import CudaRegionTable, RegionTable
+from server.vocabulary.cuda_regions import CudaRegionTable
+from server.vocabulary.shm_regions import RegionTable
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_disabled_table_refuses(block: shared_memory.SharedMemory) -> None:
 
 
 def test_cuda_table_checks_the_request_then_needs_a_gpu() -> None:
-    table = CudaRegionTable(allowed=True)
+    table = CudaRegionTable(allowed=True, runtime_factory=lambda: "this server has no GPU")
     with pytest.raises(InvalidInput, match="cudaIpcMemHandle_t") as bad:
         table.register("c", {"b64": "AAAA"}, 0, 16)
     assert not isinstance(bad.value, GpuRequired)
