@@ -6,7 +6,9 @@ Serves, in one server with `--model-memory-budget=gpu0=90%`: an ONNX model on th
 provider, a TorchScript model on CUDA, a TensorRT engine built here from an ONNX model, and a model
 with two KIND_GPU groups (on GPUs 0 and 1, or twice on GPU 0 with one GPU), and an ONNX model whose
 KIND_GPU group lists no GPUs (with a GPU budget it must land on exactly one GPU: the one with the
-most room). Each gets one inference checked against numpy; then the GPU metrics
+most room). Each gets one inference checked against numpy; then CUDA shared memory: a CPU add_sub
+model whose inputs and outputs sit in CUDA regions made by tritonclient.utils.cuda_shared_memory,
+registered over HTTP and over gRPC (needs cuda-python: `pip install 'tritonctl[cuda]'`); then the GPU metrics
 (nv_gpu_memory_used_bytes...) and the per-device memory accounting are read: every GPU model has
 memory on its own device (tritonctl_model_memory_bytes{device="gpuN"}, statistics memory_usage of
 type GPU), at least its files, and the models' sum on gpu0 is the budget's used memory there.
@@ -15,12 +17,15 @@ covered by tests/unit/core/test_gpu_budget.py: a model's GPU footprint here depe
 context its host pays first, so a budget that fits one model but not two cannot be set blind.)
 
 Without a GPU (NVML finds none) it says so and exits 0, so `make test` never needs one. A check
-whose framework is missing here (onnxruntime-gpu, torch with CUDA, tensorrt) is SKIP, not FAIL.
+whose framework is missing here (onnxruntime-gpu, torch with CUDA, tensorrt, cuda-python) is SKIP,
+not FAIL.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import re
 import shutil
 import sys
@@ -29,16 +34,22 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.models import write_onnx_model, write_torchscript_model  # noqa: E402
+from tests.support.models import (  # noqa: E402
+    write_onnx_model,
+    write_python_model,
+    write_torchscript_model,
+)
 from tests.support.server import start_server  # noqa: E402
 
 Check = tuple[str, str, str]  # name, PASS|FAIL|SKIP, detail
+CUDA_SHM = "cuda_shm"  # the model, and the prefix of its checks
 
 
 def gpu_count() -> tuple[int, str]:
@@ -128,9 +139,75 @@ def prepare(repo: Path, gpus: int) -> dict[str, str]:
     gpu_group(repo / "placed_auto" / "config.pbtxt", [[]])  # KIND_GPU, no gpus: placed by room
     if "onnx_cuda" in skipped:
         skipped["two_groups"] = skipped["placed_auto"] = skipped["onnx_cuda"]
+    prepare_cuda_shm(repo, skipped)
     for name in skipped:
         shutil.rmtree(repo / name, ignore_errors=True)
     return skipped
+
+
+def cuda_shm_unavailable() -> str:
+    """Why CUDA shared memory cannot be checked here, "" when it can (the server's own probe)."""
+    from server.vocabulary.cuda_regions import probe_cuda
+
+    found = probe_cuda()
+    return found if isinstance(found, str) else ""
+
+
+def prepare_cuda_shm(repo: Path, skipped: dict[str, str]) -> None:
+    """The CPU add_sub model the CUDA shared-memory checks feed, or their reason to skip."""
+    reason = cuda_shm_unavailable()
+    if reason:
+        skipped[CUDA_SHM] = reason
+    else:
+        write_python_model(repo, CUDA_SHM, "add_sub", dims=[4])
+
+
+def check_add_sub(got: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """`got`: OUTPUT0 then OUTPUT1 as read back from the output region."""
+    expected = np.concatenate([(a + b).reshape(-1), (a - b).reshape(-1)])
+    if got.shape != expected.shape or not np.array_equal(got, expected):
+        raise AssertionError(f"the output region holds {got.tolist()}, expected {expected.tolist()}")
+
+
+def cuda_shm_round_trip(url: str, protocol: str) -> str:
+    """Register two CUDA regions over `protocol` ("http" or "grpc"), run add_sub with both inputs in
+    one and both outputs in the other, read the answer back from the device and unregister."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    import tritonclient.utils.cuda_shared_memory as cudashm
+
+    module: Any = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(url)
+    a = np.arange(4, dtype=np.float32).reshape(1, 4)
+    b = np.full((1, 4), 10, np.float32)
+    size = a.nbytes
+    names = (f"gpu_check_in_{protocol}", f"gpu_check_out_{protocol}")
+    regions = [cudashm.create_shared_memory_region(name, 2 * size, 0) for name in names]
+    try:
+        cudashm.set_shared_memory_region(regions[0], [a, b])
+        for name, region in zip(names, regions, strict=True):
+            client.register_cuda_shared_memory(name, cudashm.get_raw_handle(region), 0, 2 * size)
+        status = client.get_cuda_shared_memory_status()
+        listed = sorted(r["name"] for r in status) if protocol == "http" else sorted(status.regions)
+        if listed != sorted(names):
+            raise AssertionError(f"status lists {listed}")
+        inputs, outputs = [], []
+        for index, name in enumerate(("INPUT0", "INPUT1")):
+            tensor = module.InferInput(name, [1, 4], "FP32")
+            tensor.set_shared_memory(names[0], size, offset=index * size)
+            inputs.append(tensor)
+        for index, name in enumerate(("OUTPUT0", "OUTPUT1")):
+            output = module.InferRequestedOutput(name)
+            output.set_shared_memory(names[1], size, offset=index * size)
+            outputs.append(output)
+        client.infer(CUDA_SHM, inputs, outputs=outputs)
+        check_add_sub(cudashm.get_contents_as_numpy(regions[1], np.float32, [2 * a.size]), a, b)
+    finally:
+        with contextlib.suppress(Exception):
+            client.unregister_cuda_shared_memory()
+        for region in regions:
+            cudashm.destroy_shared_memory_region(region)
+    return f"add_sub in and out of CUDA regions on GPU 0, registered over {protocol}: answer checked"
 
 
 def infer_add_sub(http_url: str, model: str) -> str:
@@ -156,13 +233,17 @@ def run_checks(repo: Path, skipped: dict[str, str]) -> list[Check]:
     import tritonclient.http as httpclient
 
     checks: list[Check] = [(name, "SKIP", why) for name, why in skipped.items()]
-    flags = ("--model-memory-budget=gpu0=90%", "--exit-on-error=false")
+    flags = ("--model-memory-budget=gpu0=90%", "--exit-on-error=false", "--allow-client-shm=true")
     with start_server(repo, *flags, timeout=240) as server:
         client = httpclient.InferenceServerClient(server.http_url)
         for name in ("onnx_cuda", "torch_cuda", "trt_engine", "two_groups", "placed_auto"):
             if name in skipped:
                 continue
             checks.append(attempt(name, lambda name=name: infer_add_sub(server.http_url, name)))  # type: ignore[misc]
+        if CUDA_SHM not in skipped:
+            for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+                check = functools.partial(cuda_shm_round_trip, url, protocol)
+                checks.append(attempt(f"{CUDA_SHM} {protocol}", check))
         metrics = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=30).read().decode()
 
         def gpu_metrics() -> str:
@@ -278,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     count, why = gpu_count()
     if count == 0:
         print(f"gpu-check: no GPU on this machine ({why or 'NVML sees 0 devices'}): nothing to check.")
+        print(f"SKIP  {CUDA_SHM}  {cuda_shm_unavailable() or 'no GPU'}")
         return 0
     started = time.monotonic()
     repo = Path(tempfile.mkdtemp(prefix="gpu-check-"))
