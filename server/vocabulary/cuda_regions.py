@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ctypes
 import logging
 import threading
 from collections.abc import Callable
@@ -88,6 +87,8 @@ class CudaPythonIpc:
         return int(self._check("cudaGetDeviceCount", self._cudart.cudaGetDeviceCount()))
 
     def open(self, handle: bytes, device: int) -> int:
+        import ctypes
+
         cudart = self._cudart
         self._check("cudaSetDevice", cudart.cudaSetDevice(device))
         ipc_handle = cudart.cudaIpcMemHandle_t()
