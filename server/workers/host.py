@@ -56,6 +56,7 @@ _PROCESSES: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
 
 @atexit.register
 def _kill_leftover_hosts() -> None:
+    _close_hosts_of_ended_loops()
     for process in list(_PROCESSES):
         if process.poll() is None:
             process.kill()
@@ -321,6 +322,7 @@ def host_for(
     with `fork` the template that forks its workers, started if needed with `environment()` (built
     only then: a copy of os.environ per load was a measurable part of loading many models)."""
     loop = asyncio.get_running_loop()
+    _close_hosts_of_ended_loops()
     hosts = _HOSTS.setdefault(loop, {})
     key = (f"{backend} (fork)" if fork else backend, visible_devices or "cpu")
     host = hosts.get(key)
@@ -335,6 +337,15 @@ def live_hosts() -> list[Host]:
     with contextlib.suppress(RuntimeError):
         return [host for host in _HOSTS.get(asyncio.get_running_loop(), {}).values() if host.alive]
     return []
+
+
+def _close_hosts_of_ended_loops() -> None:
+    """Close the hosts of event loops that ended without close_hosts() (tests, embedding callers).
+    A Host refers to its loop, so the weak key alone never lets them go: their control sockets
+    would wait for the collector (a ResourceWarning each) and their processes for exit."""
+    for loop in [loop for loop in _HOSTS if loop.is_closed()]:
+        for host in _HOSTS.pop(loop).values():
+            host.close()
 
 
 def close_hosts() -> None:

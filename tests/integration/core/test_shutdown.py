@@ -33,12 +33,13 @@ def slow_request_in_background(url: str, results: list[object]) -> threading.Thr
     def send() -> None:
         import tritonclient.http as httpclient
 
+        client = httpclient.InferenceServerClient(url, network_timeout=60)
         try:
-            results.append(
-                infer_identity(httpclient.InferenceServerClient(url, network_timeout=60), "slow", 9.0)
-            )
+            results.append(infer_identity(client, "slow", 9.0))
         except Exception as exc:  # refused, reset or an error answer: the test looks at it
             results.append(exc)
+        finally:
+            client.close()  # in this thread: gevent's connection pool belongs to it
 
     thread = threading.Thread(target=send, daemon=True)
     thread.start()
@@ -89,8 +90,8 @@ def test_exit_timeout_bounds_the_wait_and_a_second_signal_skips_it(tmp_path: Pat
         server = launch_server(repo, f"--exit-timeout-secs={timeout}")
         try:
             workers = worker_processes(server)
-            client = http_client(server)
-            assert client.is_server_ready()
+            with http_client(server) as client:
+                assert client.is_server_ready()
             results: list[object] = []
             slow_request_in_background(server.http_url, results)
             gate.wait_started(1)  # in flight

@@ -20,7 +20,7 @@ from server.core.placement import place_instances
 from server.errors import LoadError, ModelNotReady, WorkerCrashed
 from server.repository import load_model_config
 from server.workers.backend_loading import InstanceLaunch
-from server.workers.host import HostedProcess, close_hosts
+from server.workers.host import Host, HostedProcess, close_hosts, host_for
 from server.workers.settings import WorkerOptions
 from server.workers.supervisor import InstanceSupervisor, start_worker
 from tests.integration.workers.pool import Workers, output, request
@@ -365,3 +365,29 @@ def test_worker_exits_when_the_main_process_is_killed(workers: Workers) -> None:
         parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_hosts_of_an_event_loop_that_ended_without_close_hosts_are_closed_by_the_next() -> None:
+    # A Host refers to its loop, so its weak key never went: its control socket waited for the
+    # collector (a ResourceWarning at exit) and its process for the end of the interpreter.
+    environment = dict(os.environ)
+
+    async def template() -> Host:
+        return host_for("python", None, lambda: environment, fork=True)
+
+    ended = asyncio.new_event_loop()
+    try:
+        host = ended.run_until_complete(template())
+    finally:
+        ended.close()
+    assert host.alive and host.process is not None
+
+    async def next_loop() -> None:
+        try:
+            await template()
+        finally:
+            close_hosts()
+
+    asyncio.run(next_loop())
+    assert not host.alive
+    assert host.process.wait(timeout=30) == 0  # the template ends on its control socket's EOF
