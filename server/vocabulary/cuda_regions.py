@@ -32,13 +32,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from server.errors import Forbidden, GpuRequired, InvalidInput, RegionExists, RegionNotFound
+from server.errors import Forbidden, GpuRequired, InvalidInput
 from server.vocabulary.shm_regions import (
     DISABLED_MESSAGE,
     MAX_REGIONS,
+    Regions,
     RegionTable,
     check_name,
     count_field,
+    fitting_output,
 )
 
 logger = logging.getLogger(__name__)
@@ -241,12 +243,7 @@ class CudaOutputTarget:
         self._region = region
 
     def write(self, output_name: str, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        if view.nbytes > self.byte_size:
-            raise InvalidInput(
-                f"shared memory size specified with the request for output '{output_name}' "
-                f"({self.byte_size} bytes) should be at least {view.nbytes} bytes to hold the results"
-            )
+        view = fitting_output(output_name, data, self.byte_size)
         region = self._region
         if region is None:
             raise InvalidInput(f"shared memory region '{self.name}' was released before the output came")
@@ -262,9 +259,11 @@ class CudaOutputTarget:
             self.release()
 
 
-class CudaRegionTable:
+class CudaRegionTable(Regions[CudaRegion]):
     """The registered CUDA regions of one server (both protocols share it). With `system`, the two
     tables share one name space, and tensors naming a CUDA region find it through `system.cuda`."""
+
+    kind = "cuda"
 
     def __init__(
         self,
@@ -274,20 +273,15 @@ class CudaRegionTable:
         system: RegionTable | None = None,
         max_regions: int = MAX_REGIONS,
     ) -> None:
-        self.allowed = allowed
-        self.max_regions = max_regions
+        super().__init__(allowed=allowed, max_regions=max_regions)
         self._runtime_factory = runtime_factory
         self._runtime: CudaIpc | str | None = None  # probed on the first register, then kept
-        self._regions: dict[str, CudaRegion] = {}
         self.system = system
         if system is not None:
             system.cuda = self
 
-    def __len__(self) -> int:
-        return len(self._regions)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._regions
+    def _let_go(self, region: CudaRegion) -> None:
+        region.drop()  # an in-flight request still holding it closes the handle when it lets go
 
     def runtime(self) -> CudaIpc:
         """The CUDA runtime; GpuRequired with the reason when there is none."""
@@ -304,12 +298,7 @@ class CudaRegionTable:
         name = check_name(name)
         handle, device_id, byte_size = check_cuda_register(raw_handle, device_id, byte_size)
         runtime = self.runtime()
-        if name in self._regions or (self.system is not None and name in self.system):
-            raise RegionExists(f"shared memory region '{name}' already in manager")
-        if len(self._regions) >= self.max_regions:
-            raise InvalidInput(
-                f"too many shared memory regions: {self.max_regions} are registered; unregister one first"
-            )
+        self._check_room(name, self.system)
         if byte_size == 0:
             raise InvalidInput(f"Invalid shared memory region '{name}': byte_size must be positive")
         devices = runtime.device_count()
@@ -324,35 +313,7 @@ class CudaRegionTable:
             raise InvalidInput(f"failed to open CUDA IPC handle of region '{name}': {exc.message}") from None
         self._regions[name] = CudaRegion(name, device_id, byte_size, pointer, runtime)
 
-    def status(self, name: str = "") -> list[dict[str, Any]]:
-        if not name:
-            return [region.status() for region in self._regions.values()]
-        region = self._regions.get(name)
-        if region is None:
-            raise RegionNotFound(f"Unable to find cuda shared memory region: '{name}'")
-        return [region.status()]
-
-    def unregister(self, name: str = "") -> None:
-        """Forget one region (no error when unknown, like Triton) or, without a name, all; a region
-        an in-flight request holds closes when that request lets go."""
-        names = [name] if name else list(self._regions)
-        for each in names:
-            region = self._regions.pop(each, None)
-            if region is not None:
-                region.drop()
-
-    def close(self) -> None:
-        self.unregister()
-
     # -- tensors ---------------------------------------------------------------------------------
-    def region(self, name: str) -> CudaRegion:
-        if not self.allowed:
-            raise Forbidden(DISABLED_MESSAGE)
-        region = self._regions.get(name)
-        if region is None:
-            raise RegionNotFound(f"Unable to find shared memory region: '{name}'")
-        return region
-
     def read_input(self, name: str, offset: int, byte_size: int) -> bytearray:
         """An input's bytes, copied to host now."""
         return self.region(name).read(offset, byte_size)

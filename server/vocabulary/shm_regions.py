@@ -34,7 +34,7 @@ import stat
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import Forbidden, InvalidInput, RegionExists, RegionNotFound
 from server.vocabulary.types import InferenceRequest
@@ -127,6 +127,21 @@ class SystemRegion:
             self.fd = -1
 
 
+def output_too_small(output_name: str, byte_size: int, needed: int) -> InvalidInput:
+    return InvalidInput(
+        f"shared memory size specified with the request for output '{output_name}' "
+        f"({byte_size} bytes) should be at least {needed} bytes to hold the results"
+    )
+
+
+def fitting_output(output_name: str, data: bytes | bytearray | memoryview, byte_size: int) -> memoryview:
+    """The output's bytes, refused (Triton's message) when its region span is too small."""
+    view = memoryview(data).cast("B")
+    if view.nbytes > byte_size:
+        raise output_too_small(output_name, byte_size, view.nbytes)
+    return view
+
+
 class OutputTarget:
     """Where one requested output goes: a span of a region, with its own duplicate descriptor, so
     the span stays writable until the request ends even if the region is unregistered meanwhile."""
@@ -147,12 +162,7 @@ class OutputTarget:
 
     def write(self, output_name: str, data: bytes | bytearray | memoryview) -> None:
         """Write the output's bytes (at most byte_size) into the region."""
-        view = memoryview(data).cast("B")
-        if view.nbytes > self.byte_size:
-            raise InvalidInput(
-                f"shared memory size specified with the request for output '{output_name}' "
-                f"({self.byte_size} bytes) should be at least {view.nbytes} bytes to hold the results"
-            )
+        view = fitting_output(output_name, data, self.byte_size)
         if self.fd < 0:
             raise InvalidInput(f"shared memory region '{self.name}' was released before the output came")
         end = self.position + view.nbytes
@@ -282,22 +292,85 @@ def shm_parameters(parameters: dict[str, Any], tensor: str) -> tuple[str, int, i
     return region, offset, size
 
 
-class RegionTable:
-    """The registered system shared-memory regions of one server (both protocols share it)."""
+class _Registered(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
+AnyRegion = TypeVar("AnyRegion", bound=_Registered)
+
+
+class Regions(Generic[AnyRegion]):
+    """What the system and CUDA tables share: the switch, the names and their limit, status,
+    unregister and lookup. `kind` names the table in Triton's status error."""
+
+    kind = ""
 
     def __init__(self, *, allowed: bool, max_regions: int = MAX_REGIONS) -> None:
         self.allowed = allowed
         self.max_regions = max_regions
-        self._regions: dict[str, SystemRegion] = {}
-        # The CUDA table (cuda_regions.py) when the server has one: Triton keeps one name space
-        # across both, and tensors naming a CUDA region go there (protocol/shm_tensors.py).
-        self.cuda: Container[str] | None = None
+        self._regions: dict[str, AnyRegion] = {}
 
     def __len__(self) -> int:
         return len(self._regions)
 
     def __contains__(self, name: object) -> bool:
         return name in self._regions
+
+    def _check_room(self, name: str, others: Container[str] | None) -> None:
+        """A new region's name is free in both tables (one name space, as Triton's one manager),
+        and this table has room for it."""
+        if name in self._regions or (others is not None and name in others):
+            raise RegionExists(f"shared memory region '{name}' already in manager")
+        if len(self._regions) >= self.max_regions:
+            raise InvalidInput(
+                f"too many shared memory regions: {self.max_regions} are registered; unregister one first"
+            )
+
+    def _let_go(self, region: AnyRegion) -> None:
+        """The table's hold on an unregistered region ends."""
+        raise NotImplementedError
+
+    def status(self, name: str = "") -> list[dict[str, Any]]:
+        if not name:
+            return [region.status() for region in self._regions.values()]
+        region = self._regions.get(name)
+        if region is None:
+            raise RegionNotFound(f"Unable to find {self.kind} shared memory region: '{name}'")
+        return [region.status()]
+
+    def unregister(self, name: str = "") -> None:
+        """Forget one region (no error when it is unknown, like Triton) or, without a name, all."""
+        names = [name] if name else list(self._regions)
+        for each in names:
+            region = self._regions.pop(each, None)
+            if region is not None:
+                self._let_go(region)
+
+    def close(self) -> None:
+        self.unregister()
+
+    def region(self, name: str) -> AnyRegion:
+        if not self.allowed:
+            raise Forbidden(DISABLED_MESSAGE)
+        region = self._regions.get(name)
+        if region is None:
+            raise RegionNotFound(f"Unable to find shared memory region: '{name}'")
+        return region
+
+
+class RegionTable(Regions[SystemRegion]):
+    """The registered system shared-memory regions of one server (both protocols share it)."""
+
+    kind = "system"
+
+    def __init__(self, *, allowed: bool, max_regions: int = MAX_REGIONS) -> None:
+        super().__init__(allowed=allowed, max_regions=max_regions)
+        # The CUDA table (cuda_regions.py) when the server has one: Triton keeps one name space
+        # across both, and tensors naming a CUDA region go there (protocol/shm_tensors.py).
+        self.cuda: Container[str] | None = None
+
+    def _let_go(self, region: SystemRegion) -> None:
+        region.close()
 
     # -- the extension's API ---------------------------------------------------------------------
     def register(self, name: Any, key: Any, offset: Any, byte_size: Any) -> None:
@@ -307,12 +380,7 @@ class RegionTable:
         key = check_key(key)
         offset = count_field(offset, "offset")
         byte_size = count_field(byte_size, "byte_size")
-        if name in self._regions or (self.cuda is not None and name in self.cuda):
-            raise RegionExists(f"shared memory region '{name}' already in manager")
-        if len(self._regions) >= self.max_regions:
-            raise InvalidInput(
-                f"too many shared memory regions: {self.max_regions} are registered; unregister one first"
-            )
+        self._check_room(name, self.cuda)
         fd, object_size = _open_object(key)
         if byte_size == 0 or offset + byte_size > object_size:
             os.close(fd)
@@ -322,34 +390,7 @@ class RegionTable:
             )
         self._regions[name] = SystemRegion(name, key, offset, byte_size, fd)
 
-    def status(self, name: str = "") -> list[dict[str, Any]]:
-        if not name:
-            return [region.status() for region in self._regions.values()]
-        region = self._regions.get(name)
-        if region is None:
-            raise RegionNotFound(f"Unable to find system shared memory region: '{name}'")
-        return [region.status()]
-
-    def unregister(self, name: str = "") -> None:
-        """Forget one region (no error when it is unknown, like Triton) or, without a name, all."""
-        names = [name] if name else list(self._regions)
-        for each in names:
-            region = self._regions.pop(each, None)
-            if region is not None:
-                region.close()
-
-    def close(self) -> None:
-        self.unregister()
-
     # -- tensors ---------------------------------------------------------------------------------
-    def region(self, name: str) -> SystemRegion:
-        if not self.allowed:
-            raise Forbidden(DISABLED_MESSAGE)
-        region = self._regions.get(name)
-        if region is None:
-            raise RegionNotFound(f"Unable to find shared memory region: '{name}'")
-        return region
-
     def read_input(self, name: str, offset: int, byte_size: int) -> bytearray:
         """An input's bytes now (checked as `input_source` checks them)."""
         source = self.input_source(name, offset, byte_size)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from server.errors import InvalidInput, ServerError
-from server.vocabulary.shm_regions import TARGET, OutputTarget
+from server.vocabulary.shm_regions import TARGET, OutputTarget, output_too_small
 from server.vocabulary.types import InferenceRequest
 from server.workers.batch_io import SelectedOutputs
 
@@ -66,10 +66,7 @@ def write_direct(
                 continue
             view = _bytes_view(data)
             if view.nbytes > byte_size:
-                selected[index] = InvalidInput(
-                    f"shared memory size specified with the request for output '{name}' ({byte_size} "
-                    f"bytes) should be at least {view.nbytes} bytes to hold the results"
-                )
+                selected[index] = output_too_small(name, byte_size, view.nbytes)
                 break
             if os.fstat(fd).st_size < position + view.nbytes:
                 selected[index] = InvalidInput(
