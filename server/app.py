@@ -221,6 +221,7 @@ class Server:
             response_cache=(
                 ResponseCache(options.response_cache_byte_size) if options.response_cache_byte_size else None
             ),
+            sees_gpus=bool(self.registry.loader.visible_gpus),
         )
         for root in options.model_repositories:
             if not root.is_dir():

@@ -109,8 +109,12 @@ class DataPlane:
         server_name: str = "triton",
         limits: PendingLimits | None = None,
         response_cache: ResponseCache | None = None,
+        sees_gpus: bool = False,
     ) -> None:
         self.registry = registry
+        # Triton lists cuda_shared_memory where it was built with GPU support; this server where it
+        # sees a GPU (registering still needs cuda-python, and says so: vocabulary/cuda_regions.py).
+        self.extensions = (*EXTENSIONS, "cuda_shared_memory") if sees_gpus else EXTENSIONS
         self.table = registry.table  # every lookup goes through its public API
         self.limits = limits  # server-wide cap on pending requests and bytes (limits.py)
         self._labels = OutputLabels()  # classification labels per loaded version (labels.py)
@@ -147,7 +151,7 @@ class DataPlane:
         return not self.strict_readiness or self.table.all_ready()
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": self.server_name, "version": __version__, "extensions": list(EXTENSIONS)}
+        return {"name": self.server_name, "version": __version__, "extensions": list(self.extensions)}
 
     def model_ready(self, name: str, version: str = "") -> bool:
         if self._exiting:

@@ -186,6 +186,7 @@ def test_disabled_by_default(repo: Path) -> None:
 
 def test_cuda_shared_memory_needs_a_gpu(server: RunningServer) -> None:
     assert get(server, "/v2/cudasharedmemory/status") == (200, "[]")
+    assert "cuda_shared_memory" not in get(server, "/v2")[1]  # listed only where a GPU is seen
     status, text = post(
         server,
         "/v2/cudasharedmemory/region/c1/register",

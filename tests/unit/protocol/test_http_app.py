@@ -87,6 +87,9 @@ def test_server_metadata(http: Http) -> None:
     metadata = json_of(http.get("/v2"))
     assert metadata["name"] == "triton"
     assert {"binary_tensor_data", "classification", "statistics"} <= set(metadata["extensions"])
+    assert "cuda_shared_memory" not in metadata["extensions"]  # no GPU seen: Triton's CPU build's list
+    with_gpus = other_app(http, DataPlane(http.dataplane.registry, sees_gpus=True))
+    assert "cuda_shared_memory" in json_of(with_gpus.get("/v2"))["extensions"]
 
 
 def test_model_metadata_batched_and_not(http: Http) -> None:
