@@ -139,7 +139,6 @@ class Server:
         self.dataplane: DataPlane | None = None
         self.front_ends: dict[str, Any] = {}
         self.regions: RegionTable | None = None
-        self.cuda_regions: CudaRegionTable | None = None
         self._stop = asyncio.Event()
         self._signals = 0
         self._poller: RepositoryPoller | None = None
@@ -300,15 +299,15 @@ class Server:
         # Client shared-memory regions: one table of each kind for both protocols, one name space
         # (--allow-client-shm). The CUDA one probes for a GPU on its first register only.
         regions = self.regions = RegionTable(allowed=options.allow_client_shm)
-        cuda_regions = self.cuda_regions = CudaRegionTable(allowed=options.allow_client_shm, system=regions)
+        CudaRegionTable(allowed=options.allow_client_shm, system=regions)  # reached as regions.cuda
         if options.allow_http:
             from server.protocol.http.server import start_http
 
-            self.front_ends["HTTP"] = await start_http(dataplane, options, regions, cuda_regions)
+            self.front_ends["HTTP"] = await start_http(dataplane, options, regions)
         if options.allow_grpc:
             from server.protocol.grpc.server import start_grpc
 
-            self.front_ends["gRPC"] = await start_grpc(dataplane, options, regions, cuda_regions)
+            self.front_ends["gRPC"] = await start_grpc(dataplane, options, regions)
         if options.allow_metrics:
             from server.metrics import start_metrics
 
@@ -381,9 +380,7 @@ class Server:
         )
         await self._close_models(grace)
         if self.regions is not None:
-            self.regions.close()  # every region's descriptor (in-flight outputs hold their own)
-        if self.cuda_regions is not None:
-            self.cuda_regions.close()  # every IPC handle no in-flight output holds any more
+            self.regions.close()  # every region's descriptor and handle (in-flight outputs hold their own)
         if "metrics" in self.front_ends:
             await self.front_ends["metrics"].stop()
         log.info("server stopped")

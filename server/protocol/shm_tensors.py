@@ -44,10 +44,18 @@ def names_shared_memory(parameters: dict[str, Any]) -> bool:
     return REGION in parameters or BYTE_SIZE in parameters or OFFSET in parameters
 
 
+def cuda_table(regions: RegionTable) -> CudaRegionTable:
+    """The CUDA table linked to `regions` (server/app.py links them), linking a new one (no GPU
+    probed until a register) to a table that has none: front ends sharing `regions` share it too."""
+    if regions.cuda is not None:
+        return regions.cuda
+    return CudaRegionTable(allowed=regions.allowed, system=regions)
+
+
 def _cuda_table(regions: RegionTable, name: str) -> CudaRegionTable | None:
     """The CUDA table when `name` is one of its regions."""
     cuda = regions.cuda
-    return cuda if isinstance(cuda, CudaRegionTable) and name in cuda else None
+    return cuda if cuda is not None and name in cuda else None
 
 
 def region_input(

@@ -34,10 +34,13 @@ import stat
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from server.errors import Forbidden, InvalidInput, RegionExists, RegionNotFound
 from server.vocabulary.types import InferenceRequest
+
+if TYPE_CHECKING:  # cuda_regions.py builds on this module
+    from server.vocabulary.cuda_regions import CudaRegionTable
 
 SHM_DIRECTORY = "/dev/shm"
 MAX_REGIONS = 1024
@@ -367,10 +370,15 @@ class RegionTable(Regions[SystemRegion]):
         super().__init__(allowed=allowed, max_regions=max_regions)
         # The CUDA table (cuda_regions.py) when the server has one: Triton keeps one name space
         # across both, and tensors naming a CUDA region go there (protocol/shm_tensors.py).
-        self.cuda: Container[str] | None = None
+        self.cuda: CudaRegionTable | None = None
 
     def _let_go(self, region: SystemRegion) -> None:
         region.close()
+
+    def close(self) -> None:
+        super().close()
+        if self.cuda is not None:
+            self.cuda.close()  # every IPC handle no in-flight output holds any more
 
     # -- the extension's API ---------------------------------------------------------------------
     def register(self, name: Any, key: Any, offset: Any, byte_size: Any) -> None:

@@ -19,7 +19,6 @@ from server.protocol.grpc.guard import add_guarded_service
 from server.protocol.grpc.h2server import H2Connection, H2Settings
 from server.protocol.grpc.service import InferenceRpcs
 from server.protocol.grpc.tls import TlsOptions, server_credentials, tls_enabled
-from server.vocabulary.cuda_regions import CudaRegionTable
 from server.vocabulary.restrictions import GRPC_HEADER_PREFIX, Restrictions, parse_restrictions
 from server.vocabulary.shm_regions import RegionTable
 
@@ -55,17 +54,17 @@ async def start_grpc(
     dataplane: DataPlaneApi,
     options: GrpcOptions,
     regions: RegionTable | None = None,
-    cuda_regions: CudaRegionTable | None = None,
 ) -> GrpcServer | H2GrpcServer:
     """Listen on `options.grpc_host:options.grpc_port` (port 0: any free port, see `.port`).
-    `regions`, `cuda_regions`: the client shared-memory regions (shared with HTTP; None: refused).
+    `regions`: the client shared-memory regions, CUDA ones through `regions.cuda` (shared with HTTP;
+    None: refused).
 
     `options.grpc_stack` "h2" serves plaintext gRPC with our lean HTTP/2 server (h2server.py);
     "grpcio", or TLS, with grpc.aio.
     """
     max_size = options.grpc_max_message_size
     if options.grpc_stack == "h2" and not tls_enabled(options):
-        return await _start_h2(dataplane, options, max_size, regions, cuda_regions)
+        return await _start_h2(dataplane, options, max_size, regions)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_size),
@@ -76,7 +75,7 @@ async def start_grpc(
     )
     restrictions = _restrictions(options)
     # Malformed messages -> INVALID_ARGUMENT, restricted groups -> UNAVAILABLE (guard.py).
-    add_guarded_service(server, InferenceRpcs(dataplane, regions, cuda_regions), restrictions)
+    add_guarded_service(server, InferenceRpcs(dataplane, regions), restrictions)
     credentials = server_credentials(options)  # TLS (tls.py), None when off
     address = f"{options.grpc_host}:{options.grpc_port}"
     try:
@@ -106,7 +105,6 @@ async def _start_h2(
     options: GrpcOptions,
     max_size: int,
     regions: RegionTable | None,
-    cuda_regions: CudaRegionTable | None,
 ) -> H2GrpcServer:
     address = f"{options.grpc_host}:{options.grpc_port}"
     try:
@@ -117,7 +115,6 @@ async def _start_h2(
             _restrictions(options),
             max_size,
             regions=regions,
-            cuda_regions=cuda_regions,
         )
     except OSError as exc:
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc.strerror or exc}") from None
@@ -154,9 +151,8 @@ async def start_h2_grpc(
     max_message_size: int,
     *,
     regions: RegionTable | None = None,
-    cuda_regions: CudaRegionTable | None = None,
 ) -> H2GrpcServer:
-    settings = H2Settings(InferenceRpcs(dataplane, regions, cuda_regions), restrictions, max_message_size)
+    settings = H2Settings(InferenceRpcs(dataplane, regions), restrictions, max_message_size)
     connections: set[H2Connection] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: H2Connection(settings, connections), host, port)

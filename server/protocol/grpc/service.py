@@ -35,12 +35,12 @@ from server.protocol.request_log import REQUEST_LOG, grpc_status_name, logged_rp
 from server.protocol.shm_tensors import (
     DISABLED,
     OutputTargets,
+    cuda_table,
     enable_direct_writes,
     release,
     write_outputs,
 )
 from server.protocol.tensor_codec import classify_outputs
-from server.vocabulary.cuda_regions import CudaRegionTable
 from server.vocabulary.shm_regions import RegionTable
 from server.vocabulary.types import InferenceResult
 
@@ -120,15 +120,12 @@ class InferenceRpcs(SharedMemoryRpcs):
         self,
         dataplane: DataPlaneApi,
         regions: RegionTable | None = None,
-        cuda_regions: CudaRegionTable | None = None,
     ) -> None:
         self.dataplane = dataplane
         # Client shared memory (vocabulary/shm_regions.py, cuda_regions.py): the server's tables,
         # shared with HTTP; without them it is refused.
         self.regions = regions if regions is not None else DISABLED
-        self.cuda_regions = (
-            cuda_regions if cuda_regions is not None else CudaRegionTable(allowed=self.regions.allowed)
-        )
+        self.cuda_regions = cuda_table(self.regions)
         for name, method in METHODS.items():  # both stacks look RPCs up on this object
             if name not in PRESERIALIZED and not method.streaming:
                 setattr(self, name, logged_rpc(name, getattr(self, name)))

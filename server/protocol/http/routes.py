@@ -41,10 +41,9 @@ from server.protocol.http.views import (
 from server.protocol.log_settings import LOG_CONTROL
 from server.protocol.request_log import REQUEST_LOG
 from server.protocol.restricted import http_denial
-from server.protocol.shm_tensors import DISABLED, enable_direct_writes, release, write_outputs
+from server.protocol.shm_tensors import DISABLED, cuda_table, enable_direct_writes, release, write_outputs
 from server.protocol.tensor_codec import classify_outputs
 from server.repository.json_codec import message_to_json
-from server.vocabulary.cuda_regions import CudaRegionTable
 from server.vocabulary.restrictions import Restrictions
 from server.vocabulary.shm_regions import RegionTable
 from server.vocabulary.stream import ResponseStream
@@ -133,7 +132,6 @@ class HttpApp:
         max_input_size: int,
         restrictions: Restrictions | None = None,
         regions: RegionTable | None = None,
-        cuda_regions: CudaRegionTable | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.max_input_size = max_input_size
@@ -141,9 +139,7 @@ class HttpApp:
         # Client shared memory (vocabulary/shm_regions.py, cuda_regions.py): the server's tables,
         # shared with gRPC; without them it is refused.
         self.regions = regions if regions is not None else DISABLED
-        self.cuda_regions = (
-            cuda_regions if cuda_regions is not None else CudaRegionTable(allowed=self.regions.allowed)
-        )
+        self.cuda_regions = cuda_table(self.regions)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Any request. Inference goes through start_infer/finish_infer, the path the socket

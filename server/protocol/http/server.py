@@ -22,7 +22,6 @@ import httptools
 from server.protocol.api import DataPlaneApi
 from server.protocol.http.linger import Linger, linger_budget
 from server.protocol.http.routes import HttpApp, HttpRequest, HttpResponse, InferCall, error_response
-from server.vocabulary.cuda_regions import CudaRegionTable
 from server.vocabulary.eager import on_done
 from server.vocabulary.restrictions import parse_restrictions
 from server.vocabulary.shm_regions import RegionTable
@@ -431,14 +430,14 @@ async def start_http(
     dataplane: DataPlaneApi,
     options: HttpOptions,
     regions: RegionTable | None = None,
-    cuda_regions: CudaRegionTable | None = None,
 ) -> HttpServer:
     """Listen on `options.http_host:options.http_port` (port 0: any free port, see `.port`).
-    `regions`, `cuda_regions`: the client shared-memory regions (shared with gRPC; None: refused)."""
+    `regions`: the client shared-memory regions, CUDA ones through `regions.cuda` (shared with gRPC;
+    None: refused)."""
     restrictions = parse_restrictions(
         getattr(options, "http_restricted_api", []), flag="--http-restricted-api"
     )
-    app = HttpApp(dataplane, options.http_max_input_size, restrictions, regions, cuda_regions)
+    app = HttpApp(dataplane, options.http_max_input_size, restrictions, regions)
     connections: set[HttpConnection] = set()
     budget = BodyBudget(int(getattr(options, "max_pending_bytes", 0)))  # see BodyBudget
     loop = asyncio.get_running_loop()

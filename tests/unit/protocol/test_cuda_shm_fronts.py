@@ -49,12 +49,12 @@ def served(http: Http) -> Iterator[Served]:
     gpu = FakeGpu()
     regions = RegionTable(allowed=True)
     cuda = CudaRegionTable(allowed=True, runtime_factory=lambda: gpu, system=regions)
-    app = HttpApp(http.dataplane, MAX_INPUT_SIZE, regions=regions, cuda_regions=cuda)
+    app = HttpApp(http.dataplane, MAX_INPUT_SIZE, regions=regions)
     inputs, outputs = gpu.allocate(2 * NBYTES), gpu.allocate(2 * NBYTES)
     gpu.memory(inputs)[:] = A.tobytes() + B.tobytes()
     yield Served(
         Http(http.loop, http.dataplane, app, http.repo),
-        InferenceRpcs(http.dataplane, regions, cuda),
+        InferenceRpcs(http.dataplane, regions),
         gpu,
         regions,
         cuda,
